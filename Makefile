@@ -1,0 +1,50 @@
+# medcl_lite: the two commands that matter are `make demo` and `make test` (README).
+# Both create .venv if absent and install what they need; they work on a fresh machine that
+# has only Python 3.11 and pip.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.medcl-installed
+export HF_HUB_OFFLINE ?= 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test install lint format notebooks bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install when the dependencies change.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+## The quickstart reproduction on the built-in phantoms (CPU < 15 min): runs/quickstart/
+demo: install
+	$(VENV)/bin/medcl reproduce 00_quickstart -f notebooks/params/quickstart/cpu_demo.yaml --name quickstart --no-progress
+
+## The whole suite: ruff, notebook pairs in sync, unit tests, the notebooks in smoke mode (nbval)
+test: install
+	$(VENV)/bin/ruff check medcl_lite tests data_scripts benchmarks notebooks/*.py
+	MEDCL_RUNS=$$(mktemp -d) $(PY) -m pytest -q -p no:cacheprovider tests \
+		--nbval-lax --nbval-current-env notebooks/*.ipynb
+
+lint: install
+	$(VENV)/bin/ruff check medcl_lite tests data_scripts benchmarks notebooks/*.py
+
+format: install
+	$(VENV)/bin/ruff format medcl_lite tests data_scripts benchmarks
+	$(VENV)/bin/ruff check --fix medcl_lite tests data_scripts benchmarks notebooks/*.py
+
+## Regenerate every .ipynb (no outputs) from its py:percent source, the source of truth
+notebooks: install
+	$(VENV)/bin/jupytext --to ipynb notebooks/*.py
+
+## Speed benchmark of the pretraining loop against a bare smp step (benchmarks/README.md)
+bench: install
+	$(PY) benchmarks/bench_pretrain_step.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,10 @@
+"""medcl_lite: contrastive self-supervised learning for medical image segmentation, taught in notebooks.
+
+Every method here answers one question, *which pairs are positive?* (``medcl_lite.pairing``), and
+shares one masked InfoNCE loss (``medcl_lite.losses``). Start with ``notebooks/00_quickstart``.
+"""
+
+from medcl_lite.utils import get_device, print_env, seed_everything
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "get_device", "print_env", "seed_everything"]

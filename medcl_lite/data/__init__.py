@@ -1,0 +1,1 @@
+"""Data: built-in phantoms, the prepared on-disk format, datasets and augmentation."""

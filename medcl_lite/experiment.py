@@ -1,0 +1,124 @@
+"""Experiment grids: fine-tune every initialisation at every label count and seed, then tabulate.
+
+The quickstart and every chapter compare initialisations (random, SimCLR, MoCo, the paper's
+method) at several label budgets over several seeds. :func:`run_finetune_grid` runs that grid,
+one folder per run under ``out_dir`` with its ``metrics.json``; a run whose folder already holds
+metrics for the same configuration is loaded instead of trained, so a crashed batch job resumes
+where it stopped. :func:`results_table` turns the rows into the "mean ± std" table of the papers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from medcl_lite.config import to_dict
+from medcl_lite.data.datasets import Protocol, choose_labelled
+from medcl_lite.data.sliceset import SliceSet
+from medcl_lite.metrics import summarize
+from medcl_lite.train import FinetuneConfig, finetune
+
+__all__ = ["load_grid", "load_predictions", "results_table", "run_finetune_grid"]
+
+
+def _run_name(init: str, n_labelled: int | str, seed: int) -> str:
+    return f"{init}__n{n_labelled}__s{seed}"
+
+
+def run_finetune_grid(
+    data: SliceSet,
+    protocol: Protocol,
+    encoders: dict[str, dict | None],
+    label_counts: Sequence[int | str],
+    seeds: Sequence[int],
+    base: FinetuneConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Fine-tune each initialisation at each label count and seed; one row of metrics per run.
+
+    Args:
+        data: the labelled SliceSet (all splits).
+        protocol: index arrays (``label_pool``, ``val``, ``test``) from ``make_protocol``.
+        encoders: initialisation name -> encoder ``state_dict`` (None = random initialisation).
+        label_counts: numbers of labelled images (``"all"`` = the whole label pool).
+        seeds: fine-tuning seeds; a seed fixes the labelled subset (nested across counts) and the
+            decoder's initialisation, so every initialisation sees the same images.
+        base: the fine-tuning settings shared by all runs (``init``/``seed``/``out_dir`` are set here).
+        out_dir: folder for one sub-folder per run; finished runs found there are reused.
+    Returns:
+        DataFrame: ``init``, ``n_labelled`` (str), ``n_images``, ``seed`` and the run's metrics.
+    """
+    rows = []
+    jobs = [(init, n, s) for n in label_counts for s in seeds for init in encoders]
+    for init, n_labelled, seed in tqdm(jobs, desc="fine-tuning grid", disable=not progress, mininterval=2.0):
+        labelled = choose_labelled(data.meta, protocol.label_pool, n_labelled, seed)
+        run_dir = Path(out_dir) / _run_name(init, n_labelled, seed) if out_dir else None
+        cfg = replace(
+            base,
+            init="random" if encoders[init] is None else "pretrained",
+            seed=seed,
+            out_dir=str(run_dir) if run_dir else "",
+            progress=False,
+        )
+        metrics = _load_finished(run_dir, cfg)
+        if metrics is None:
+            result = finetune(cfg, data, labelled, protocol.val, protocol.test, encoder_state=encoders[init])
+            metrics = result.metrics
+        rows.append({**metrics, "init": init, "n_labelled": str(n_labelled), "n_images": len(labelled), "seed": seed})
+    return pd.DataFrame(rows)
+
+
+def _load_finished(run_dir: Path | None, cfg: FinetuneConfig) -> dict | None:
+    """Metrics of a finished run with the same configuration, else None."""
+    if run_dir is None or not (run_dir / "metrics.json").is_file() or not (run_dir / "config.json").is_file():
+        return None
+    saved = json.loads((run_dir / "config.json").read_text())
+    now = to_dict(cfg)
+    if {k: v for k, v in saved.items() if k != "progress"} != {k: v for k, v in now.items() if k != "progress"}:
+        return None
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def load_predictions(out_dir: str | Path, init: str, n_labelled: int | str, seed: int) -> np.ndarray:
+    """Test-set label maps ``[N, H, W]`` saved by one run of :func:`run_finetune_grid`."""
+    path = Path(out_dir) / _run_name(init, n_labelled, seed) / "test_pred.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved predictions for {init!r}, n={n_labelled}, seed={seed}: {path}")
+    with np.load(path) as saved:
+        return saved["pred"]
+
+
+def load_grid(out_dir: str | Path) -> pd.DataFrame:
+    """Rows of every finished run under ``out_dir`` (what :func:`run_finetune_grid` wrote)."""
+    rows = []
+    for metrics_file in sorted(Path(out_dir).glob("*__n*__s*/metrics.json")):
+        init, n, s = metrics_file.parent.name.split("__")
+        metrics = json.loads(metrics_file.read_text())
+        rows.append({**metrics, "init": init, "n_labelled": n[1:], "seed": int(s[1:])})
+    return pd.DataFrame(rows)
+
+
+def results_table(rows: pd.DataFrame, value: str = "test_dice", label_order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Pivot to the papers' table: one row per initialisation, one column per label count.
+
+    Cells are ``"mean ± std"`` over seeds of ``value`` (std with ddof=1). Columns keep the label
+    counts' natural order (numbers ascending, then ``"all"``).
+    """
+    if rows.empty:
+        raise ValueError("results_table: no finished runs to tabulate")
+    summary = summarize(rows, ["init", "n_labelled"], value)
+    order = list(label_order) if label_order else sorted(
+        summary["n_labelled"].unique(), key=lambda n: (n == "all", float(n) if n != "all" else np.inf)
+    )
+    table = summary.pivot(index="init", columns="n_labelled", values="mean ± std")
+    table = table[[c for c in order if c in table.columns]]
+    table.columns = [f"{c} labelled" if c != "all" else "all labels" for c in table.columns]
+    inits = list(dict.fromkeys(rows["init"]))
+    return table.loc[[i for i in inits if i in table.index]]

@@ -1,0 +1,510 @@
+"""Training loops: contrastive pretraining (SimCLR | MoCo x any pairing) and fine-tuning.
+
+These loops are written out on purpose: they are what the notebooks teach. One step of each
+framework is a short function (:func:`simclr_loss`, :func:`moco_loss`) that a notebook can print
+with ``inspect.getsource``. Runs are configured by :class:`PretrainConfig` / :class:`FinetuneConfig`,
+write their files under ``out_dir`` and, with ``resume=True``, continue exactly where a crash
+stopped them (checkpoints at epoch ends, RNG states included).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm.auto import tqdm
+
+from medcl_lite import pairing
+from medcl_lite.checkpoint import (
+    atomic_write_text,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from medcl_lite.config import ConfigError, check_choice, check_range, to_dict, to_json
+from medcl_lite.data.datasets import LabelledDataset, TwoViewDataset
+from medcl_lite.data.sliceset import SliceSet
+from medcl_lite.data.transforms import joint_transform, view_transform
+from medcl_lite.losses import MoCoQueue, info_nce, nt_xent
+from medcl_lite.metrics import dice_per_image, dice_pooled
+from medcl_lite.models import (
+    EncoderWithHead,
+    ProjectionHead,
+    build_segmenter,
+    load_encoder,
+    momentum_copy,
+    momentum_update,
+)
+from medcl_lite.utils import get_device, seed_everything
+
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneResult",
+    "PretrainConfig",
+    "PretrainResult",
+    "embed",
+    "finetune",
+    "moco_loss",
+    "predict",
+    "pretrain",
+    "simclr_loss",
+]
+
+# Fields that may change between a run and its resumption without changing what is computed.
+_RESUME_FREE = {"resume", "progress", "max_epochs", "out_dir", "num_workers", "device"}
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PretrainConfig:
+    """Contrastive pretraining of a segmenter's encoder (the papers' values in the presets)."""
+
+    framework: str = "simclr"  # "simclr" | "moco"
+    pairing: str = "instance"  # "instance" | "temporal" | "positional" | "partition"
+    threshold: float = 0.1  # positional: |Δdepth| < θ (PCL: 0.1 CHD, 0.35 ACDC)
+    parts: int = 4  # partition: depth bins per volume (GCL: 4)
+    arch: str = "unet"  # whose encoder: "unet" | "deeplabv3" | "deeplabv3plus"
+    encoder: str = "resnet18"
+    in_channels: int = 1
+    augment: str = "quickstart"  # preset of medcl_lite.data.transforms.PRESETS
+    max_epochs: int = 20
+    batch_size: int = 32  # images per step (2x views)
+    optimizer: str = "sgd"  # "sgd" (papers) | "adam"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    warmup_epochs: int = 1  # linear warm-up, then cosine (CL-TCI: 10 of 500)
+    temperature: float = 0.1
+    proj_dim: int = 128  # 512 in the papers' code
+    queue_size: int = 3072  # MoCo
+    moco_momentum: float = 0.999  # MoCo
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA only
+    num_workers: int = 0
+    out_dir: str = ""  # "" = keep nothing on disk
+    resume: bool = False
+    checkpoint_every: int = 1  # epochs
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        check_choice(name, "framework", self.framework, {"simclr", "moco"})
+        check_choice(name, "pairing", self.pairing, set(pairing.STRATEGIES))
+        check_choice(name, "optimizer", self.optimizer, {"sgd", "adam"})
+        check_range(name, "threshold", self.threshold, 1e-6, 1.0)
+        for key in ("parts", "max_epochs", "batch_size", "proj_dim", "queue_size", "checkpoint_every"):
+            check_range(name, key, getattr(self, key), 1)
+        check_range(name, "batch_size", self.batch_size, 2)
+        for key in ("lr", "temperature"):
+            check_range(name, key, getattr(self, key), 1e-12)
+        check_range(name, "moco_momentum", self.moco_momentum, 0.0, 1.0)
+        check_range(name, "warmup_epochs", self.warmup_epochs, 0)
+        if self.resume and not self.out_dir:
+            raise ConfigError(f"{name}: resume=True needs an out_dir to resume from")
+
+
+@dataclass
+class FinetuneConfig:
+    """Supervised fine-tuning of a whole segmenter on the labelled images."""
+
+    arch: str = "unet"
+    encoder: str = "resnet18"
+    in_channels: int = 1
+    init: str = "random"  # "random" | "pretrained" (encoder from `pretrained` or the argument)
+    pretrained: str = ""  # path to a pretraining run's encoder.pt
+    augment: str = "light"  # joint_transform strength: "none" | "light"
+    max_steps: int = 300
+    batch_size: int = 8
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "ce+dice"  # "ce" (papers) | "ce+dice"
+    eval_every: int = 25  # steps between validation Dice checks (epoch choice)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    num_workers: int = 0
+    out_dir: str = ""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        check_choice(name, "init", self.init, {"random", "pretrained"})
+        check_choice(name, "augment", self.augment, {"none", "light"})
+        check_choice(name, "loss", self.loss, {"ce", "ce+dice"})
+        check_choice(name, "optimizer", self.optimizer, {"sgd", "adam"})
+        for key in ("max_steps", "batch_size", "eval_every"):
+            check_range(name, key, getattr(self, key), 1)
+        check_range(name, "lr", self.lr, 1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# One step of each framework: what the notebooks print
+# --------------------------------------------------------------------------------------------
+def batch_meta(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """The metadata a pairing strategy reads, on ``device``: patient codes and depths ``[B]``."""
+    return {"patient": batch["patient"].to(device), "depth": batch["depth"].to(device).float()}
+
+
+def simclr_loss(net: nn.Module, batch: dict[str, Tensor], cfg: PretrainConfig, device) -> Tensor:
+    """SimCLR (+ pairing): embed both views in one pass, NT-Xent with the strategy's positives."""
+    v1, v2 = batch["view1"].to(device), batch["view2"].to(device)
+    z1, z2 = net(torch.cat([v1, v2])).chunk(2)  # one pass: BatchNorm sees both views
+    meta = batch_meta(batch, device)
+    extra = pairing.positives(cfg.pairing, meta, threshold=cfg.threshold, parts=cfg.parts)
+    return nt_xent(z1, z2, cfg.temperature, pos_mask=None if cfg.pairing == "instance" else extra)
+
+
+def moco_loss(
+    net: nn.Module,
+    key_net: nn.Module,
+    queue: MoCoQueue,
+    batch: dict[str, Tensor],
+    cfg: PretrainConfig,
+    device,
+) -> Tensor:
+    """MoCo (+ pairing): query from view 1, key from view 2 by the momentum encoder.
+
+    Keys = this batch's keys, then the queue. Positives: the own key, plus every batch key or
+    queue entry the pairing strategy marks (e.g. the same patient, CL-TCI). The other batch keys
+    act as extra negatives, as they would one step later from the queue.
+    """
+    v1, v2 = batch["view1"].to(device), batch["view2"].to(device)
+    meta = batch_meta(batch, device)
+    q = net(v1)
+    with torch.no_grad():
+        momentum_update(net, key_net, cfg.moco_momentum)
+        k = key_net(v2)
+    params = {"threshold": cfg.threshold, "parts": cfg.parts}
+    own = torch.eye(len(q), dtype=torch.bool, device=device)
+    mask = torch.cat(
+        [
+            own | pairing.positives(cfg.pairing, meta, **params),
+            pairing.positives(cfg.pairing, meta, queue.meta, **params),
+        ],
+        dim=1,
+    )
+    loss = info_nce(q, torch.cat([k.float(), queue.keys.clone()]), mask, cfg.temperature)
+    queue.enqueue(k, **meta)
+    return loss
+
+
+# --------------------------------------------------------------------------------------------
+# Pretraining
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain` returns: the trained encoder+head, its history, where files went."""
+
+    net: EncoderWithHead
+    history: pd.DataFrame
+    config: PretrainConfig
+    out_dir: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def encoder_state(self) -> dict[str, Tensor]:
+        """The encoder's weights, what fine-tuning loads (``load_encoder``)."""
+        return {k: v.detach().cpu().clone() for k, v in self.net.encoder.state_dict().items()}
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up for ``warmup`` steps, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _make_optimizer(params, name: str, lr: float, momentum: float, weight_decay: float):
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def _build_contrastive(cfg: PretrainConfig) -> EncoderWithHead:
+    encoder = build_segmenter(cfg.arch, cfg.encoder, cfg.in_channels, classes=1).encoder
+    return EncoderWithHead(encoder, ProjectionHead(encoder.out_channels[-1], cfg.proj_dim))
+
+
+def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
+    """Contrastive pretraining of ``cfg.arch``'s encoder on ``data`` rows ``index`` (labels unused).
+
+    Files in ``cfg.out_dir`` (if set): ``config.json``, ``history.csv``, ``checkpoint.pt`` (everything
+    needed to resume) and ``encoder.pt`` (the encoder weights fine-tuning loads).
+    """
+    device = get_device(cfg.device)
+    seed_everything(cfg.seed)
+    out = Path(cfg.out_dir) if cfg.out_dir else None
+    dataset = TwoViewDataset(data, view_transform(data.image_size[0], cfg.augment), index=index)
+    if len(dataset) < cfg.batch_size:
+        raise ConfigError(f"PretrainConfig: batch_size={cfg.batch_size} exceeds the {len(dataset)} images")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=generator,
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+    )
+    net = _build_contrastive(cfg).to(device)
+    key_net = momentum_copy(net) if cfg.framework == "moco" else None
+    queue = MoCoQueue(cfg.queue_size, cfg.proj_dim).to(device) if key_net is not None else None
+    optimizer = _make_optimizer(net.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    steps_per_epoch = len(loader)
+    total = cfg.max_epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, total, cfg.warmup_epochs * steps_per_epoch)
+    )
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history: list[dict] = []
+    start_epoch = 0
+
+    if cfg.resume and out is not None and (out / "checkpoint.pt").is_file():
+        state = load_checkpoint(out / "checkpoint.pt", map_location=device)
+        _check_same_run(state["config"], cfg)
+        net.load_state_dict(state["net"])
+        if key_net is not None:
+            key_net.load_state_dict(state["key_net"])
+            queue.load_state_dict(state["queue"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"], generator)
+        history = pd.DataFrame(state["history"]).to_dict("records")
+        start_epoch = int(state["epoch"])
+    if out is not None:
+        atomic_write_text(out / "config.json", to_json(cfg))
+
+    t0 = time.perf_counter()
+    net.train()
+    bar = tqdm(
+        total=total, initial=start_epoch * steps_per_epoch, disable=not cfg.progress,
+        desc=f"{cfg.framework}/{cfg.pairing}", mininterval=2.0,
+    )
+    for epoch in range(start_epoch, cfg.max_epochs):
+        for batch in loader:
+            with torch.autocast(device.type, enabled=use_amp):
+                if key_net is None:
+                    loss = simclr_loss(net, batch, cfg, device)
+                else:
+                    loss = moco_loss(net, key_net, queue, batch, cfg, device)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            history.append(
+                {
+                    "epoch": epoch,
+                    "step": len(history),
+                    "loss": float(loss.detach()),
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            bar.update(1)
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", refresh=False)
+        done = epoch + 1
+        if out is not None and (done % cfg.checkpoint_every == 0 or done == cfg.max_epochs):
+            state = {
+                "net": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": get_rng_state(generator),
+                "epoch": done,
+                "history": pd.DataFrame(history).to_dict("list"),
+                "config": to_dict(cfg),
+            }
+            if key_net is not None:
+                state["key_net"] = key_net.state_dict()
+                state["queue"] = queue.state_dict()
+            save_checkpoint(state, out / "checkpoint.pt")
+    bar.close()
+    result = PretrainResult(net, pd.DataFrame(history), cfg, out, time.perf_counter() - t0)
+    if out is not None:
+        save_checkpoint({"encoder": result.encoder_state, "config": to_dict(cfg)}, out / "encoder.pt")
+        atomic_write_text(out / "history.csv", result.history.to_csv(index=False))
+    return result
+
+
+def _check_same_run(saved: dict, cfg: PretrainConfig) -> None:
+    """Refuse to resume a checkpoint written by a different configuration."""
+    now = to_dict(cfg)
+    diff = {k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k]}
+    if diff:
+        raise ConfigError(
+            f"resume: checkpoint in {cfg.out_dir} was written with other values for {sorted(diff)}; "
+            "use a new out_dir or resume=False"
+        )
+
+
+def load_pretrained_encoder(path: str | Path) -> dict[str, Tensor]:
+    """The encoder weights saved by :func:`pretrain` as ``encoder.pt``."""
+    return load_checkpoint(path)["encoder"]
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning, prediction, embeddings
+# --------------------------------------------------------------------------------------------
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns: the model at the best validation step and its scores."""
+
+    model: nn.Module
+    metrics: dict
+    history: pd.DataFrame
+    config: FinetuneConfig
+    test_pred: np.ndarray | None = field(default=None, repr=False)
+
+
+def _segmentation_loss(logits: Tensor, target: Tensor, kind: str) -> Tensor:
+    """Cross-entropy (papers), or cross-entropy + soft Dice over foreground classes."""
+    ce = nn.functional.cross_entropy(logits.float(), target)
+    if kind == "ce":
+        return ce
+    prob = logits.float().softmax(dim=1)[:, 1:]
+    onehot = nn.functional.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
+    inter = (prob * onehot).sum(dim=(0, 2, 3))
+    denom = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    return ce + (1 - (2 * inter + 1) / (denom + 1)).mean()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: SliceSet, index=None, batch_size: int = 64, device=None) -> np.ndarray:
+    """Label maps ``[N, H, W]`` uint8 for the rows ``index`` of ``data`` (argmax of the logits)."""
+    device = device or next(model.parameters()).device
+    index = np.arange(len(data)) if index is None else np.asarray(index)
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(index), batch_size):
+        x = torch.from_numpy(data.images[index[start : start + batch_size]]).unsqueeze(1).to(device)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            out.append(model(x).argmax(dim=1).to(torch.uint8).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, *data.image_size), np.uint8)
+
+
+@torch.no_grad()
+def embed(net: EncoderWithHead, data: SliceSet, index=None, batch_size: int = 128) -> np.ndarray:
+    """Pooled bottleneck features ``[N, C]`` of the (pretrained) encoder, for embedding plots."""
+    device = next(net.parameters()).device
+    index = np.arange(len(data)) if index is None else np.asarray(index)
+    was_training = net.training
+    net.eval()
+    feats = [
+        net.features(torch.from_numpy(data.images[index[s : s + batch_size]]).unsqueeze(1).to(device))
+        .float()
+        .cpu()
+        .numpy()
+        for s in range(0, len(index), batch_size)
+    ]
+    net.train(was_training)
+    return np.concatenate(feats)
+
+
+def evaluate(model: nn.Module, data: SliceSet, index) -> tuple[dict, np.ndarray]:
+    """Dice of ``model`` on rows ``index``: per image (mean over images and classes) and pooled."""
+    pred = predict(model, data, index)
+    target = data.masks[np.asarray(index)]
+    per_image = dice_per_image(pred, target, len(data.classes))  # [N, K], NaN = absent in both
+    pooled = dice_pooled(pred, target, len(data.classes))
+    metrics = {
+        "dice": float(np.nanmean(per_image)),
+        "dice_pooled": float(np.nanmean(pooled)),
+    }
+    for k, name in enumerate(data.classes[1:]):
+        metrics[f"dice_{name}"] = float(np.nanmean(per_image[:, k]))
+    sites = data.meta["site"].to_numpy()[np.asarray(index)]
+    for site in sorted(set(sites)):
+        metrics[f"dice_site_{site}"] = float(np.nanmean(per_image[sites == site]))
+    return metrics, pred
+
+
+def finetune(
+    cfg: FinetuneConfig,
+    data: SliceSet,
+    train_index,
+    val_index,
+    test_index=None,
+    encoder_state: dict[str, Tensor] | None = None,
+) -> FinetuneResult:
+    """Train a segmenter on the labelled rows ``train_index``, pick the step by validation Dice.
+
+    The encoder starts from ``encoder_state`` (or ``cfg.pretrained``) when ``cfg.init ==
+    "pretrained"``, else at random; the decoder always starts at random. The model is scored on
+    ``val_index`` every ``eval_every`` steps; the best is kept and scored once on ``test_index``
+    (never used for choices). Writes ``metrics.json`` and ``history.csv`` to ``cfg.out_dir``.
+    """
+    if data.masks is None:
+        raise ValueError(f"finetune: dataset {data.name!r} has no masks")
+    device = get_device(cfg.device)
+    seed_everything(cfg.seed)
+    model = build_segmenter(cfg.arch, cfg.encoder, cfg.in_channels, classes=len(data.classes))
+    if cfg.init == "pretrained":
+        if encoder_state is None:
+            if not cfg.pretrained:
+                raise ConfigError("FinetuneConfig: init='pretrained' needs `pretrained` or encoder_state")
+            encoder_state = load_pretrained_encoder(cfg.pretrained)
+        load_encoder(model, encoder_state)
+    model.to(device)
+    train_index = np.asarray(train_index)
+    transform = joint_transform(data.image_size[0], cfg.augment)
+    dataset = LabelledDataset(data, transform, index=train_index)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    sampler = RandomSampler(dataset, replacement=True, num_samples=cfg.max_steps * cfg.batch_size, generator=generator)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
+    optimizer = _make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, 0.9, cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, cfg.max_steps, 0))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    history, best = [], {"val_dice": -1.0, "step": 0, "state": None}
+    model.train()
+    for step, batch in enumerate(tqdm(loader, disable=not cfg.progress, desc="finetune", mininterval=2.0), 1):
+        x, y = batch["image"].to(device), batch["mask"].to(device)
+        with torch.autocast(device.type, enabled=use_amp):
+            loss = _segmentation_loss(model(x), y, cfg.loss)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        row = {"step": step, "loss": float(loss.detach())}
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            row["val_dice"] = evaluate(model, data, val_index)[0]["dice"]
+            if row["val_dice"] > best["val_dice"]:
+                best = {"val_dice": row["val_dice"], "step": step, "state": copy.deepcopy(model.state_dict())}
+        history.append(row)
+    model.load_state_dict(best["state"])
+    metrics = {"best_step": best["step"], "val_dice": best["val_dice"], "n_train": int(len(train_index))}
+    test_pred = None
+    if test_index is not None and len(test_index):
+        test_metrics, test_pred = evaluate(model, data, test_index)
+        metrics.update({f"test_{k}": v for k, v in test_metrics.items()})
+    result = FinetuneResult(model, metrics, pd.DataFrame(history), cfg, test_pred)
+    if cfg.out_dir:
+        out = Path(cfg.out_dir)
+        atomic_write_text(out / "config.json", to_json(cfg))
+        atomic_write_text(out / "history.csv", result.history.to_csv(index=False))
+        if test_pred is not None:  # the test predictions, for overlays without re-training
+            np.savez_compressed(out / "test_pred.npz", pred=test_pred, index=np.asarray(test_index))
+        atomic_write_text(out / "metrics.json", pd.Series(metrics).to_json(indent=2))
+    return result

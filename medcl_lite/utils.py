@@ -1,0 +1,64 @@
+"""Run-time helpers every notebook uses first: seeding, device choice, an environment print."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so that a run repeats exactly on CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+def get_device(prefer: str = "auto") -> torch.device:
+    """Pick the device at run time: CUDA, then Apple MPS, then CPU (``prefer`` forces one)."""
+    if prefer != "auto":
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def environment() -> dict[str, str]:
+    """The versions and hardware a result was measured with (stored with every run's config)."""
+    import segmentation_models_pytorch as smp
+    import torchvision
+
+    from medcl_lite import __version__
+
+    device = get_device()
+    info = {
+        "medcl_lite": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "smp": smp.__version__,
+        "numpy": np.__version__,
+        "device": str(device),
+        "cpu_threads": str(torch.get_num_threads()),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def print_env() -> dict[str, str]:
+    """Print (and return) :func:`environment`, the second cell of every notebook."""
+    info = environment()
+    width = max(map(len, info))
+    for key, value in info.items():
+        print(f"{key:<{width}}  {value}")
+    return info

@@ -1,0 +1,366 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Quickstart: contrastive pretraining for segmentation, in one question
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/medcl-lite/medcl_lite/blob/main/notebooks/00_quickstart.ipynb)
+#
+# **Papers.** T. Chen, S. Kornblith, M. Norouzi, G. Hinton, *A Simple Framework for Contrastive
+# Learning of Visual Representations* (SimCLR), ICML 2020, arXiv:2002.05709. K. He, H. Fan, Y. Wu,
+# S. Xie, R. Girshick, *Momentum Contrast for Unsupervised Visual Representation Learning* (MoCo),
+# CVPR 2020, arXiv:1911.05722. The multi-positive form used by later chapters: P. Khosla et al.,
+# *Supervised Contrastive Learning*, NeurIPS 2020, arXiv:2004.11362.
+#
+# Labelled medical images are scarce; unlabelled ones are not. Contrastive self-supervised learning
+# pretrains an encoder on unlabelled images by pulling together embeddings of *positive pairs* and
+# pushing apart everything else; the encoder then starts a segmentation network that is fine-tuned
+# on the few labelled images. Every method in this package is an answer to one question:
+#
+# > **Which pairs are positive?**
+#
+# In this notebook the answer is SimCLR's and MoCo's: two augmented views of the same image. Later
+# chapters give other answers (the same patient at another time, a slice at the same depth of
+# another volume, the same superpixel, the same pixel, the sentence describing a region), and the
+# code stays the same: a pairing strategy builds a boolean mask, one masked InfoNCE loss uses it.
+#
+# What you will do, on built-in phantom chest X-rays (no download), in minutes on a CPU:
+# 1. look at the data and the protocol: few labels from one hospital, a broad unlabelled pool;
+# 2. see positive pairs and the positive mask as pictures, and read the loss;
+# 3. pretrain a U-Net encoder with SimCLR and with MoCo;
+# 4. fine-tune with 1, 2, 4, 8 and all labelled images from several seeds, against random
+#    initialisation, and read the Dice table honestly.
+
+# %% [markdown]
+# ## Setup
+# On Colab this installs the package (Colab already has torch); elsewhere install it once with
+# `pip install -e .` from the repository (or run `make demo`).
+
+# %%
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/medcl-lite/medcl_lite"],
+        check=True,
+    )
+
+# %%
+import inspect
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+import medcl_lite
+from medcl_lite import losses, pairing, viz
+from medcl_lite.checkpoint import atomic_write_text
+from medcl_lite.config import from_params
+from medcl_lite.data.datasets import TwoViewDataset, make_protocol
+from medcl_lite.data.phantoms import make_chest_xrays
+from medcl_lite.data.transforms import view_transform
+from medcl_lite.experiment import load_predictions, results_table, run_finetune_grid
+from medcl_lite.train import FinetuneConfig, PretrainConfig, embed, pretrain
+
+env = medcl_lite.print_env()
+
+# %% tags=["parameters"]
+# Parameters: papermill overrides these (`medcl reproduce 00_quickstart -f notebooks/params/...`).
+smoke = None  # None: a smoke run on CPU, the teaching run on a GPU; True / False forces it
+preset = "auto"  # size when not smoke: "cpu" (make demo, < 15 min on 2 cores) | "gpu" | "auto"
+seed = 0  # data and pretraining seed
+device = "auto"  # "auto" | "cpu" | "cuda" | "mps"
+out_dir = ""  # run folder; "" = $MEDCL_RUNS/quickstart-<size> (default ~/.cache/medcl_lite/runs)
+progress = True  # tqdm progress bars
+pretrain_epochs = 0  # 0 = the preset's value
+label_counts = []  # [] = the preset's; e.g. [1, 2, 4, 8, "all"]
+seeds = []  # [] = the preset's fine-tuning seeds
+
+# %% [markdown]
+# Values derived from the parameters (papermill does not re-run the parameter cell's expressions,
+# so they live here). Three sizes: **smoke** (about a minute on a CPU: checks that everything runs,
+# numbers mean little), **cpu** (`make demo`: the strongest run that fits 15 minutes on a 2-core
+# laptop) and **gpu** (a few minutes on a Colab GPU, 128² images, longer pretraining).
+
+# %%
+run_device = medcl_lite.get_device(device)
+if smoke is None:
+    smoke = run_device.type == "cpu"
+size = "smoke" if smoke else (preset if preset != "auto" else ("gpu" if run_device.type == "cuda" else "cpu"))
+SIZES = {
+    #         image  patients  times  epochs  batch  ft steps  label counts              seeds
+    "smoke": (64, 18, 3, 1, 16, 30, [1, "all"], [0]),
+    "cpu": (64, 60, 4, 60, 32, 120, [1, 2, 4, 8, "all"], [0, 1, 2]),
+    "gpu": (128, 120, 4, 200, 64, 400, [1, 2, 4, 8, "all"], [0, 1, 2, 3, 4]),
+}
+if size not in SIZES:
+    raise ValueError(f"preset={preset!r}: choose one of {sorted(SIZES)} or 'auto'")
+image_size, n_patients, n_times, epochs, batch_size, ft_steps, default_counts, default_seeds = SIZES[size]
+epochs = pretrain_epochs or epochs
+label_counts = list(label_counts) or default_counts
+seeds = list(seeds) or default_seeds
+runs_root = Path(os.environ.get("MEDCL_RUNS", Path.home() / ".cache" / "medcl_lite" / "runs"))
+run_dir = Path(out_dir) if out_dir else runs_root / f"quickstart-{size}"
+(run_dir / "figures").mkdir(parents=True, exist_ok=True)
+medcl_lite.seed_everything(seed)
+print(f"size={size}  device={run_device}  image {image_size}²  epochs={epochs}  labels={label_counts}  seeds={seeds}")
+print(f"run folder: {run_dir}")
+
+# %% [markdown]
+# ## 1 · The data: phantom chest X-rays from three hospitals
+# `make_chest_xrays` draws patients whose anatomy (lung shape, heart, ribs, body habitus) stays
+# fixed across their time points, while inspiration, rotation, exposure, noise, findings and
+# devices change. Patients come from three sites with different detectors: **A** (a clean PA
+# department), **B** (another detector: contrast, noise, resolution) and **C** (portable ICU
+# images). Labels: right lung and left lung (radiological convention: the patient's right is on the
+# image's left).
+
+# %%
+data = make_chest_xrays(n_patients=n_patients, n_times=n_times, size=image_size, seed=seed)
+print(data.name, len(data), "images of", data.meta.patient_id.nunique(), "patients;", data.classes)
+first = data.meta.patient_id.iloc[0]
+one_patient = np.flatnonzero(data.meta.patient_id == first)
+fig = viz.show_images(
+    data.images[one_patient], titles=[f"t={t}" for t in data.meta.time.iloc[one_patient]],
+    suptitle=f"patient {first}: one anatomy, {len(one_patient)} time points",
+)
+
+# %%
+per_site = [np.flatnonzero(data.meta.site == s)[: 4 * n_times : n_times] for s in sorted(data.meta.site.unique())]
+idx = np.concatenate(per_site)
+fig = viz.show_overlays(data.images[idx], data.masks[idx], class_names=data.classes, n=len(idx),
+                        titles=[f"site {s}" for s in data.meta.site.iloc[idx]])
+viz.save_figure(fig, run_dir / "figures" / "sites.png")
+
+# %% [markdown]
+# **The protocol.** Self-supervision pays where labels are a narrow slice of the data. So the
+# labelled images come from site A only (the label pool; a few are chosen per run), the unlabelled
+# pretraining pool holds the training patients of *all* sites, and the test set holds unseen
+# patients of all sites. The validation split (site A, labelled) picks the fine-tuning step; the
+# test set is used once, at the end. Splits are made by patient, never by image.
+
+# %%
+protocol = make_protocol(data.meta, labelled_sites=("A",), seed=seed)
+display(protocol.summary())
+
+# %% [markdown]
+# ## 2 · Which pairs are positive?
+# SimCLR's answer: two random augmentations ("views") of the same image. The augmentation decides
+# what the encoder must ignore: crops, small rotations, exposure, gamma, noise and blur. (No
+# horizontal flip: left and right lungs are different labels.)
+
+# %%
+augment = view_transform(image_size, "quickstart")
+pairs = TwoViewDataset(data, augment, index=protocol.pretrain)
+batch = [pairs[i] for i in range(6)]
+fig = viz.show_pairs(torch.stack([b["view1"] for b in batch]), torch.stack([b["view2"] for b in batch]),
+                     suptitle="positive pairs: two views of one image")
+viz.save_figure(fig, run_dir / "figures" / "positive_pairs.png")
+
+# %% [markdown]
+# A pairing strategy turns batch metadata into a boolean mask: entry (i, j) says whether sample j is
+# a positive for anchor i. For SimCLR it is the identity; CL-TCI (chapter 01) marks every image of
+# the same patient. Same batch, two answers:
+
+# %%
+patients = torch.as_tensor(data.codes("patient_id")[protocol.pretrain[:12]])
+fig = viz.show_mask(pairing.instance(12), title="instance (SimCLR, MoCo)")
+fig2 = viz.show_mask(pairing.temporal(patients), title="temporal (CL-TCI): same patient")
+
+# %% [markdown]
+# ## 3 · One loss for every answer
+# The loss is InfoNCE with a mask: for each anchor, the mean over its positives of
+# $-\log \frac{\exp(s(z_i, z_p)/\tau)}{\sum_{a \ne i} \exp(s(z_i, z_a)/\tau)}$, with cosine similarity
+# $s$ and temperature $\tau$. This is the package's code:
+
+# %%
+print(inspect.getsource(losses.info_nce))
+print(inspect.getsource(losses.nt_xent))
+
+# %% [markdown]
+# A check you can do by hand: if all 2N embeddings are identical, every candidate is as likely as
+# the positive, so the loss is $\log(2N-1)$.
+
+# %%
+z = torch.ones(8, 16)
+print(f"nt_xent = {losses.nt_xent(z, z).item():.5f}   log(2N-1) = {math.log(15):.5f}")
+
+# %% [markdown]
+# MoCo answers the same question with a memory: keys come from a slowly moving copy of the encoder
+# (momentum update) and a queue of keys from earlier batches provides many negatives. One step of
+# each framework, as the training loop runs it:
+
+# %%
+from medcl_lite import train  # noqa: E402
+
+print(inspect.getsource(train.simclr_loss))
+print(inspect.getsource(train.moco_loss))
+
+# %% [markdown]
+# ## 4 · Pretraining: SimCLR and MoCo on the unlabelled pool
+# Both train the encoder of a U-Net (ResNet-18) with the global projection head
+# (pool → linear → ReLU → linear). Runs write a checkpoint after every epoch; running the cell
+# again resumes (or loads a finished run) instead of starting over.
+
+# %%
+common = {
+    "max_epochs": epochs, "batch_size": batch_size, "seed": seed, "device": device,
+    "progress": progress, "resume": True, "augment": "quickstart",
+}
+runs = {
+    "SimCLR": from_params(PretrainConfig, common, framework="simclr", lr=0.1 * batch_size / 32,
+                          out_dir=str(run_dir / "pretrain_simclr")),
+    "MoCo": from_params(PretrainConfig, common, framework="moco", lr=0.05 * batch_size / 32,
+                        queue_size=1024, moco_momentum=0.99, out_dir=str(run_dir / "pretrain_moco")),
+}
+pretrained = {name: pretrain(cfg, data, index=protocol.pretrain) for name, cfg in runs.items()}
+for name, res in pretrained.items():
+    print(f"{name}: {len(res.history)} steps, final loss {res.history.loss.iloc[-5:].mean():.3f}")
+fig = viz.plot_curves({n: r.history for n, r in pretrained.items()}, x="step", y="loss",
+                      title="contrastive loss during pretraining")
+viz.save_figure(fig, run_dir / "figures" / "pretrain_loss.png")
+
+# %% [markdown]
+# Note the MoCo settings: the papers' queue of 3072 keys and momentum 0.999 suit hundreds of
+# epochs over thousands of images; on a few hundred phantom images and a short run, a smaller queue
+# (1024) and momentum 0.99 keep the keys from going stale. The presets in `notebooks/params/` use
+# the papers' values.
+#
+# **What did the encoders learn?** Below, the pooled bottleneck features of the test images,
+# projected to 2-D with PCA, coloured by site. A random encoder already separates sites by their
+# intensity profile; a useful pretrained encoder groups images by content rather than by scanner.
+
+# %%
+from medcl_lite.train import _build_contrastive  # noqa: E402
+
+random_net = _build_contrastive(runs["SimCLR"]).to(run_device)
+sites = data.meta.site.to_numpy()[protocol.test]
+for name, net in {"random init": random_net, **{k: r.net for k, r in pretrained.items()}}.items():
+    feats = embed(net, data, protocol.test)
+    fig = viz.plot_embeddings(feats, sites, method="pca", title=f"{name}: test features by site", label_name="site")
+    viz.save_figure(fig, run_dir / "figures" / f"embedding_{name.split()[0].lower()}.png")
+
+# %% [markdown]
+# ## 5 · Fine-tuning with few labels, against random initialisation
+# Each run trains the whole U-Net (the decoder always starts at random; only the encoder is
+# transferred) on *n* labelled site-A images, picks its best step on the site-A validation split
+# and is scored once on the test set of all sites. The same seed gives every initialisation the same
+# labelled images (the subsets are nested: the 2 images of seed 0 contain its 1 image).
+
+# %%
+ft_base = from_params(FinetuneConfig, {"max_steps": ft_steps, "eval_every": max(10, ft_steps // 8),
+                                       "batch_size": 8, "lr": 1e-3, "device": device})
+encoders = {"random init": None, **{name: r.encoder_state for name, r in pretrained.items()}}
+rows = run_finetune_grid(data, protocol, encoders, label_counts, seeds, ft_base,
+                         out_dir=run_dir / "finetune", progress=progress)
+atomic_write_text(run_dir / "results.csv", rows.to_csv(index=False))
+table = results_table(rows, "test_dice")
+pooled = results_table(rows, "test_dice_pooled")
+display(Markdown("**Test Dice, mean over images (mean ± std over seeds)**"))
+display(table)
+
+# %%
+fig = viz.plot_dice_vs_labels(rows, x="n_labelled", y="test_dice", hue="init",
+                              title="test Dice vs labelled images (all sites)")
+viz.save_figure(fig, run_dir / "figures" / "dice_vs_labels.png")
+
+# %% [markdown]
+# Per site: the labelled images come from site A; B and C are the domain shift.
+
+# %%
+site_cols = sorted(c for c in rows.columns if c.startswith("test_dice_site_"))
+per_site = rows.groupby(["init", "n_labelled"], sort=False)[site_cols].mean().round(3)
+display(per_site)
+
+# %% [markdown]
+# ## 6 · What the numbers say
+# The verdict below is computed from this run's table, not written in advance. Differences smaller
+# than the spread over seeds are not differences.
+
+# %%
+def verdict(rows: pd.DataFrame, baseline: str = "random init") -> str:
+    lines = []
+    stats = rows.groupby(["init", "n_labelled"])["test_dice"].agg(["mean", "std"])
+    for n in dict.fromkeys(rows["n_labelled"]):
+        base = stats.loc[(baseline, n)]
+        for init in dict.fromkeys(rows["init"]):
+            if init == baseline:
+                continue
+            other = stats.loc[(init, n)]
+            delta = other["mean"] - base["mean"]
+            spread = np.nanmax([base["std"], other["std"]])
+            if np.isnan(spread):
+                word = "single seed, no spread"
+            elif abs(delta) > spread:
+                word = "larger than the seed spread"
+            else:
+                word = "within the seed spread"
+            lines.append(f"- {n} labelled: {init} {delta:+.3f} Dice vs {baseline} ({word}, spread {spread:.3f})")
+    return "\n".join(lines)
+
+
+summary_text = verdict(rows)
+display(Markdown(summary_text))
+
+# %% [markdown]
+# How to read this. Global contrastive pretraining transfers only the encoder, learns from a
+# pooled, image-level embedding, and on small phantoms in a CPU budget it competes with a random
+# encoder that learns these simple shapes from a few labels. The papers pretrain for hundreds of
+# epochs on thousands of images at 256²–512²: run the `gpu` size (a Colab GPU), or a longer CPU run
+# (`medcl reproduce 00_quickstart -f notebooks/params/quickstart/cpu_long.yaml`), to see what
+# longer pretraining does. Chapters 03 (LRC) and 04 (IDEAL) add local and dense losses that also
+# train decoder-level features.
+
+# %% [markdown]
+# ## 7 · Overlays and results on disk
+# Test predictions of the smallest label budget (seed 0), for each initialisation: contours are the
+# ground truth, filled colours the prediction. Then the table as Markdown and CSV (what
+# `medcl reproduce` prints).
+
+# %%
+n_small = str(label_counts[0])
+show = protocol.test[:: max(1, len(protocol.test) // 6)][:6]
+for init in encoders:
+    pred = load_predictions(run_dir / "finetune", init, n_small, seeds[0])
+    pick = np.searchsorted(protocol.test, show)
+    fig = viz.show_overlays(data.images[show], data.masks[show], pred[pick], class_names=data.classes,
+                            titles=[f"site {s}" for s in data.meta.site.iloc[show]])
+    fig.suptitle(f"{init}, {n_small} labelled image(s)")
+    viz.save_figure(fig, run_dir / "figures" / f"overlay_{init.split()[0].lower()}.png")
+
+# %%
+md = [
+    f"# Quickstart results ({size}, {env['device']}, torch {env['torch']})",
+    "",
+    "Test Dice (mean over images and lungs; mean ± std over fine-tuning seeds "
+    f"{seeds}; labelled images from site A, test on all sites):",
+    "",
+    table.to_markdown(),
+    "",
+    "Pooled Dice (the papers' way):",
+    "",
+    pooled.to_markdown(),
+    "",
+    summary_text,
+    "",
+]
+atomic_write_text(run_dir / "results.md", "\n".join(md))
+print((run_dir / "results.md").read_text())

@@ -1,0 +1,45 @@
+"""Config validation: unknown or ill-typed parameters fail at once and name themselves."""
+
+import pytest
+
+from medcl_lite.config import ConfigError, from_params, to_dict
+from medcl_lite.train import FinetuneConfig, PretrainConfig
+
+
+def test_from_params_fills_and_coerces():
+    cfg = from_params(PretrainConfig, {"lr": 1, "max_epochs": 3, "framework": "moco"})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.max_epochs == 3
+
+
+def test_unknown_parameter_named_with_suggestion():
+    with pytest.raises(ConfigError, match=r"'lrr'.*'lr'"):
+        from_params(PretrainConfig, {"lrr": 0.1})
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [({"max_epochs": 2.5}, "max_epochs"), ({"amp": "yes"}, "amp"), ({"lr": "fast"}, "lr"), ({"batch_size": True}, "batch_size")],
+)
+def test_ill_typed_parameter_named(params, name):
+    with pytest.raises(ConfigError, match=name):
+        from_params(PretrainConfig, params)
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [({"framework": "byol"}, "framework"), ({"pairing": "spatial"}, "pairing"), ({"batch_size": 1}, "batch_size"), ({"temperature": 0.0}, "temperature")],
+)
+def test_bad_values_named(params, name):
+    with pytest.raises(ConfigError, match=name):
+        from_params(PretrainConfig, params)
+
+
+def test_finetune_config_checks():
+    with pytest.raises(ConfigError, match="init"):
+        from_params(FinetuneConfig, {"init": "imagenet"})
+    assert to_dict(from_params(FinetuneConfig, {"max_steps": 5}))["max_steps"] == 5
+
+
+def test_resume_needs_out_dir():
+    with pytest.raises(ConfigError, match="out_dir"):
+        PretrainConfig(resume=True)

@@ -1,0 +1,55 @@
+"""Pairing strategies: each one's mask on hand-made metadata."""
+
+import pytest
+import torch
+
+from medcl_lite import pairing
+
+
+def test_instance_is_identity():
+    assert torch.equal(pairing.instance(3), torch.eye(3, dtype=torch.bool))
+    assert pairing.instance(2, 4).shape == (2, 4)
+
+
+def test_temporal_same_patient_and_unknown_codes():
+    mask = pairing.temporal(torch.tensor([0, 1, 0, -1]))
+    expected = torch.tensor(
+        [[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]], dtype=torch.bool
+    )
+    assert torch.equal(mask, expected)
+    assert pairing.temporal([0, 1], [1, 1, 0]).tolist() == [[False, False, True], [True, True, False]]
+
+
+def test_positional_threshold_and_nan():
+    depth = torch.tensor([0.1, 0.15, 0.5, float("nan")])
+    mask = pairing.positional(depth, threshold=0.1)
+    assert mask[0, 1] and mask[1, 0] and not mask[0, 2]
+    assert not mask[3].any() and not mask[:, 3].any()
+    assert pairing.positional(depth, threshold=0.5)[0, 2]
+    with pytest.raises(ValueError, match="threshold"):
+        pairing.positional(depth, threshold=0)
+
+
+def test_partition_bins_match_slice_runs():
+    n = 8
+    depth = torch.tensor([(i + 1) / n for i in range(n)])
+    assert pairing.partition_index(depth, 4).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    # volumes of different lengths share bins by relative position
+    other = torch.tensor([(i + 1) / 12 for i in range(12)])
+    assert pairing.partition_index(other, 4).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    mask = pairing.partition(depth, other, parts=4)
+    assert mask[0, 2] and not mask[0, 3]
+
+
+def test_positives_dispatch_and_keys():
+    meta_q = {"patient": torch.tensor([0, 1]), "depth": torch.tensor([0.2, 0.9])}
+    meta_k = {"patient": torch.tensor([1, 0, 0]), "depth": torch.tensor([0.25, 0.85, 0.5])}
+    assert not pairing.positives("instance", meta_q, meta_k).any()
+    assert pairing.positives("temporal", meta_q, meta_k).tolist() == [[False, True, True], [True, False, False]]
+    assert pairing.positives("positional", meta_q, meta_k, threshold=0.1).tolist() == [
+        [True, False, False],
+        [False, True, False],
+    ]
+    assert pairing.positives("partition", meta_q, parts=2).shape == (2, 2)
+    with pytest.raises(ValueError, match="unknown pairing"):
+        pairing.positives("spatial", meta_q)

@@ -1,0 +1,44 @@
+"""`medcl reproduce`: parameters, papermill execution into runs/<name>/, the printed table."""
+
+import nbformat
+import pytest
+
+from medcl_lite import repro
+
+
+def _write_notebook(path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("x = 1\nout_dir = ''")
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "from pathlib import Path\nPath(out_dir, 'results.md').write_text(f'| x |\\n|---|\\n| {x * 2} |\\n')"
+    )
+    nb.cells = [params, body]
+    nbformat.write(nb, path)
+
+
+def test_load_params_merges_files_and_overrides(tmp_path):
+    (tmp_path / "a.yaml").write_text("x: 1\ny: [1, 2]\n")
+    (tmp_path / "b.yaml").write_text("x: 2\n")
+    params = repro.load_params([str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")], [("y", "[3, all]"), ("z", "true")])
+    assert params == {"x": 2, "y": [3, "all"], "z": True}
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        repro.load_params([str(tmp_path / "missing.yaml")])
+
+
+def test_reproduce_runs_notebook_into_run_folder(tmp_path, capsys):
+    nb = tmp_path / "demo_nb.ipynb"
+    _write_notebook(nb)
+    (tmp_path / "p.yaml").write_text("x: 21\n")
+    code = repro.main(["reproduce", str(nb), "-f", str(tmp_path / "p.yaml"), "--name", "r1",
+                       "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    assert code == 0
+    run = tmp_path / "runs" / "r1"
+    assert (run / "demo_nb.ipynb").is_file() and (run / "params.yaml").is_file()
+    assert "| 42 |" in capsys.readouterr().out
+
+
+def test_unknown_notebook_is_a_clear_error(capsys):
+    assert repro.main(["reproduce", "99_nothing"]) == 2
+    assert "99_nothing" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""Training loops: they run, they resume exactly, MoCo really uses its momentum encoder."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import medcl_lite.train as train
+from medcl_lite.config import ConfigError
+from medcl_lite.models import momentum_copy
+from medcl_lite.train import FinetuneConfig, PretrainConfig, finetune, pretrain, warmup_cosine
+
+
+def _cfg(tmp_path=None, **kw):
+    base = {"max_epochs": 2, "batch_size": 4, "progress": False, "proj_dim": 16}
+    if tmp_path is not None:
+        base["out_dir"] = str(tmp_path)
+    return PretrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("framework, strategy", [("simclr", "instance"), ("simclr", "temporal"), ("moco", "temporal")])
+def test_pretrain_runs_and_writes_files(tiny_set, tmp_path, framework, strategy):
+    result = pretrain(_cfg(tmp_path, framework=framework, pairing=strategy, queue_size=8), tiny_set)
+    assert len(result.history) == 2 * (len(tiny_set) // 4)
+    assert np.isfinite(result.history.loss).all()
+    for name in ("config.json", "history.csv", "checkpoint.pt", "encoder.pt"):
+        assert (tmp_path / name).is_file(), name
+    saved = train.load_pretrained_encoder(tmp_path / "encoder.pt")
+    assert saved.keys() == result.encoder_state.keys()
+
+
+def test_pretraining_changes_the_encoder(tiny_set):
+    torch.manual_seed(0)
+    before = train._build_contrastive(_cfg()).encoder.state_dict()
+    after = pretrain(_cfg(max_epochs=1), tiny_set).encoder_state
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
+
+def test_moco_key_encoder_follows_the_query_encoder(tiny_set, monkeypatch):
+    """The key path must use momentum-updated weights (the public CL-TCI code never updates them)."""
+    copies = []
+    original = train.momentum_copy
+
+    def spy(module):
+        key = original(module)
+        copies.append((key, {k: v.clone() for k, v in key.state_dict().items()}))
+        return key
+
+    monkeypatch.setattr(train, "momentum_copy", spy)
+    pretrain(_cfg(framework="moco", moco_momentum=0.5, queue_size=8, max_epochs=1), tiny_set)
+    key, initial = copies[0]
+    changed = [k for k, v in key.state_dict().items() if v.is_floating_point() and not torch.equal(v, initial[k])]
+    assert any("weight" in k for k in changed)
+    assert momentum_copy is original
+
+
+def test_moco_queue_stores_patient_codes(tiny_set, tmp_path):
+    pretrain(_cfg(tmp_path, framework="moco", pairing="temporal", queue_size=8, max_epochs=1), tiny_set)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    patients = state["queue"]["meta_patient"]
+    assert (patients >= 0).all() and set(patients.tolist()) <= set(tiny_set.codes("patient_id").tolist())
+
+
+@pytest.mark.parametrize("framework", ["simclr", "moco"])
+def test_resume_continues_exactly(tiny_set, tmp_path, monkeypatch, framework):
+    """Crash after the first epoch's checkpoint; the resumed run's losses equal the uninterrupted run's."""
+    kw = {"framework": framework, "queue_size": 8, "max_epochs": 2}
+    full = pretrain(_cfg(tmp_path / "full", **kw), tiny_set).history
+
+    real_save = train.save_checkpoint
+
+    def crash_after_save(state, path):
+        real_save(state, path)
+        if path.name == "checkpoint.pt":
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(train, "save_checkpoint", crash_after_save)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(_cfg(tmp_path / "crash", **kw), tiny_set)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    resumed = pretrain(_cfg(tmp_path / "crash", resume=True, **kw), tiny_set).history
+    assert len(resumed) == len(full)
+    np.testing.assert_array_equal(resumed.loss.to_numpy(), full.loss.to_numpy())
+
+
+def test_resume_refuses_other_config(tiny_set, tmp_path):
+    pretrain(_cfg(tmp_path, max_epochs=1), tiny_set)
+    with pytest.raises(ConfigError, match="lr"):
+        pretrain(_cfg(tmp_path, max_epochs=1, lr=0.5, resume=True), tiny_set)
+
+
+def test_warmup_cosine_shape():
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0)
+
+
+def test_finetune_metrics_and_files(tiny_set, tmp_path):
+    idx = np.arange(len(tiny_set))
+    cfg = FinetuneConfig(max_steps=6, eval_every=3, batch_size=4, progress=False, out_dir=str(tmp_path))
+    result = finetune(cfg, tiny_set, idx[:6], idx[6:12], idx[12:])
+    m = result.metrics
+    assert m["best_step"] in (3, 6) and 0 <= m["test_dice"] <= 1 and 0 <= m["test_dice_pooled"] <= 1
+    assert {"test_dice_disc", "test_dice_blob", "test_dice_site_A", "test_dice_site_B"} <= set(m)
+    assert json.loads((tmp_path / "metrics.json").read_text())["best_step"] == m["best_step"]
+    assert np.load(tmp_path / "test_pred.npz")["pred"].shape == (6, 32, 32)
+
+
+def test_finetune_learns_the_tiny_task(tiny_set):
+    idx = np.arange(len(tiny_set))
+    cfg = FinetuneConfig(max_steps=60, eval_every=20, batch_size=6, progress=False, augment="none")
+    assert finetune(cfg, tiny_set, idx[:9], idx[9:12], idx[12:]).metrics["test_dice"] > 0.5
+
+
+def test_finetune_from_pretrained_encoder(tiny_set, tmp_path):
+    pre = pretrain(_cfg(tmp_path / "pre", max_epochs=1), tiny_set)
+    idx = np.arange(len(tiny_set))
+    cfg = FinetuneConfig(init="pretrained", pretrained=str(tmp_path / "pre" / "encoder.pt"), max_steps=2,
+                         eval_every=1, batch_size=2, progress=False, lr=1e-12)
+    result = finetune(cfg, tiny_set, idx[:2], idx[2:4])
+    for k, v in pre.encoder_state.items():
+        if v.is_floating_point() and "running" not in k:
+            torch.testing.assert_close(result.model.encoder.state_dict()[k], v, atol=1e-6, rtol=0)
+    with pytest.raises(ConfigError, match="pretrained"):
+        finetune(FinetuneConfig(init="pretrained", progress=False), tiny_set, idx[:2], idx[2:4])
