@@ -18,7 +18,7 @@ import yaml
 
 from medcl_lite.checkpoint import atomic_write_text
 
-__all__ = ["find_notebook", "load_params", "main", "reproduce"]
+__all__ = ["check_params", "find_notebook", "load_params", "main", "reproduce"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +68,7 @@ def reproduce(
     params = dict(params)
     name = name or params.pop("name", None) or source.stem
     params.pop("name", None)
+    check_params(source, params)
     out_dir = (Path(runs_dir) / name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     params["out_dir"] = str(out_dir)
@@ -83,6 +84,22 @@ def reproduce(
     )
     atomic_write_text(out_dir / "wall_time.txt", f"{time.perf_counter() - start:.1f} s\n")
     return out_dir
+
+
+def check_params(notebook: Path, params: dict) -> None:
+    """Fail before running when a parameter is not in the notebook's ``parameters`` cell."""
+    import difflib
+
+    from papermill.inspection import inspect_notebook
+
+    known = set(inspect_notebook(str(notebook)))
+    if not known:
+        raise ValueError(f"{notebook.name} has no cell tagged 'parameters'")
+    for key in params:
+        if key not in known and key != "out_dir":
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{notebook.name}: unknown parameter {key!r}{hint}; it has {sorted(known)}")
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:

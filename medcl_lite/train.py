@@ -122,6 +122,7 @@ class FinetuneConfig:
     arch: str = "unet"
     encoder: str = "resnet18"
     in_channels: int = 1
+    decoder_channels: tuple[int, ...] = ()  # U-Net decoder widths; () = smp's (256, 128, 64, 32, 16)
     init: str = "random"  # "random" | "pretrained" (encoder from `pretrained` or the argument)
     pretrained: str = ""  # path to a pretraining run's encoder.pt
     augment: str = "light"  # joint_transform strength: "none" | "light"
@@ -145,6 +146,8 @@ class FinetuneConfig:
         check_choice(name, "augment", self.augment, {"none", "light"})
         check_choice(name, "loss", self.loss, {"ce", "ce+dice"})
         check_choice(name, "optimizer", self.optimizer, {"sgd", "adam"})
+        if self.decoder_channels and (self.arch != "unet" or len(self.decoder_channels) != 5):
+            raise ConfigError(f"{name}: decoder_channels needs arch='unet' and 5 widths, got {self.decoder_channels}")
         for key in ("max_steps", "batch_size", "eval_every"):
             check_range(name, key, getattr(self, key), 1)
         check_range(name, "lr", self.lr, 1e-12)
@@ -304,6 +307,7 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
                     loss = simclr_loss(net, batch, cfg, device)
                 else:
                     loss = moco_loss(net, key_net, queue, batch, cfg, device)
+            _check_finite(loss, epoch, len(history))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -342,6 +346,14 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
         save_checkpoint({"encoder": result.encoder_state, "config": to_dict(cfg)}, out / "encoder.pt")
         atomic_write_text(out / "history.csv", result.history.to_csv(index=False))
     return result
+
+
+def _check_finite(loss: Tensor, epoch: int, step: int) -> None:
+    """Stop at the first NaN/inf loss instead of training on garbage (lower lr, check inputs)."""
+    if not torch.isfinite(loss.detach()):
+        raise FloatingPointError(
+            f"loss is {float(loss)} at epoch {epoch}, step {step}: lower lr, check the inputs for NaN"
+        )
 
 
 def _check_same_run(saved: dict, cfg: PretrainConfig) -> None:
@@ -457,7 +469,8 @@ def finetune(
         raise ValueError(f"finetune: dataset {data.name!r} has no masks")
     device = get_device(cfg.device)
     seed_everything(cfg.seed)
-    model = build_segmenter(cfg.arch, cfg.encoder, cfg.in_channels, classes=len(data.classes))
+    extra = {"decoder_channels": tuple(cfg.decoder_channels)} if cfg.decoder_channels else {}
+    model = build_segmenter(cfg.arch, cfg.encoder, cfg.in_channels, classes=len(data.classes), **extra)
     if cfg.init == "pretrained":
         if encoder_state is None:
             if not cfg.pretrained:
@@ -482,6 +495,7 @@ def finetune(
         x, y = batch["image"].to(device), batch["mask"].to(device)
         with torch.autocast(device.type, enabled=use_amp):
             loss = _segmentation_loss(model(x), y, cfg.loss)
+        _check_finite(loss, 0, step)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -83,16 +83,16 @@ from medcl_lite.train import FinetuneConfig, PretrainConfig, embed, pretrain
 env = medcl_lite.print_env()
 
 # %% tags=["parameters"]
-# Parameters: papermill overrides these (`medcl reproduce 00_quickstart -f notebooks/params/...`).
-smoke = None  # None: a smoke run on CPU, the teaching run on a GPU; True / False forces it
-preset = "auto"  # size when not smoke: "cpu" (make demo, < 15 min on 2 cores) | "gpu" | "auto"
+# Parameters: papermill overrides these (medcl reproduce 00_quickstart -f notebooks/params/...)
+smoke = None  # None: smoke run on a CPU, teaching run on a GPU; True or False forces it
+preset = "auto"  # size when not smoke: cpu (make demo, under 15 min on 2 cores), gpu, or auto
 seed = 0  # data and pretraining seed
-device = "auto"  # "auto" | "cpu" | "cuda" | "mps"
-out_dir = ""  # run folder; "" = $MEDCL_RUNS/quickstart-<size> (default ~/.cache/medcl_lite/runs)
+device = "auto"  # auto, cpu, cuda or mps
+out_dir = ""  # run folder; empty: MEDCL_RUNS/quickstart-SIZE (default ~/.cache/medcl_lite/runs)
 progress = True  # tqdm progress bars
-pretrain_epochs = 0  # 0 = the preset's value
-label_counts = []  # [] = the preset's; e.g. [1, 2, 4, 8, "all"]
-seeds = []  # [] = the preset's fine-tuning seeds
+pretrain_epochs = 0  # 0: the value of the size preset
+label_counts = []  # empty: the value of the size preset, e.g. [1, 2, 4, 8, "all"]
+seeds = []  # empty: the fine-tuning seeds of the size preset
 
 # %% [markdown]
 # Values derived from the parameters (papermill does not re-run the parameter cell's expressions,

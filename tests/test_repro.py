@@ -42,3 +42,13 @@ def test_reproduce_runs_notebook_into_run_folder(tmp_path, capsys):
 def test_unknown_notebook_is_a_clear_error(capsys):
     assert repro.main(["reproduce", "99_nothing"]) == 2
     assert "99_nothing" in capsys.readouterr().err
+
+
+def test_unknown_parameter_fails_before_running(tmp_path, capsys):
+    nb = tmp_path / "demo_nb.ipynb"
+    _write_notebook(nb)
+    code = repro.main(["reproduce", str(nb), "-p", "xx", "3", "--runs-dir", str(tmp_path / "runs")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "'xx'" in err and "'x'" in err
+    assert not (tmp_path / "runs").exists()

@@ -56,6 +56,9 @@ class SliceSet:
             raise ValueError(
                 f"SliceSet {self.name!r}: {len(self.meta)} metadata rows for {len(self.images)} images"
             )
+        if not np.isfinite(self.images).all():
+            bad = np.flatnonzero(~np.isfinite(self.images).reshape(len(self.images), -1).all(axis=1))
+            raise ValueError(f"SliceSet {self.name!r}: images {bad[:5].tolist()} contain NaN or inf")
         missing = [c for c in META_COLUMNS if c not in self.meta.columns]
         if missing:
             raise ValueError(f"SliceSet {self.name!r}: metadata lacks columns {missing}")

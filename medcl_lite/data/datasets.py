@@ -1,0 +1,446 @@
+"""Torch Datasets over a :class:`SliceSet`, patient-wise splits and label budgets.
+
+* :class:`TwoViewDataset` (pretraining): two augmented views of one image plus the metadata the
+  pairing functions read (patient, site, time, volume, depth; DESIGN.md "The one idea").
+* :class:`LabelledDataset` (fine-tuning and evaluation): image and mask.
+* :func:`split_by_patient`, :func:`choose_labelled`, :func:`choose_labelled_volumes` and
+  :func:`make_protocol`: splits by patient, never by slice (METHODS.md "Protocol common to all
+  chapters"), nested label budgets, and the quick start's "narrow labels, broad data" protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from medcl_lite.data.sliceset import SliceSet
+
+#: Metadata keys every dataset item carries (integer codes are computed once per SliceSet).
+ITEM_META_KEYS: tuple[str, ...] = ("index", "patient", "site", "time", "volume", "depth")
+
+
+# --------------------------------------------------------------------------- datasets
+def _resolve_index(index: Sequence[int] | np.ndarray | None, n_rows: int) -> np.ndarray:
+    """Rows to serve as int64 (``None`` = all; a boolean mask is turned into its rows)."""
+    if index is None:
+        return np.arange(n_rows, dtype=np.int64)
+    index = np.asarray(index)
+    if index.dtype == bool:
+        if index.shape != (n_rows,):
+            raise ValueError(f"index: boolean mask of shape {index.shape}, expected ({n_rows},)")
+        return np.flatnonzero(index).astype(np.int64)
+    if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+        raise ValueError(
+            f"index must be a 1-D array of row numbers, got {index.dtype} {index.shape}"
+        )
+    if index.size and (index.min() < 0 or index.max() >= n_rows):
+        raise ValueError(
+            f"index has rows outside [0, {n_rows}): min {index.min()}, max {index.max()}"
+        )
+    return index.astype(np.int64)
+
+
+class _SliceSetItems(Dataset):
+    """Shared part of the datasets: rows ``index`` of ``data`` and their metadata codes.
+
+    Codes come from the WHOLE SliceSet (``data.codes``), so they agree across subsets built
+    with different ``index`` arrays (e.g. a pretraining set and its label pool). 2-D images
+    (``volume_id == ""``) get volume code -1, so that no pairing mistakes them for one volume.
+    """
+
+    def __init__(self, data: SliceSet, index: Sequence[int] | np.ndarray | None) -> None:
+        if not isinstance(data, SliceSet):
+            raise ValueError(f"data must be a SliceSet, got {type(data).__name__}")
+        self.data = data
+        self.index = _resolve_index(index, len(data))
+        self.images = torch.from_numpy(np.ascontiguousarray(data.images, dtype=np.float32))
+        self.patient = data.codes("patient_id")
+        self.site = data.codes("site")
+        self.volume = np.where(
+            data.meta["volume_id"].astype(str) == "", -1, data.codes("volume_id")
+        )
+        self.time = data.meta["time"].to_numpy(dtype=np.int64)
+        self.depth = data.meta["depth"].to_numpy(dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _row(self, i: int) -> int:
+        if not -len(self.index) <= i < len(self.index):
+            raise IndexError(f"item {i} out of range for a dataset of {len(self.index)}")
+        return int(self.index[i])
+
+    def _meta(self, row: int) -> dict[str, int | Tensor]:
+        return {
+            "index": row,
+            "patient": int(self.patient[row]),
+            "site": int(self.site[row]),
+            "time": int(self.time[row]),
+            "volume": int(self.volume[row]),
+            "depth": torch.tensor(self.depth[row], dtype=torch.float32),
+        }
+
+
+def _plain_float(view: Tensor) -> Tensor:
+    """A transform's output as a plain contiguous float32 tensor (tv_tensors unwrapped)."""
+    return view.as_subclass(Tensor).to(torch.float32).contiguous()
+
+
+class TwoViewDataset(_SliceSetItems):
+    """Two augmented views of each image, for contrastive pretraining.
+
+    Item ``i`` is a dict: ``view1``, ``view2`` (``[1, H', W']`` float32, two independent calls
+    of ``transform`` on image ``index[i]``), and the metadata :data:`ITEM_META_KEYS`: ``index``
+    (row in ``data``), ``patient``, ``site``, ``volume`` (int codes of patient_id, site,
+    volume_id; ``volume`` is -1 for 2-D images), ``time`` (int), ``depth`` (float32 scalar; NaN for 2-D images). The default
+    DataLoader collate turns a batch into tensors of shape ``[B, 1, H', W']`` and ``[B]``.
+
+    Args:
+        data: the images (all sites and patients the pairing should see).
+        transform: ``[1, H, W] -> [1, H', W']``, random on each call, e.g. ``view_transform(64)``.
+        index: rows of ``data`` to serve (default all), e.g. ``protocol.pretrain``.
+    """
+
+    def __init__(
+        self,
+        data: SliceSet,
+        transform: Callable[[Tensor], Tensor],
+        index: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        if not callable(transform):
+            raise ValueError(
+                f"transform must be callable (e.g. view_transform(size)), got {transform!r}"
+            )
+        super().__init__(data, index)
+        self.transform = transform
+
+    def __getitem__(self, i: int) -> dict[str, Tensor | int]:
+        row = self._row(i)
+        image = self.images[row].unsqueeze(0)
+        return {
+            "view1": _plain_float(self.transform(image)),
+            "view2": _plain_float(self.transform(image)),
+            **self._meta(row),
+        }
+
+
+class LabelledDataset(_SliceSetItems):
+    """Images with their masks, for fine-tuning and evaluation.
+
+    Item ``i`` is a dict: ``image`` (``[1, H, W]`` float32), ``mask`` (``[H, W]`` int64) and the
+    metadata :data:`ITEM_META_KEYS` (as :class:`TwoViewDataset`).
+
+    Args:
+        data: a SliceSet with masks.
+        transform: optional joint ``(image, mask) -> (image, mask)``, e.g. ``joint_transform(64)``.
+        index: rows of ``data`` to serve (default all), e.g. ``choose_labelled(...)``.
+    """
+
+    def __init__(
+        self,
+        data: SliceSet,
+        transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+        index: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        if data.masks is None:
+            raise ValueError(f"LabelledDataset needs masks, but SliceSet {data.name!r} has none")
+        if transform is not None and not callable(transform):
+            raise ValueError(f"transform must be callable or None, got {transform!r}")
+        super().__init__(data, index)
+        self.masks = torch.from_numpy(np.ascontiguousarray(data.masks))
+        self.transform = transform
+
+    def __getitem__(self, i: int) -> dict[str, Tensor | int]:
+        row = self._row(i)
+        image = self.images[row].unsqueeze(0)
+        mask = self.masks[row].to(torch.int64)
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        else:
+            image = image.clone()
+        return {
+            "image": _plain_float(image),
+            "mask": mask.as_subclass(Tensor).to(torch.int64).contiguous(),
+            **self._meta(row),
+        }
+
+
+# --------------------------------------------------------------------------- splits
+def _require_columns(meta: pd.DataFrame, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in meta.columns]
+    if missing:
+        raise ValueError(f"meta lacks column(s) {missing}; it has {list(meta.columns)}")
+
+
+def _split_counts(n: int, fractions: Sequence[float]) -> list[int]:
+    """Split ``n`` items in ``fractions``: largest remainders, then every split with a positive
+    fraction gets at least one item while ``n`` allows (taken from the largest split)."""
+    exact = [f * n for f in fractions]
+    counts = [int(np.floor(e)) for e in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda k: (counts[k] - exact[k], k))
+    for k in by_remainder[: n - sum(counts)]:
+        counts[k] += 1
+    for k, f in enumerate(fractions):
+        if f > 0 and counts[k] == 0:
+            donor = max(range(len(counts)), key=lambda j: counts[j])
+            if counts[donor] > 1:
+                counts[donor] -= 1
+                counts[k] += 1
+    return counts
+
+
+def _patient_strata(meta: pd.DataFrame, stratify: str | None) -> dict[str, list[str]]:
+    """Patients grouped by ``stratify`` (a patient seen under several values goes with the most
+    frequent one, ties by name); one group ``""`` when ``stratify`` is None. Sorted names."""
+    patients = meta["patient_id"].astype(str)
+    if stratify is None:
+        return {"": sorted(patients.unique())}
+    values = meta[stratify].astype(str)
+    counts = pd.DataFrame({"patient": patients, "value": values}).value_counts()
+    counts = counts.reset_index(name="n").sort_values(
+        ["patient", "n", "value"], ascending=[True, False, True]
+    )
+    first = counts.drop_duplicates("patient")
+    strata: dict[str, list[str]] = {}
+    for patient, value in zip(first["patient"], first["value"], strict=True):
+        strata.setdefault(value, []).append(patient)
+    return {value: sorted(strata[value]) for value in sorted(strata)}
+
+
+def split_by_patient(
+    meta: pd.DataFrame,
+    fractions: dict[str, float],
+    seed: int,
+    stratify: str | None = "site",
+) -> dict[str, np.ndarray]:
+    """Rows of each split; every patient lands in exactly one split.
+
+    Patients (not images) are shuffled with ``seed`` and divided in ``fractions`` (largest
+    remainders; each split with a positive fraction gets a patient while there are enough).
+    With ``stratify`` (a column, default ``"site"``) this happens within each of its values,
+    so every site is split in the same fractions.
+
+    Args:
+        meta: one row per image with ``patient_id`` (and the ``stratify`` column).
+        fractions: split name -> fraction, e.g. ``{"train": 0.7, "test": 0.3}``; sum 1.
+        seed: the same seed gives the same split.
+        stratify: column to stratify by, or None.
+
+    Returns:
+        split name -> sorted int64 row numbers of ``meta`` (positions, not index labels).
+    """
+    if not fractions:
+        raise ValueError("fractions must name at least one split")
+    values = [float(f) for f in fractions.values()]
+    if any(f < 0 for f in values) or abs(sum(values) - 1.0) > 1e-6:
+        raise ValueError(
+            f"fractions must be >= 0 and sum to 1, got {fractions} (sum {sum(values)})"
+        )
+    _require_columns(meta, ["patient_id"] + ([stratify] if stratify is not None else []))
+    rng = np.random.default_rng(seed)
+    patient_split: dict[str, str] = {}
+    for patients in _patient_strata(meta, stratify).values():
+        order = rng.permutation(len(patients))
+        start = 0
+        for name, count in zip(fractions, _split_counts(len(patients), values), strict=True):
+            for k in order[start : start + count]:
+                patient_split[patients[k]] = name
+            start += count
+    assigned = meta["patient_id"].astype(str).map(patient_split).to_numpy()
+    return {name: np.flatnonzero(assigned == name).astype(np.int64) for name in fractions}
+
+
+def _check_budget(name: str, n: int | str, available: int, unit: str) -> int | None:
+    """``None`` for "all", else ``n`` checked to be an int in [1, available]."""
+    if isinstance(n, str):
+        if n != "all":
+            raise ValueError(f'{name} must be "all" or a positive int, got {n!r}')
+        return None
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ValueError(f'{name} must be "all" or a positive int, got {n!r}')
+    if not 1 <= n <= available:
+        raise ValueError(f"{name}={n} is outside [1, {available}] ({available} {unit} available)")
+    return int(n)
+
+
+def _round_robin(groups: list[np.ndarray]) -> np.ndarray:
+    """Items in rounds: the first of every group, then the second of every group, ..."""
+    longest = max((len(g) for g in groups), default=0)
+    return np.asarray([g[k] for k in range(longest) for g in groups if k < len(g)], dtype=np.int64)
+
+
+def _patient_priority(
+    meta: pd.DataFrame, rows: np.ndarray, key: np.ndarray, seed: int
+) -> np.ndarray:
+    """Distinct values of ``key`` (one per entry of ``rows``) in a seeded order that visits every
+    patient once before any patient twice: patients shuffled, each patient's values shuffled,
+    then round robin. Budgets are prefixes of this order, so they are nested."""
+    rng = np.random.default_rng(seed)
+    patients = meta["patient_id"].astype(str).to_numpy()[rows]
+    names, inverse = np.unique(patients, return_inverse=True)
+    boundaries = np.cumsum(np.bincount(inverse, minlength=len(names)))[:-1]
+    positions_by_patient = np.split(np.argsort(inverse, kind="stable"), boundaries)
+    groups = []
+    for patient in rng.permutation(len(names)):
+        values = np.unique(key[positions_by_patient[patient]])
+        groups.append(values[rng.permutation(len(values))])
+    return _round_robin(groups)
+
+
+def choose_labelled(
+    meta: pd.DataFrame, index: Sequence[int] | np.ndarray, n_labelled: int | str, seed: int
+) -> np.ndarray:
+    """The labelled images among rows ``index``: a label budget counted in images.
+
+    ``"all"`` keeps every row. An int ``n`` takes ``n`` images from ``n`` different patients (one
+    time point or slice each) while ``n`` <= the number of patients; beyond that, every patient
+    and then further images spread evenly over patients (round robin). Budgets are nested for one
+    seed: ``choose_labelled(m, i, 2, s)`` is a subset of ``choose_labelled(m, i, 4, s)``, so
+    label curves compare like with like.
+
+    Returns:
+        sorted int64 row numbers of ``meta``.
+    """
+    _require_columns(meta, ["patient_id"])
+    rows = np.unique(_resolve_index(index, len(meta)))
+    n = _check_budget("n_labelled", n_labelled, len(rows), "images")
+    if n is None:
+        return rows
+    order = _patient_priority(meta, rows, rows, seed)
+    return np.sort(order[:n])
+
+
+def choose_labelled_volumes(
+    meta: pd.DataFrame, index: Sequence[int] | np.ndarray, n_volumes: int | str, seed: int
+) -> np.ndarray:
+    """All slices of ``n_volumes`` volumes among rows ``index`` (PCL / ACDC budgets count volumes).
+
+    Volumes are picked from different patients first (round robin, as :func:`choose_labelled`),
+    and budgets are nested for one seed. ``"all"`` keeps every row.
+
+    Returns:
+        sorted int64 row numbers of ``meta``.
+    """
+    _require_columns(meta, ["patient_id", "volume_id"])
+    rows = np.unique(_resolve_index(index, len(meta)))
+    volume_ids = meta["volume_id"].astype(str).to_numpy()[rows]
+    if np.any(volume_ids == ""):
+        raise ValueError(
+            "choose_labelled_volumes needs volume_id on every row of index; 2-D images have '' "
+            "(use choose_labelled)"
+        )
+    n = _check_budget("n_volumes", n_volumes, len(np.unique(volume_ids)), "volumes")
+    if n is None:
+        return rows
+    codes = np.unique(volume_ids, return_inverse=True)[1]
+    chosen = _patient_priority(meta, rows, codes, seed)[:n]
+    return np.sort(rows[np.isin(codes, chosen)])
+
+
+# --------------------------------------------------------------------------- protocol
+@dataclass
+class Protocol:
+    """Row numbers of one experiment's splits (all patient-disjoint from ``test``).
+
+    Attributes:
+        pretrain: train-split rows of all sites (unlabelled pretraining).
+        label_pool: train-split rows of the labelled sites (choose the label budget from these).
+        val: val-split rows of the labelled sites (epoch choice with labels you would have).
+        test: test-split rows of all sites (broad evaluation; see :meth:`test_by_site`).
+        labelled_sites: the sites whose labels fine-tuning may use.
+        meta: the metadata the rows refer to.
+        seed: the split seed.
+    """
+
+    pretrain: np.ndarray
+    label_pool: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    labelled_sites: tuple[str, ...]
+    meta: pd.DataFrame = field(repr=False)
+    seed: int = 0
+
+    def splits(self) -> dict[str, np.ndarray]:
+        """Split name -> rows, in the order of :meth:`summary`."""
+        return {
+            "pretrain": self.pretrain,
+            "label_pool": self.label_pool,
+            "val": self.val,
+            "test": self.test,
+        }
+
+    def test_by_site(self) -> dict[str, np.ndarray]:
+        """Test rows of each site (for per-site Dice), sites sorted by name."""
+        sites = self.meta["site"].astype(str).to_numpy()[self.test]
+        return {site: self.test[sites == site] for site in sorted(np.unique(sites))}
+
+    def summary(self) -> pd.DataFrame:
+        """One row per split: ``split``, ``images``, ``patients``, ``sites`` (names joined)."""
+        records = []
+        for name, rows in self.splits().items():
+            part = self.meta.iloc[rows]
+            records.append(
+                {
+                    "split": name,
+                    "images": len(rows),
+                    "patients": part["patient_id"].nunique(),
+                    "sites": ", ".join(sorted(part["site"].astype(str).unique())),
+                }
+            )
+        return pd.DataFrame.from_records(records, columns=["split", "images", "patients", "sites"])
+
+
+def make_protocol(
+    meta: pd.DataFrame,
+    labelled_sites: Sequence[str] = ("A",),
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+) -> Protocol:
+    """The quick start's "narrow labels, broad data" protocol (DESIGN.md "Data").
+
+    Patients of all sites are split into train / val / test by patient, stratified by site.
+    Pretraining sees the train split of every site, labels come from the train split of
+    ``labelled_sites`` only, epochs are chosen on their val split, and the test split of every
+    site measures how far the narrow labels carry. Val-split rows of unlabelled sites are unused.
+    """
+    _require_columns(meta, ["patient_id", "site"])
+    if isinstance(labelled_sites, str):
+        labelled_sites = (labelled_sites,)
+    labelled_sites = tuple(str(s) for s in labelled_sites)
+    available = sorted(meta["site"].astype(str).unique())
+    unknown = [s for s in labelled_sites if s not in available]
+    if not labelled_sites or unknown:
+        raise ValueError(
+            f"labelled_sites {list(labelled_sites)}: unknown {unknown}; sites: {available}"
+        )
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    train_fraction = 1.0 - val_fraction - test_fraction
+    if train_fraction <= 0:
+        raise ValueError(
+            f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
+        )
+    split = split_by_patient(
+        meta,
+        {"train": train_fraction, "val": val_fraction, "test": test_fraction},
+        seed=seed,
+        stratify="site",
+    )
+    labelled = meta["site"].astype(str).isin(labelled_sites).to_numpy()
+    return Protocol(
+        pretrain=split["train"],
+        label_pool=split["train"][labelled[split["train"]]],
+        val=split["val"][labelled[split["val"]]],
+        test=split["test"],
+        labelled_sites=labelled_sites,
+        meta=meta.reset_index(drop=True),
+        seed=seed,
+    )
