@@ -23,8 +23,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import ndimage
+
+from medcl_lite.utils import as_numpy
 
 __all__ = ["dice_per_image", "dice_per_volume", "dice_pooled", "hd95", "summarize"]
 
@@ -32,16 +33,6 @@ __all__ = ["dice_per_image", "dice_per_volume", "dice_pooled", "hd95", "summariz
 # --------------------------------------------------------------------------------------------
 # input checks
 # --------------------------------------------------------------------------------------------
-def _to_numpy(x, name: str) -> np.ndarray:
-    """A numpy view of a numpy array, a torch tensor (any device) or a nested list."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    try:
-        return np.asarray(x)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} cannot be read as an array: {error}") from None
-
-
 def _label_maps(
     pred, target, num_classes: int, include_background: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +45,7 @@ def _label_maps(
         )
     arrays = []
     for name, x in (("pred", pred), ("target", target)):
-        x = _to_numpy(x, name)
+        x = as_numpy(x, name)
         if x.dtype == bool:
             x = x.astype(np.uint8)
         if not np.issubdtype(x.dtype, np.integer):
@@ -74,8 +65,8 @@ def _label_maps(
         arrays.append(x.reshape(len(x), -1))
     if arrays[0].shape != arrays[1].shape:
         raise ValueError(
-            f"pred and target shapes differ: {_to_numpy(pred, 'pred').shape} vs "
-            f"{_to_numpy(target, 'target').shape}"
+            f"pred and target shapes differ: {as_numpy(pred, 'pred').shape} vs "
+            f"{as_numpy(target, 'target').shape}"
         )
     return arrays[0], arrays[1]
 
@@ -180,7 +171,7 @@ def dice_per_volume(
         ``mean`` (mean over the classes, NaN ignored).
     """
     pred, target = _label_maps(pred, target, num_classes, include_background)
-    ids = _to_numpy(volume_ids, "volume_ids")
+    ids = as_numpy(volume_ids, "volume_ids")
     if ids.ndim != 1 or len(ids) != len(pred):
         raise ValueError(
             f"volume_ids must be one id per slice ({len(pred)}), got shape {ids.shape}"
@@ -264,7 +255,7 @@ def hd95(pred_mask, target_mask, spacing: float | Sequence[float] | None = None)
 
 
 def _binary_mask(x, name: str) -> np.ndarray:
-    mask = _to_numpy(x, name)
+    mask = as_numpy(x, name)
     if mask.ndim not in (2, 3):
         raise ValueError(f"{name} must be a 2-D [H, W] or 3-D [D, H, W] mask, got {mask.shape}")
     if mask.dtype != bool:

@@ -11,6 +11,19 @@ import numpy as np
 import torch
 
 
+def as_numpy(x, name: str) -> np.ndarray:
+    """A numpy view of a numpy array, a torch tensor (any device) or a nested list.
+
+    Raises ValueError naming ``name`` when ``x`` cannot be read as an array.
+    """
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} cannot be read as an array: {error}") from None
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so that a run repeats exactly on CPU."""
     random.seed(seed)

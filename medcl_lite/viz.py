@@ -16,11 +16,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.colors import ListedColormap, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+
+from medcl_lite.utils import as_numpy
 
 __all__ = [
     "plot_curves",
@@ -42,18 +43,9 @@ _PANEL_INCHES = 1.8
 # --------------------------------------------------------------------------------------------
 # input helpers
 # --------------------------------------------------------------------------------------------
-def _to_numpy(x, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    try:
-        return np.asarray(x)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{name} cannot be read as an array: {error}") from None
-
-
 def _image_stack(images, name: str = "images") -> np.ndarray:
     """Grey [N, H, W] or RGB [N, H, W, 3] from [N, H, W], [N, 1|3, H, W] or [H, W]."""
-    array = _to_numpy(images, name)
+    array = as_numpy(images, name)
     if array.ndim == 2:
         array = array[None]
     if array.ndim == 4 and array.shape[1] == 1:
@@ -211,7 +203,7 @@ def show_mask(
     Returns:
         A figure with one axis.
     """
-    array = _to_numpy(mask, "mask")
+    array = as_numpy(mask, "mask")
     if array.ndim != 2:
         raise ValueError(f"mask must be [Nq, Nk], got shape {array.shape}")
     if array.dtype != bool:
@@ -348,7 +340,7 @@ def show_overlays(
     target_maps = _label_stack(targets, "targets")
     pred_maps = None
     if preds is not None:
-        pred_maps = _to_numpy(preds, "preds")
+        pred_maps = as_numpy(preds, "preds")
         if pred_maps.ndim == 4:
             pred_maps = pred_maps.argmax(axis=1)
         pred_maps = _label_stack(pred_maps, "preds")
@@ -402,7 +394,7 @@ def show_overlays(
 
 
 def _label_stack(labels, name: str) -> np.ndarray:
-    array = _to_numpy(labels, name)
+    array = as_numpy(labels, name)
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
@@ -546,10 +538,10 @@ def plot_embeddings(
     Returns:
         A figure with one axis (two with a colour bar).
     """
-    data = _to_numpy(features, "features").astype(np.float64)
+    data = as_numpy(features, "features").astype(np.float64)
     if data.ndim != 2:
         raise ValueError(f"features must be [N, D], got shape {data.shape}")
-    values = _to_numpy(labels, "labels")
+    values = as_numpy(labels, "labels")
     if values.ndim != 1 or len(values) != len(data):
         raise ValueError(f"labels must be [N] with N = {len(data)}, got shape {values.shape}")
     if len(data) < 3 or data.shape[1] < 2:
