@@ -105,15 +105,20 @@ run_device = medcl_lite.get_device(device)
 if smoke is None:
     smoke = run_device.type == "cpu"
 size = "smoke" if smoke else (preset if preset != "auto" else ("gpu" if run_device.type == "cuda" else "cpu"))
-SIZES = {
-    #         image  patients  times  epochs  batch  ft steps  label counts              seeds
-    "smoke": (64, 18, 3, 1, 16, 30, [1, "all"], [0]),
-    "cpu": (64, 60, 4, 60, 32, 120, [1, 2, 4, 8, "all"], [0, 1, 2]),
-    "gpu": (128, 120, 4, 200, 64, 400, [1, 2, 4, 8, "all"], [0, 1, 2, 3, 4]),
+SIZES = {  # image side, phantom patients x time points, pretraining epochs and batch, fine-tuning
+    "smoke": dict(image=64, patients=18, times=3, epochs=1, batch=16, ft_steps=30, ft_batch=4,
+                  counts=[1, "all"], seeds=[0]),
+    "cpu": dict(image=64, patients=60, times=4, epochs=40, batch=32, ft_steps=90, ft_batch=4,
+                counts=[1, 2, 4, 8, "all"], seeds=[0, 1, 2]),
+    "gpu": dict(image=128, patients=120, times=4, epochs=200, batch=64, ft_steps=400, ft_batch=8,
+                counts=[1, 2, 4, 8, "all"], seeds=[0, 1, 2, 3, 4]),
 }
 if size not in SIZES:
     raise ValueError(f"preset={preset!r}: choose one of {sorted(SIZES)} or 'auto'")
-image_size, n_patients, n_times, epochs, batch_size, ft_steps, default_counts, default_seeds = SIZES[size]
+S = SIZES[size]
+image_size, n_patients, n_times, batch_size, ft_steps = S["image"], S["patients"], S["times"], S["batch"], S["ft_steps"]
+epochs = S["epochs"]
+default_counts, default_seeds = S["counts"], S["seeds"]
 epochs = pretrain_epochs or epochs
 label_counts = list(label_counts) or default_counts
 seeds = list(seeds) or default_seeds
@@ -266,8 +271,8 @@ for name, net in {"random init": random_net, **{k: r.net for k, r in pretrained.
 # labelled images (the subsets are nested: the 2 images of seed 0 contain its 1 image).
 
 # %%
-ft_base = from_params(FinetuneConfig, {"max_steps": ft_steps, "eval_every": max(10, ft_steps // 8),
-                                       "batch_size": 8, "lr": 1e-3, "device": device})
+ft_base = from_params(FinetuneConfig, {"max_steps": ft_steps, "eval_every": max(10, ft_steps // 4),
+                                       "batch_size": S["ft_batch"], "lr": 1e-3, "device": device})
 encoders = {"random init": None, **{name: r.encoder_state for name, r in pretrained.items()}}
 rows = run_finetune_grid(data, protocol, encoders, label_counts, seeds, ft_base,
                          out_dir=run_dir / "finetune", progress=progress)
@@ -313,7 +318,8 @@ def verdict(rows: pd.DataFrame, baseline: str = "random init") -> str:
                 word = "larger than the seed spread"
             else:
                 word = "within the seed spread"
-            lines.append(f"- {n} labelled: {init} {delta:+.3f} Dice vs {baseline} ({word}, spread {spread:.3f})")
+            label = "all labels" if n == "all" else f"{n} labelled"
+            lines.append(f"- {label}: {init} {delta:+.3f} Dice vs {baseline} ({word}, spread {spread:.3f})")
     return "\n".join(lines)
 
 

@@ -52,3 +52,11 @@ def test_unknown_parameter_fails_before_running(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "'xx'" in err and "'x'" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_data_list_and_phantoms(tmp_path, capsys):
+    assert repro.main(["data", "list"]) == 0
+    assert "xray" in capsys.readouterr().out
+    assert repro.main(["data", "phantoms", "--out", str(tmp_path), "--kind", "xray", "--size", "32"]) == 0
+    assert (tmp_path / "phantom_xray" / "manifest.csv").is_file()
+    assert repro.main(["data", "phantoms", "--out", str(tmp_path), "--kind", "xray", "--size", "32"]) == 2

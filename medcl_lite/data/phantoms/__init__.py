@@ -1,0 +1,51 @@
+"""Built-in synthetic datasets (phantoms): chest X-rays over time and cardiac volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medcl_lite.data.phantoms.cardiac import CARDIAC_SITES, make_cardiac_volumes
+from medcl_lite.data.phantoms.chest_xray import XRAY_SITES, make_chest_xrays
+
+__all__ = [
+    "CARDIAC_SITES",
+    "PHANTOM_KINDS",
+    "XRAY_SITES",
+    "make_cardiac_volumes",
+    "make_chest_xrays",
+    "write_phantoms",
+]
+
+#: ``kind`` -> what :func:`write_phantoms` writes for it (``medcl data list`` prints these).
+PHANTOM_KINDS = {
+    "xray": "chest X-rays, 60 patients x 4 time points, sites A/B/C -> phantom_xray/",
+    "cardiac": "cardiac short-axis MRI volumes, 24 patients, sites A/B -> phantom_cardiac_mri/",
+    "all": "both of the above",
+}
+_FOLDERS = {
+    "xray": ("phantom_xray",),
+    "cardiac": ("phantom_cardiac_mri",),
+    "all": ("phantom_xray", "phantom_cardiac_mri"),
+}
+
+
+def write_phantoms(
+    out: str | Path, kind: str = "all", size: int = 128, seed: int = 0, overwrite: bool = False
+) -> list[Path]:
+    """Generate the default phantoms and write them in the prepared format under ``out``.
+
+    ``kind="xray"`` writes ``out/phantom_xray``, ``"cardiac"`` ``out/phantom_cardiac_mri``,
+    ``"all"`` both (see :mod:`medcl_lite.data.prepared`). Returns the folders written.
+    """
+    from medcl_lite.data.prepared import write_prepared
+
+    if kind not in PHANTOM_KINDS:
+        raise ValueError(f"kind must be one of {sorted(PHANTOM_KINDS)}, got {kind!r}")
+    makers = {
+        "phantom_xray": lambda: make_chest_xrays(size=size, seed=seed),
+        "phantom_cardiac_mri": lambda: make_cardiac_volumes(size=size, seed=seed, modality="mri"),
+    }
+    out = Path(out)
+    return [
+        write_prepared(makers[name](), out / name, overwrite=overwrite) for name in _FOLDERS[kind]
+    ]
