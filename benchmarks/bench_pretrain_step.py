@@ -74,7 +74,7 @@ def main() -> None:
     device = get_device(args.device)
     amp = device.type == "cuda"
     seed_everything(0)
-    n_patients = max(10, (args.batch * args.steps) // 4 + 1)
+    n_patients = max(10, (args.batch * (args.steps + 3)) // 4 + 1)
     data = make_chest_xrays(n_patients=n_patients, n_times=4, size=args.size, seed=0)
     warm = 3
     ours, bare = [], []
