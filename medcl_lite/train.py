@@ -308,11 +308,7 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
                 else:
                     loss = moco_loss(net, key_net, queue, batch, cfg, device)
             _check_finite(loss, epoch, len(history))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            _update(loss, optimizer, scaler, scheduler)
             history.append(
                 {
                     "epoch": epoch,
@@ -346,6 +342,15 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
         save_checkpoint({"encoder": result.encoder_state, "config": to_dict(cfg)}, out / "encoder.pt")
         atomic_write_text(out / "history.csv", result.history.to_csv(index=False))
     return result
+
+
+def _update(loss: Tensor, optimizer, scaler, scheduler) -> None:
+    """One optimiser step: backward (loss scaled for mixed precision on CUDA), step, schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
 
 
 def _check_finite(loss: Tensor, epoch: int, step: int) -> None:
@@ -496,11 +501,7 @@ def finetune(
         with torch.autocast(device.type, enabled=use_amp):
             loss = _segmentation_loss(model(x), y, cfg.loss)
         _check_finite(loss, 0, step)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        _update(loss, optimizer, scaler, scheduler)
         row = {"step": step, "loss": float(loss.detach())}
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             row["val_dice"] = evaluate(model, data, val_index)[0]["dice"]
