@@ -40,7 +40,7 @@ format: install
 
 ## Regenerate every .ipynb (no outputs) from its py:percent source, the source of truth
 notebooks: install
-	$(VENV)/bin/jupytext --to ipynb notebooks/*.py
+	$(VENV)/bin/jupytext --update --to ipynb notebooks/*.py
 
 ## Speed benchmark of the pretraining loop against a bare smp step (benchmarks/README.md)
 bench: install

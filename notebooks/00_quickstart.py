@@ -361,13 +361,13 @@ display(Markdown(summary_text))
 
 # %%
 n_small = str(label_counts[0])
-show = protocol.test[:: max(1, len(protocol.test) // 6)][:6]
+show = np.concatenate([rows_[:: max(1, len(rows_) // 2)][:2] for rows_ in protocol.test_by_site().values()])
 for init in encoders:
     pred = load_predictions(run_dir / "finetune", init, n_small, seeds[0])
     pick = np.searchsorted(protocol.test, show)
     fig = viz.show_overlays(data.images[show], data.masks[show], pred[pick], class_names=data.classes,
                             titles=[f"site {s}" for s in data.meta.site.iloc[show]])
-    fig.suptitle(f"{init}, {n_small} labelled image(s)")
+    fig.suptitle(f"{init}, {n_small} labelled image(s)", y=1.03)
     viz.save_figure(fig, run_dir / "figures" / f"overlay_{init.split()[0].lower()}.png")
 
 # %%
