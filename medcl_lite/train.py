@@ -51,6 +51,7 @@ __all__ = [
     "FinetuneResult",
     "PretrainConfig",
     "PretrainResult",
+    "build_contrastive",
     "embed",
     "finetune",
     "moco_loss",
@@ -237,7 +238,8 @@ def _make_optimizer(params, name: str, lr: float, momentum: float, weight_decay:
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-def _build_contrastive(cfg: PretrainConfig) -> EncoderWithHead:
+def build_contrastive(cfg: PretrainConfig) -> EncoderWithHead:
+    """The network ``pretrain`` trains, at initialisation: ``cfg.arch``'s encoder + projection head."""
     encoder = build_segmenter(cfg.arch, cfg.encoder, cfg.in_channels, classes=1).encoder
     return EncoderWithHead(encoder, ProjectionHead(encoder.out_channels[-1], cfg.proj_dim))
 
@@ -264,7 +266,7 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
     )
-    net = _build_contrastive(cfg).to(device)
+    net = build_contrastive(cfg).to(device)
     key_net = momentum_copy(net) if cfg.framework == "moco" else None
     queue = MoCoQueue(cfg.queue_size, cfg.proj_dim).to(device) if key_net is not None else None
     optimizer = _make_optimizer(net.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -307,8 +309,7 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
                     loss = simclr_loss(net, batch, cfg, device)
                 else:
                     loss = moco_loss(net, key_net, queue, batch, cfg, device)
-            _check_finite(loss, epoch, len(history))
-            _update(loss, optimizer, scaler, scheduler)
+            _update(loss, optimizer, scaler, scheduler, where=f"epoch {epoch}, step {len(history)}")
             history.append(
                 {
                     "epoch": epoch,
@@ -344,21 +345,18 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
     return result
 
 
-def _update(loss: Tensor, optimizer, scaler, scheduler) -> None:
-    """One optimiser step: backward (loss scaled for mixed precision on CUDA), step, schedule."""
+def _update(loss: Tensor, optimizer, scaler, scheduler, where: str) -> None:
+    """One optimiser step: backward (loss scaled for mixed precision on CUDA), step, schedule.
+
+    Stops at the first NaN/inf loss instead of training on garbage; ``where`` names the step.
+    """
+    if not torch.isfinite(loss.detach()):
+        raise FloatingPointError(f"loss is {float(loss)} at {where}: lower lr, check the inputs for NaN")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
-
-
-def _check_finite(loss: Tensor, epoch: int, step: int) -> None:
-    """Stop at the first NaN/inf loss instead of training on garbage (lower lr, check inputs)."""
-    if not torch.isfinite(loss.detach()):
-        raise FloatingPointError(
-            f"loss is {float(loss)} at epoch {epoch}, step {step}: lower lr, check the inputs for NaN"
-        )
 
 
 def _check_same_run(saved: dict, cfg: PretrainConfig) -> None:
@@ -500,8 +498,7 @@ def finetune(
         x, y = batch["image"].to(device), batch["mask"].to(device)
         with torch.autocast(device.type, enabled=use_amp):
             loss = _segmentation_loss(model(x), y, cfg.loss)
-        _check_finite(loss, 0, step)
-        _update(loss, optimizer, scaler, scheduler)
+        _update(loss, optimizer, scaler, scheduler, where=f"fine-tuning step {step}")
         row = {"step": step, "loss": float(loss.detach())}
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             row["val_dice"] = evaluate(model, data, val_index)[0]["dice"]

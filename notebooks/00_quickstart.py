@@ -260,9 +260,9 @@ viz.save_figure(fig, run_dir / "figures" / "pretrain_loss.png")
 from sklearn.model_selection import cross_val_score  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 
-from medcl_lite.train import _build_contrastive  # noqa: E402
+from medcl_lite.train import build_contrastive  # noqa: E402
 
-random_net = _build_contrastive(runs["SimCLR"]).to(run_device)
+random_net = build_contrastive(runs["SimCLR"]).to(run_device)
 sites = data.meta.site.to_numpy()[protocol.test]
 test_patients = data.meta.patient_id.to_numpy()[protocol.test]
 probe = []

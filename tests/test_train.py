@@ -32,7 +32,7 @@ def test_pretrain_runs_and_writes_files(tiny_set, tmp_path, framework, strategy)
 
 def test_pretraining_changes_the_encoder(tiny_set):
     torch.manual_seed(0)
-    before = train._build_contrastive(_cfg()).encoder.state_dict()
+    before = train.build_contrastive(_cfg()).encoder.state_dict()
     after = pretrain(_cfg(max_epochs=1), tiny_set).encoder_state
     assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
 
