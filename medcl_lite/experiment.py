@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from medcl_lite.config import to_dict
-from medcl_lite.data.datasets import Protocol, choose_labelled
+from medcl_lite.data.datasets import Fold, Protocol, choose_labelled
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.metrics import summarize
 from medcl_lite.train import FinetuneConfig, finetune
@@ -27,13 +27,13 @@ from medcl_lite.train import FinetuneConfig, finetune
 __all__ = ["load_grid", "load_predictions", "results_table", "run_finetune_grid"]
 
 
-def _run_name(init: str, n_labelled: int | str, seed: int) -> str:
-    return f"{init}__n{n_labelled}__s{seed}"
+def _run_name(init: str, n_labelled: int | str, seed: int, fold: int | None = None) -> str:
+    return f"{init}__n{n_labelled}__s{seed}" + ("" if fold is None else f"__f{fold}")
 
 
 def run_finetune_grid(
     data: SliceSet,
-    protocol: Protocol,
+    protocol: Protocol | Sequence[Fold],
     encoders: dict[str, dict | None],
     label_counts: Sequence[int | str],
     seeds: Sequence[int],
@@ -45,7 +45,9 @@ def run_finetune_grid(
 
     Args:
         data: the labelled SliceSet (all splits).
-        protocol: index arrays (``label_pool``, ``val``, ``test``) from ``make_protocol``.
+        protocol: index arrays (``label_pool``, ``val``, ``test``) from ``make_protocol``, or
+            a list of :class:`~medcl_lite.data.datasets.Fold` (k-fold cross-validation: every
+            run is repeated on each fold, and rows get a ``fold`` column).
         encoders: initialisation name -> encoder ``state_dict`` (None = random initialisation).
         label_counts: numbers of labelled images (``"all"`` = the whole label pool).
         seeds: fine-tuning seeds; a seed fixes the labelled subset (nested across counts) and the
@@ -53,13 +55,18 @@ def run_finetune_grid(
         base: the fine-tuning settings shared by all runs (``init``/``seed``/``out_dir`` are set here).
         out_dir: folder for one sub-folder per run; finished runs found there are reused.
     Returns:
-        DataFrame: ``init``, ``n_labelled`` (str), ``n_images``, ``seed`` and the run's metrics.
+        DataFrame: ``init``, ``n_labelled`` (str), ``n_images``, ``seed`` (and ``fold``) and the
+        run's metrics.
     """
+    folds = list(protocol) if isinstance(protocol, Sequence) else [protocol]
+    numbered = isinstance(protocol, Sequence)
     rows = []
-    jobs = [(init, n, s) for n in label_counts for s in seeds for init in encoders]
-    for init, n_labelled, seed in tqdm(jobs, desc="fine-tuning grid", disable=not progress, mininterval=2.0):
-        labelled = choose_labelled(data.meta, protocol.label_pool, n_labelled, seed)
-        run_dir = Path(out_dir) / _run_name(init, n_labelled, seed) if out_dir else None
+    jobs = [(i, n, s, f) for n in label_counts for f in range(len(folds)) for s in seeds for i in encoders]
+    for init, n_labelled, seed, f in tqdm(jobs, desc="fine-tuning grid", disable=not progress, mininterval=2.0):
+        split = folds[f]
+        labelled = choose_labelled(data.meta, split.label_pool, n_labelled, seed)
+        name = _run_name(init, n_labelled, seed, f if numbered else None)
+        run_dir = Path(out_dir) / name if out_dir else None
         cfg = replace(
             base,
             init="random" if encoders[init] is None else "pretrained",
@@ -69,9 +76,10 @@ def run_finetune_grid(
         )
         metrics = _load_finished(run_dir, cfg)
         if metrics is None:
-            result = finetune(cfg, data, labelled, protocol.val, protocol.test, encoder_state=encoders[init])
+            result = finetune(cfg, data, labelled, split.val, split.test, encoder_state=encoders[init])
             metrics = result.metrics
-        rows.append({**metrics, "init": init, "n_labelled": str(n_labelled), "n_images": len(labelled), "seed": seed})
+        row = {**metrics, "init": init, "n_labelled": str(n_labelled), "n_images": len(labelled), "seed": seed}
+        rows.append(row | ({"fold": f} if numbered else {}))
     return pd.DataFrame(rows)
 
 
@@ -86,9 +94,11 @@ def _load_finished(run_dir: Path | None, cfg: FinetuneConfig) -> dict | None:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def load_predictions(out_dir: str | Path, init: str, n_labelled: int | str, seed: int) -> np.ndarray:
+def load_predictions(
+    out_dir: str | Path, init: str, n_labelled: int | str, seed: int, fold: int | None = None
+) -> np.ndarray:
     """Test-set label maps ``[N, H, W]`` saved by one run of :func:`run_finetune_grid`."""
-    path = Path(out_dir) / _run_name(init, n_labelled, seed) / "test_pred.npz"
+    path = Path(out_dir) / _run_name(init, n_labelled, seed, fold) / "test_pred.npz"
     if not path.is_file():
         raise FileNotFoundError(f"no saved predictions for {init!r}, n={n_labelled}, seed={seed}: {path}")
     with np.load(path) as saved:
@@ -99,16 +109,17 @@ def load_grid(out_dir: str | Path) -> pd.DataFrame:
     """Rows of every finished run under ``out_dir`` (what :func:`run_finetune_grid` wrote)."""
     rows = []
     for metrics_file in sorted(Path(out_dir).glob("*__n*__s*/metrics.json")):
-        init, n, s = metrics_file.parent.name.split("__")
+        init, n, s, *fold = metrics_file.parent.name.split("__")
         metrics = json.loads(metrics_file.read_text())
-        rows.append({**metrics, "init": init, "n_labelled": n[1:], "seed": int(s[1:])})
+        row = {**metrics, "init": init, "n_labelled": n[1:], "seed": int(s[1:])}
+        rows.append(row | ({"fold": int(fold[0][1:])} if fold else {}))
     return pd.DataFrame(rows)
 
 
 def results_table(rows: pd.DataFrame, value: str = "test_dice", label_order: Sequence[str] | None = None) -> pd.DataFrame:
     """Pivot to the papers' table: one row per initialisation, one column per label count.
 
-    Cells are ``"mean ± std"`` over seeds of ``value`` (std with ddof=1). Columns keep the label
+    Cells are ``"mean ± std"`` over seeds (and folds) of ``value`` (std with ddof=1). Columns keep the label
     counts' natural order (numbers ascending, then ``"all"``).
     """
     if rows.empty:

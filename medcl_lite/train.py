@@ -32,6 +32,7 @@ from medcl_lite.checkpoint import (
 )
 from medcl_lite.config import ConfigError, check_choice, check_range, to_dict, to_json
 from medcl_lite.data.datasets import LabelledDataset, TwoViewDataset
+from medcl_lite.data.samplers import PatientBatchSampler
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.transforms import joint_transform, view_transform
 from medcl_lite.losses import MoCoQueue, info_nce, nt_xent
@@ -81,6 +82,8 @@ class PretrainConfig:
     augment: str = "quickstart"  # preset of medcl_lite.data.transforms.PRESETS
     max_epochs: int = 20
     batch_size: int = 32  # images per step (2x views)
+    sampler: str = "random"  # "random" (papers) | "patient": k images per patient per batch
+    images_per_patient: int = 2  # k of the "patient" sampler (CL-TCI's same-patient positives)
     optimizer: str = "sgd"  # "sgd" (papers) | "adam"
     lr: float = 0.1
     momentum: float = 0.9
@@ -104,6 +107,8 @@ class PretrainConfig:
         check_choice(name, "framework", self.framework, {"simclr", "moco"})
         check_choice(name, "pairing", self.pairing, set(pairing.STRATEGIES))
         check_choice(name, "optimizer", self.optimizer, {"sgd", "adam"})
+        check_choice(name, "sampler", self.sampler, {"random", "patient"})
+        check_range(name, "images_per_patient", self.images_per_patient, 1, self.batch_size)
         check_range(name, "threshold", self.threshold, 1e-6, 1.0)
         for key in ("parts", "max_epochs", "batch_size", "proj_dim", "queue_size", "checkpoint_every"):
             check_range(name, key, getattr(self, key), 1)
@@ -134,6 +139,10 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     loss: str = "ce+dice"  # "ce" (papers) | "ce+dice"
     eval_every: int = 25  # steps between validation Dice checks (epoch choice)
+    # Also score the test rows at every check and report the best pooled Dice: the papers' public
+    # code picks the epoch on the held-out fold (selection on test data, optimistic). Reported as
+    # ``paper_test_dice_pooled`` next to the honest ``test_dice`` (step chosen on validation).
+    paper_selection: bool = False
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -257,15 +266,7 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
     if len(dataset) < cfg.batch_size:
         raise ConfigError(f"PretrainConfig: batch_size={cfg.batch_size} exceeds the {len(dataset)} images")
     generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=generator,
-        num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
-    )
+    loader = _pretrain_loader(dataset, cfg, generator)
     net = build_contrastive(cfg).to(device)
     key_net = momentum_copy(net) if cfg.framework == "moco" else None
     queue = MoCoQueue(cfg.queue_size, cfg.proj_dim).to(device) if key_net is not None else None
@@ -343,6 +344,19 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
         save_checkpoint({"encoder": result.encoder_state, "config": to_dict(cfg)}, out / "encoder.pt")
         atomic_write_text(out / "history.csv", result.history.to_csv(index=False))
     return result
+
+
+def _pretrain_loader(dataset: TwoViewDataset, cfg: PretrainConfig, generator) -> DataLoader:
+    """Shuffled batches (``sampler="random"``), or ``images_per_patient`` images of each patient
+    side by side (``"patient"``, :class:`~medcl_lite.data.samplers.PatientBatchSampler`)."""
+    workers = {"num_workers": cfg.num_workers, "persistent_workers": cfg.num_workers > 0}
+    if cfg.sampler == "patient":
+        patients = dataset.patient[dataset.index]
+        batches = PatientBatchSampler(patients, cfg.batch_size, cfg.images_per_patient, generator)
+        return DataLoader(dataset, batch_sampler=batches, **workers)
+    return DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=generator, **workers
+    )
 
 
 def _update(loss: Tensor, optimizer, scaler, scheduler, where: str) -> None:
@@ -466,7 +480,9 @@ def finetune(
     The encoder starts from ``encoder_state`` (or ``cfg.pretrained``) when ``cfg.init ==
     "pretrained"``, else at random; the decoder always starts at random. The model is scored on
     ``val_index`` every ``eval_every`` steps; the best is kept and scored once on ``test_index``
-    (never used for choices). Writes ``metrics.json`` and ``history.csv`` to ``cfg.out_dir``.
+    (never used for choices). With ``cfg.paper_selection`` the test rows are also scored at every
+    check, and the best of those (the papers' optimistic protocol) is reported separately as
+    ``paper_test_dice_pooled``. Writes ``metrics.json`` and ``history.csv`` to ``cfg.out_dir``.
     """
     if data.masks is None:
         raise ValueError(f"finetune: dataset {data.name!r} has no masks")
@@ -492,6 +508,7 @@ def finetune(
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
+    paper = cfg.paper_selection and test_index is not None and len(test_index) > 0
     history, best = [], {"val_dice": -1.0, "step": 0, "state": None}
     model.train()
     for step, batch in enumerate(tqdm(loader, disable=not cfg.progress, desc="finetune", mininterval=2.0), 1):
@@ -504,9 +521,15 @@ def finetune(
             row["val_dice"] = evaluate(model, data, val_index)[0]["dice"]
             if row["val_dice"] > best["val_dice"]:
                 best = {"val_dice": row["val_dice"], "step": step, "state": copy.deepcopy(model.state_dict())}
+            if paper:
+                row["test_dice_pooled"] = evaluate(model, data, test_index)[0]["dice_pooled"]
         history.append(row)
     model.load_state_dict(best["state"])
     metrics = {"best_step": best["step"], "val_dice": best["val_dice"], "n_train": int(len(train_index))}
+    if paper:
+        scored = pd.DataFrame(history).dropna(subset=["test_dice_pooled"])
+        top = scored.loc[scored["test_dice_pooled"].idxmax()]
+        metrics.update(paper_test_dice_pooled=float(top["test_dice_pooled"]), paper_best_step=int(top["step"]))
     test_pred = None
     if test_index is not None and len(test_index):
         test_metrics, test_pred = evaluate(model, data, test_index)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import medcl_lite.experiment as experiment
-from medcl_lite.data.datasets import make_protocol
+from medcl_lite.data.datasets import cross_validation_folds, make_protocol
 from medcl_lite.experiment import load_grid, load_predictions, results_table, run_finetune_grid
 from medcl_lite.train import FinetuneConfig
 
@@ -58,3 +58,17 @@ def test_results_table_layout(grid):
     assert table.loc["random init", "1 labelled"].startswith(f"{mean:.3f} ± ")
     with pytest.raises(ValueError):
         results_table(rows.iloc[:0])
+
+
+def test_grid_over_folds(tiny_set, tmp_path):
+    folds = cross_validation_folds(tiny_set.meta, k=3, seed=0, val_fraction=0.25)
+    base = FinetuneConfig(max_steps=2, eval_every=1, batch_size=2, progress=False, paper_selection=True)
+    rows = run_finetune_grid(tiny_set, folds, {"random init": None}, [2], [0], base, tmp_path, progress=False)
+    assert sorted(rows.fold) == [0, 1, 2] and rows.paper_test_dice_pooled.between(0, 1).all()
+    for fold in folds:  # each run is scored on its own held-out fold
+        pred = load_predictions(tmp_path, "random init", 2, 0, fold=fold.number)
+        assert len(pred) == len(fold.test)
+    loaded = load_grid(tmp_path)
+    assert sorted(loaded.fold) == [0, 1, 2]
+    cell = results_table(rows).iloc[0, 0]  # mean ± std over the 3 folds
+    assert cell == f"{rows.test_dice.mean():.3f} ± {rows.test_dice.std(ddof=1):.3f}"

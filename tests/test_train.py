@@ -125,3 +125,65 @@ def test_finetune_from_pretrained_encoder(tiny_set, tmp_path):
             torch.testing.assert_close(result.model.encoder.state_dict()[k], v, atol=1e-6, rtol=0)
     with pytest.raises(ConfigError, match="pretrained"):
         finetune(FinetuneConfig(init="pretrained", progress=False), tiny_set, idx[:2], idx[2:4])
+
+
+def test_patient_sampler_batches_hold_same_patient_pairs(tiny_set):
+    cfg = _cfg(sampler="patient", images_per_patient=3, batch_size=6)
+    dataset = train.TwoViewDataset(tiny_set, lambda x: x)
+    loader = train._pretrain_loader(dataset, cfg, torch.Generator().manual_seed(0))
+    for batch in loader:
+        patients = batch["patient"].reshape(-1, 3)
+        assert (patients == patients[:, :1]).all()  # tiny_set: 3 time points per patient
+
+
+def test_patient_sampler_resumes_exactly(tiny_set, tmp_path, monkeypatch):
+    kw = {"sampler": "patient", "images_per_patient": 2, "max_epochs": 2, "pairing": "temporal"}
+    full = pretrain(_cfg(tmp_path / "full", **kw), tiny_set).history
+    real_save = train.save_checkpoint
+
+    def crash_after_save(state, path):
+        real_save(state, path)
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(train, "save_checkpoint", crash_after_save)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(_cfg(tmp_path / "crash", **kw), tiny_set)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    resumed = pretrain(_cfg(tmp_path / "crash", resume=True, **kw), tiny_set).history
+    np.testing.assert_array_equal(resumed.loss.to_numpy(), full.loss.to_numpy())
+
+
+def test_sampler_config_is_checked():
+    with pytest.raises(ConfigError, match="sampler"):
+        _cfg(sampler="patients")
+    with pytest.raises(ConfigError, match="images_per_patient"):
+        _cfg(sampler="patient", images_per_patient=5)  # batch_size 4
+
+
+@pytest.mark.parametrize("arch", ["deeplabv3", "deeplabv3plus"])
+def test_deeplab_pretrain_then_finetune_transfers_only_the_encoder(tiny_set, tmp_path, arch):
+    pre = pretrain(_cfg(tmp_path / "pre", arch=arch, max_epochs=1), tiny_set)
+    idx = np.arange(len(tiny_set))
+    cfg = FinetuneConfig(arch=arch, init="pretrained", pretrained=str(tmp_path / "pre" / "encoder.pt"),
+                         max_steps=2, eval_every=1, batch_size=2, progress=False, lr=1e-12)
+    model = finetune(cfg, tiny_set, idx[:4], idx[4:6]).model
+    fresh = train.build_segmenter(arch, "resnet18", 1, classes=3)
+    torch.manual_seed(0)
+    for k, v in pre.encoder_state.items():
+        if v.is_floating_point() and "running" not in k:
+            torch.testing.assert_close(model.encoder.state_dict()[k], v, atol=1e-6, rtol=0)
+    decoder_keys = [k for k in model.state_dict() if not k.startswith("encoder.")]
+    assert decoder_keys and not any(k in pre.encoder_state for k in decoder_keys)
+    assert model.decoder.state_dict().keys() == fresh.decoder.state_dict().keys()
+
+
+def test_paper_selection_reports_the_best_test_step(tiny_set):
+    idx = np.arange(len(tiny_set))
+    cfg = FinetuneConfig(max_steps=9, eval_every=3, batch_size=4, progress=False, paper_selection=True)
+    result = finetune(cfg, tiny_set, idx[:6], idx[6:12], idx[12:])
+    m, scored = result.metrics, result.history.dropna(subset=["test_dice_pooled"])
+    assert len(scored) == 3
+    assert m["paper_test_dice_pooled"] == pytest.approx(scored["test_dice_pooled"].max())
+    assert m["paper_test_dice_pooled"] >= m["test_dice_pooled"] - 1e-9  # the optimistic choice
+    plain = finetune(FinetuneConfig(max_steps=3, batch_size=4, progress=False), tiny_set, idx[:6], idx[6:12], idx[12:])
+    assert "paper_test_dice_pooled" not in plain.metrics

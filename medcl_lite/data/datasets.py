@@ -3,9 +3,10 @@
 * :class:`TwoViewDataset` (pretraining): two augmented views of one image plus the metadata the
   pairing functions read (patient, site, time, volume, depth; DESIGN.md "The one idea").
 * :class:`LabelledDataset` (fine-tuning and evaluation): image and mask.
-* :func:`split_by_patient`, :func:`choose_labelled`, :func:`choose_labelled_volumes` and
-  :func:`make_protocol`: splits by patient, never by slice (METHODS.md "Protocol common to all
-  chapters"), nested label budgets, and the quick start's "narrow labels, broad data" protocol.
+* :func:`split_by_patient`, :func:`cross_validation_folds`, :func:`choose_labelled`,
+  :func:`choose_labelled_volumes` and :func:`make_protocol`: splits by patient, never by slice
+  (METHODS.md "Protocol common to all chapters"), k-fold cross-validation, nested label budgets,
+  and the quick start's "narrow labels, broad data" protocol.
 """
 
 from __future__ import annotations
@@ -444,3 +445,66 @@ def make_protocol(
         meta=meta.reset_index(drop=True),
         seed=seed,
     )
+
+
+# --------------------------------------------------------------------------- k-fold
+@dataclass
+class Fold:
+    """One fold of patient-wise k-fold cross-validation (row numbers of ``meta``).
+
+    Attributes:
+        number: 0 .. k-1.
+        label_pool: rows of the training folds minus ``val`` (choose the label budget here).
+        val: rows of a few training-fold patients, for the step/epoch choice (the honest way).
+        test: rows of this fold's held-out patients.
+    """
+
+    number: int
+    label_pool: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def cross_validation_folds(
+    meta: pd.DataFrame,
+    rows: Sequence[int] | np.ndarray | None = None,
+    k: int = 5,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+) -> list[Fold]:
+    """Patient-wise ``k``-fold cross-validation over ``rows`` (CL-TCI and PCL use 5 folds).
+
+    Patients are shuffled with ``seed`` and dealt into ``k`` folds of near-equal size; each fold
+    is the test set once. The papers' public code picks the epoch on that held-out fold; to also
+    report the honest number, ``val_fraction`` of the remaining patients (at least one) are held
+    out as ``val`` for the choice, and the rest form the ``label_pool``.
+
+    Returns:
+        ``k`` :class:`Fold` objects; their ``test`` rows partition ``rows``.
+    """
+    _require_columns(meta, ["patient_id"])
+    rows = np.unique(_resolve_index(rows, len(meta)))
+    patients = meta["patient_id"].astype(str).to_numpy()[rows]
+    names = np.unique(patients)
+    if not 2 <= k <= len(names):
+        raise ValueError(f"k={k} folds need 2 <= k <= the {len(names)} patients")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    rng = np.random.default_rng(seed)
+    fold_of = dict(zip(names[rng.permutation(len(names))], np.arange(len(names)) % k, strict=True))
+    fold = np.array([fold_of[p] for p in patients])
+    folds = []
+    for number in range(k):
+        rest = np.unique(patients[fold != number])
+        n_val = max(1, round(val_fraction * len(rest))) if val_fraction > 0 else 0
+        val_patients = rest[rng.permutation(len(rest))[:n_val]]
+        is_val = np.isin(patients, val_patients) & (fold != number)
+        folds.append(
+            Fold(
+                number=number,
+                label_pool=rows[(fold != number) & ~is_val],
+                val=rows[is_val],
+                test=rows[fold == number],
+            )
+        )
+    return folds

@@ -16,6 +16,7 @@ from medcl_lite.data.datasets import (
     _split_counts,
     choose_labelled,
     choose_labelled_volumes,
+    cross_validation_folds,
     make_protocol,
     split_by_patient,
 )
@@ -319,3 +320,37 @@ def test_protocol_errors(xrays):
         make_protocol(xrays.meta, val_fraction=-0.1)
     with pytest.raises(ValueError, match="< 1"):
         make_protocol(xrays.meta, val_fraction=0.5, test_fraction=0.5)
+
+
+# --------------------------------------------------------------------------- k-fold
+def test_folds_partition_patients_and_keep_val_apart(xrays):
+    meta = xrays.meta
+    folds = cross_validation_folds(meta, k=5, seed=0, val_fraction=0.2)
+    assert [f.number for f in folds] == list(range(5))
+    np.testing.assert_array_equal(np.sort(np.concatenate([f.test for f in folds])), np.arange(len(meta)))
+    patients = meta["patient_id"].to_numpy()
+    for fold in folds:
+        parts = [set(patients[fold.test]), set(patients[fold.val]), set(patients[fold.label_pool])]
+        assert all(parts) and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert len(fold.test) + len(fold.val) + len(fold.label_pool) == len(meta)
+        assert len(parts[1]) == round(0.2 * (12 - len(parts[0])))
+    sizes = [len(set(patients[f.test])) for f in folds]
+    assert max(sizes) - min(sizes) <= 1  # 12 patients in 5 folds: 3, 3, 2, 2, 2
+
+
+def test_folds_seeded_and_restricted_to_rows(xrays):
+    rows = np.flatnonzero(xrays.meta["site"].to_numpy() == "A")
+    a = cross_validation_folds(xrays.meta, rows, k=3, seed=4)
+    b = cross_validation_folds(xrays.meta, rows, k=3, seed=4)
+    c = cross_validation_folds(xrays.meta, rows, k=3, seed=5)
+    assert all(np.array_equal(x.test, y.test) for x, y in zip(a, b, strict=True))
+    assert any(not np.array_equal(x.test, y.test) for x, y in zip(a, c, strict=True))
+    assert set(np.concatenate([f.test for f in a])) == set(rows)
+    assert cross_validation_folds(xrays.meta, rows, k=3, val_fraction=0.0)[0].val.size == 0
+
+
+def test_fold_errors(xrays):
+    with pytest.raises(ValueError, match="k=13"):
+        cross_validation_folds(xrays.meta, k=13)
+    with pytest.raises(ValueError, match="val_fraction"):
+        cross_validation_folds(xrays.meta, k=2, val_fraction=1.0)
