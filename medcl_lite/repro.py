@@ -117,16 +117,64 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from medcl_lite.data import phantoms
 
-    if args.action == "list":
+    if args.data_action == "phantoms":  # errors go to main (exit code 2), as before
+        written = phantoms.write_phantoms(
+            args.out, kind=args.kind, size=args.size, seed=args.seed, overwrite=args.overwrite
+        )
+        for path in written:
+            print(f"wrote {path}")
+        return 0
+    try:
+        return _data_catalog_action(args)
+    except (OSError, ValueError, NotImplementedError) as error:  # user errors: no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _data_catalog_action(args: argparse.Namespace) -> int:
+    from medcl_lite.data import catalog, phantoms
+
+    if args.data_action == "list":
         print("built-in phantoms (no download):")
         for kind, doc in phantoms.PHANTOM_KINDS.items():
             print(f"  {kind:<10} {doc}")
-        print("write them in the prepared format: medcl data phantoms --out DIR")
+        print("write them in the prepared format: medcl data phantoms --out DIR\n")
+        print("real datasets (medcl data check NAME tells where to get one):")
+        for row in catalog.list_datasets():
+            if row["access"] != "built-in":
+                print(f"  {row['name']:<11} {row['access']:<13} {row['title']}")
+                print(f"  {'':<11} {'':<13} -> {row['get']}")
         return 0
-    written = phantoms.write_phantoms(args.out, kind=args.kind, size=args.size, seed=args.seed, overwrite=args.overwrite)
-    for path in written:
-        print(f"wrote {path}")
+    if args.data_action == "check":
+        print(catalog.check(args.name, args.source))
+        return 0
+    if args.data_action == "download":
+        path = catalog.download(
+            args.name, home=args.home, size=args.size, overwrite=args.overwrite,
+            allow_unpinned=args.allow_unpinned, progress=not args.no_progress,
+        )
+        print(f"prepared: {path}")
+        return 0
+    options = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"option {item!r} must be KEY=VALUE, e.g. max_patients=200")
+        options[key.strip()] = yaml.safe_load(value)
+    path = catalog.prepare(
+        args.name, args.source, out=args.out, size=args.size, overwrite=args.overwrite,
+        home=args.home, progress=not args.no_progress, **options,
+    )
+    print(f"prepared: {path}")
     return 0
+
+
+def data_script(name: str, argv: list[str]) -> int:
+    """What the thin ``data_scripts/prepare_<name>.py`` CLIs run: without arguments or with
+    ``--check``, ``medcl data check name``; otherwise ``medcl data prepare name ARGS``."""
+    if not argv or "--check" in argv:
+        return main(["data", "check", name, *[a for a in argv if a != "--check"]])
+    return main(["data", "prepare", name, *argv])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,13 +191,34 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
     rep.set_defaults(func=_cmd_reproduce)
 
-    data = sub.add_parser("data", help="datasets: list them, write the built-in phantoms")
-    data.add_argument("action", choices=["list", "phantoms"])
-    data.add_argument("--out", default="data", help="output folder for `phantoms`")
-    data.add_argument("--kind", default="all", help="xray | cardiac | all")
-    data.add_argument("--size", type=int, default=128)
-    data.add_argument("--seed", type=int, default=0)
-    data.add_argument("--overwrite", action="store_true")
+    data = sub.add_parser("data", help="datasets: list, download, check, prepare; write the phantoms")
+    actions = data.add_subparsers(dest="data_action", required=True)
+    actions.add_parser("list", help="built-in phantoms and the real datasets of the catalog")
+    download = actions.add_parser("download", help="download and prepare a public dataset")
+    download.add_argument("name", help="dataset name (see `medcl data list`)")
+    download.add_argument("--home", default=None, help="data folder (default: $MEDCL_DATA or the user cache)")
+    download.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
+    download.add_argument("--allow-unpinned", action="store_true", help="accept a file without a pinned sha256 (prints its hash to pin)")
+    download.add_argument("--overwrite", action="store_true", help="prepare again over an existing folder")
+    download.add_argument("--no-progress", action="store_true")
+    check = actions.add_parser("check", help="where to get a dataset; with --source, check a folder")
+    check.add_argument("name", help="dataset name (see `medcl data list`)")
+    check.add_argument("--source", default=None, help="folder holding the downloaded dataset")
+    prep = actions.add_parser("prepare", help="convert a downloaded dataset into the prepared format")
+    prep.add_argument("name", help="dataset name (see `medcl data list`)")
+    prep.add_argument("--source", required=True, help="folder holding the downloaded dataset")
+    prep.add_argument("--out", default=None, help="output folder (default: HOME/prepared/NAME-SIZE)")
+    prep.add_argument("--home", default=None, help="data folder for the default --out")
+    prep.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
+    prep.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="preparer option, e.g. max_patients=200 (repeatable)")
+    prep.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
+    prep.add_argument("--no-progress", action="store_true")
+    phantom = actions.add_parser("phantoms", help="write the built-in phantoms in the prepared format")
+    phantom.add_argument("--out", default="data", help="output folder (default: ./data)")
+    phantom.add_argument("--kind", default="all", help="xray | cardiac | all")
+    phantom.add_argument("--size", type=int, default=128)
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--overwrite", action="store_true")
     data.set_defaults(func=_cmd_data)
     return parser
 

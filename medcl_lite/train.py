@@ -133,6 +133,7 @@ class FinetuneConfig:
     pretrained: str = ""  # path to a pretraining run's encoder.pt
     augment: str = "light"  # joint_transform strength: "none" | "light"
     max_steps: int = 300
+    max_epochs: int = 0  # > 0: train for epochs over the labelled images instead (papers: 100-200)
     batch_size: int = 8
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -160,7 +161,13 @@ class FinetuneConfig:
             raise ConfigError(f"{name}: decoder_channels needs arch='unet' and 5 widths, got {self.decoder_channels}")
         for key in ("max_steps", "batch_size", "eval_every"):
             check_range(name, key, getattr(self, key), 1)
+        check_range(name, "max_epochs", self.max_epochs, 0)
         check_range(name, "lr", self.lr, 1e-12)
+
+    def steps_for(self, n_train: int) -> int:
+        """Optimiser steps for ``n_train`` labelled images: ``max_steps``, or ``max_epochs``
+        passes over them (``ceil(n_train / batch_size)`` steps each) when ``max_epochs > 0``."""
+        return self.max_epochs * math.ceil(n_train / self.batch_size) if self.max_epochs else self.max_steps
 
 
 # --------------------------------------------------------------------------------------------
@@ -501,10 +508,11 @@ def finetune(
     transform = joint_transform(data.image_size[0], cfg.augment)
     dataset = LabelledDataset(data, transform, index=train_index)
     generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = RandomSampler(dataset, replacement=True, num_samples=cfg.max_steps * cfg.batch_size, generator=generator)
+    steps = cfg.steps_for(len(train_index))
+    sampler = RandomSampler(dataset, replacement=True, num_samples=steps * cfg.batch_size, generator=generator)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
     optimizer = _make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, 0.9, cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, cfg.max_steps, 0))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, 0))
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -517,7 +525,7 @@ def finetune(
             loss = _segmentation_loss(model(x), y, cfg.loss)
         _update(loss, optimizer, scaler, scheduler, where=f"fine-tuning step {step}")
         row = {"step": step, "loss": float(loss.detach())}
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+        if step % cfg.eval_every == 0 or step == steps:
             row["val_dice"] = evaluate(model, data, val_index)[0]["dice"]
             if row["val_dice"] > best["val_dice"]:
                 best = {"val_dice": row["val_dice"], "step": step, "state": copy.deepcopy(model.state_dict())}

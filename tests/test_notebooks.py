@@ -55,3 +55,28 @@ def test_quickstart_reproduce_smoke(tmp_path):
         assert (out / name).is_file(), name
     assert (out / "figures" / "dice_vs_labels.png").is_file()
     assert "random init" in (out / "results.md").read_text()
+
+
+PARAM_FILES = sorted((NOTEBOOKS / "params").glob("*/*.yaml"))
+PAPER_OF = {"quickstart": "00_quickstart", "cl_tci": "01_cl_tci"}
+
+
+@pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_parameter_files_name_only_known_parameters(path):
+    """Every preset loads and names only parameters of its notebook's `parameters` cell."""
+    params = repro.load_params([str(path)])
+    assert params, f"{path} is empty"
+    repro.check_params(repro.find_notebook(PAPER_OF[path.parent.name]), params)
+
+
+def test_cl_tci_paper_presets_carry_the_paper_values():
+    for path in sorted((NOTEBOOKS / "params" / "cl_tci").glob("transfer_*.yaml")):
+        params = repro.load_params([str(path)])
+        expected = {"pretrain_epochs": 500, "lr": 0.1, "warmup_epochs": 10, "queue_size": 3072,
+                    "moco_momentum": 0.999, "temperature": 0.1, "proj_dim": 512, "n_folds": 5,
+                    "ft_epochs": 200, "ft_batch": 10, "ft_lr": 1e-4, "ft_loss": "ce"}
+        assert {k: params[k] for k in expected} == expected, path.name
+        assert params["label_counts"] == [10, "all"]
+        text = path.read_text()
+        assert all(f"{k}:" in line and "#" in line for k in expected for line in text.splitlines()
+                   if line.startswith(f"{k}:")), f"{path.name}: every paper value carries a comment"

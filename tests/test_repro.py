@@ -60,3 +60,18 @@ def test_data_list_and_phantoms(tmp_path, capsys):
     assert repro.main(["data", "phantoms", "--out", str(tmp_path), "--kind", "xray", "--size", "32"]) == 0
     assert (tmp_path / "phantom_xray" / "manifest.csv").is_file()
     assert repro.main(["data", "phantoms", "--out", str(tmp_path), "--kind", "xray", "--size", "32"]) == 2
+
+
+def test_data_scripts_check_and_prepare(capsys, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    scripts = sorted((Path(__file__).resolve().parents[1] / "data_scripts").glob("prepare_*.py"))
+    assert len(scripts) >= 5
+    for script in scripts:  # no arguments: where to get the data (exit code 0)
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "http" in done.stdout, (script.name, done.stderr)
+    assert repro.data_script("jsrt", ["--check", "--source", str(tmp_path)]) == 1  # empty folder
+    err = capsys.readouterr().err
+    assert err.startswith("error: jsrt") and str(tmp_path) in err and "right lung" in err

@@ -187,3 +187,11 @@ def test_paper_selection_reports_the_best_test_step(tiny_set):
     assert m["paper_test_dice_pooled"] >= m["test_dice_pooled"] - 1e-9  # the optimistic choice
     plain = finetune(FinetuneConfig(max_steps=3, batch_size=4, progress=False), tiny_set, idx[:6], idx[6:12], idx[12:])
     assert "paper_test_dice_pooled" not in plain.metrics
+
+
+def test_finetune_epochs_scale_with_the_labelled_images(tiny_set):
+    cfg = FinetuneConfig(max_epochs=2, batch_size=4, eval_every=100, progress=False)
+    assert cfg.steps_for(9) == 6 and FinetuneConfig(max_steps=7).steps_for(9) == 7
+    idx = np.arange(len(tiny_set))
+    result = finetune(cfg, tiny_set, idx[:9], idx[9:12])
+    assert len(result.history) == 6 and result.metrics["best_step"] == 6

@@ -1,0 +1,443 @@
+"""Real datasets: where to get them, their terms, and how to turn them into prepared folders.
+
+``CATALOG`` maps a name to a :class:`DatasetEntry`. Public datasets are downloaded (sha256
+checked, :mod:`medcl_lite.data.download`) into ``data_home()/raw/<name>/`` and prepared into
+``data_home()/prepared/<name>-<size>/`` by :func:`download`; datasets behind a registration are
+downloaded by the user, checked in place with :func:`check` and converted with :func:`prepare`.
+Every prepared folder has the format of :mod:`medcl_lite.data.prepared`, read back with
+``read_prepared``. The built-in phantoms need no download (``medcl data phantoms``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from medcl_lite.data.catalog import pools, xray
+from medcl_lite.data.download import RemoteFile, data_home, extract, fetch
+from medcl_lite.data.prepared import is_complete, write_prepared
+
+__all__ = [
+    "CATALOG",
+    "DatasetEntry",
+    "check",
+    "describe",
+    "download",
+    "get_entry",
+    "list_datasets",
+    "prepare",
+]
+
+_ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One real dataset.
+
+    Attributes:
+        name: catalog key, used on the command line.
+        title: one line for ``medcl data list``.
+        modality: ``"xray"`` (chest radiographs).
+        access: ``"public"`` (no registration; downloaded here when ``files`` pins it, else by
+            hand) or ``"registration"`` (the user registers and downloads it).
+        licence: terms of use, in short; the homepage has the full text.
+        citation: what to cite when using it.
+        homepage: where to read about it and register.
+        files: pinned downloads (public entries only).
+        instructions: how to get it and the folder layout :func:`check` expects.
+        labels: what the prepared masks hold.
+        scan: ``scan(source) -> Scan`` (layout check).
+        prepare: ``prepare(source, size=..., progress=..., **options) -> SliceSet``.
+    """
+
+    name: str
+    title: str
+    modality: str
+    access: str
+    licence: str
+    citation: str
+    homepage: str
+    files: tuple[RemoteFile, ...]
+    instructions: str
+    labels: str
+    scan: Callable
+    prepare: Callable
+
+
+_JAEGER_2014 = (
+    "Jaeger S, Candemir S, Antani S, Wang YX, Lu PX, Thoma G. Two public chest X-ray datasets for"
+    " computer-aided screening of pulmonary diseases. Quant Imaging Med Surg 2014;4(6):475-477."
+)
+_NLM_TERMS = (
+    "NLM terms (see the set's README): free for research, cite the publications, do not"
+    " redistribute the data set (forward requests to NLM)"
+)
+_POOL_OPTIONS = (
+    "Options (-o KEY=VALUE): views=[PA] (add AP for portable films), min_times=2 (time points per"
+    " patient), max_patients=1000 (null: all; the resized images are held in memory),"
+    " allow_missing=false (true: prepare from the images present)."
+)
+
+CATALOG: dict[str, DatasetEntry] = {
+    entry.name: entry
+    for entry in (
+        DatasetEntry(
+            name="montgomery",
+            title="Montgomery County chest X-rays: 138 PA images, right/left lung masks",
+            modality="xray",
+            access="public",
+            licence=_NLM_TERMS,
+            citation=_JAEGER_2014
+            + " Candemir S et al. Lung segmentation in chest radiographs using anatomical atlases"
+            " with nonrigid registration. IEEE TMI 2014;33(2):577-590.",
+            homepage="https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets",
+            files=(
+                RemoteFile(
+                    name="NLM-MontgomeryCXRSet.zip",
+                    url="https://openi.nlm.nih.gov/imgs/collections/NLM-MontgomeryCXRSet.zip",
+                    # Pinned by torch-em (constantinpape/torch-em, torch_em/data/datasets/medical/
+                    # montgomery.py, CHECKSUM, verified there with hashlib.sha256); not measured
+                    # here. If NLM changed the archive, download reports the measured hash.
+                    sha256="54601e952315d8f67383e9202a6e145997ade429f54f7e0af44b4e158714f424",
+                ),
+            ),
+            instructions=(
+                "Public: `medcl data download montgomery` fetches NLM-MontgomeryCXRSet.zip (about"
+                " 600 MB, sha256 checked). A copy you downloaded yourself is prepared with"
+                " `medcl data prepare montgomery --source DIR`, DIR holding"
+                " MontgomerySet/CXR_png/MCUCXR_XXXX_Y.png and"
+                " MontgomerySet/ManualMask/{leftMask,rightMask}/MCUCXR_XXXX_Y.png."
+            ),
+            labels="lungs (right, left)",
+            scan=xray.scan_montgomery,
+            prepare=xray.prepare_montgomery,
+        ),
+        DatasetEntry(
+            name="jsrt",
+            title="JSRT chest X-rays: 247 PA images (2048 px, 12-bit) with SCR lung masks",
+            modality="xray",
+            access="registration",
+            licence="JSRT database terms (registration) for the images; SCR database terms for"
+            " the masks",
+            citation="Shiraishi J et al. Development of a digital image database for chest"
+            " radiographs with and without a lung nodule. AJR 2000;174(1):71-74. van Ginneken B,"
+            " Stegmann MB, Loog M. Segmentation of anatomical structures in chest radiographs"
+            " using supervised methods: a comparative study on a public database. Med Image Anal"
+            " 2006;10(1):19-40.",
+            homepage="http://db.jsrt.or.jp/eng.php",
+            files=(),
+            instructions=(
+                "Registration: request the 247 JSRT images (All247images/*.IMG) at"
+                " http://db.jsrt.or.jp/eng.php and the SCR lung masks at"
+                " https://www.isi.uu.nl/Research/Databases/SCR/ . Put both in one folder DIR:"
+                " DIR/All247images/JPCLN001.IMG ... and DIR/scratch/fold1/masks/left lung/"
+                "JPCLN001.gif, .../right lung/ (any fold folders; one mask per lung and image)."
+                " Then `medcl data check jsrt --source DIR` and"
+                " `medcl data prepare jsrt --source DIR`."
+            ),
+            labels="lungs (right, left)",
+            scan=xray.scan_jsrt,
+            prepare=xray.prepare_jsrt,
+        ),
+        DatasetEntry(
+            name="shenzhen",
+            title="Shenzhen chest X-rays: 662 frontal images, lung masks for 566 (later release)",
+            modality="xray",
+            access="registration",
+            licence=_NLM_TERMS + "; masks: CC BY-NC-SA 4.0 (per the mask authors)",
+            citation=_JAEGER_2014
+            + " Masks: Stirenko S et al. Chest X-ray analysis of tuberculosis by deep learning"
+            " with segmentation and augmentation. IEEE ELNANO 2018 (arXiv:1803.01199).",
+            homepage="https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets",
+            files=(),
+            instructions=(
+                "Images are public (https://openi.nlm.nih.gov/imgs/collections/"
+                "ChinaSet_AllFiles.zip, about 3.8 GB, no pinned checksum yet); the lung masks"
+                " need a Kaggle account (https://www.kaggle.com/datasets/yoctoman/shcxr-lung-mask)."
+                " Unpack both into one folder DIR: DIR/ChinaSet_AllFiles/CXR_png/"
+                "CHNCXR_XXXX_Y.png and DIR/mask/CHNCXR_XXXX_Y_mask.png (any folder below DIR)."
+                " Both lungs are in one mask; they are split by connected components. Then"
+                " `medcl data prepare shenzhen --source DIR`."
+            ),
+            labels="lungs (right, left)",
+            scan=xray.scan_shenzhen,
+            prepare=xray.prepare_shenzhen,
+        ),
+        DatasetEntry(
+            name="nih-cxr14",
+            title="NIH ChestX-ray14: 112,120 images of 30,805 patients with follow-ups, no masks",
+            modality="xray",
+            access="public",
+            licence="NIH Clinical Center: no registration; cite the paper and acknowledge the"
+            " NIH Clinical Center",
+            citation="Wang X, Peng Y, Lu L, Lu Z, Bagheri M, Summers RM. ChestX-ray8:"
+            " hospital-scale chest X-ray database and benchmarks on weakly-supervised"
+            " classification and localization of common thorax diseases. CVPR 2017.",
+            homepage="https://nihcc.app.box.com/v/ChestXray-NIHCC",
+            files=(),
+            instructions=(
+                "Manual download (Box, 42 GB in 12 archives; no registration) from"
+                " https://nihcc.app.box.com/v/ChestXray-NIHCC : Data_Entry_2017.csv and"
+                " images_001.tar.gz ... images_012.tar.gz unpacked next to it, so that DIR holds"
+                " Data_Entry_2017.csv and images*/ folders with the PNGs. Temporal pretraining"
+                " pool: time = Follow-up #. " + _POOL_OPTIONS
+            ),
+            labels="none (pretraining pool)",
+            scan=pools.scan_nih_cxr14,
+            prepare=pools.prepare_nih_cxr14,
+        ),
+        DatasetEntry(
+            name="chexpert",
+            title="CheXpert: 224,316 images of 65,240 patients over several studies, no masks",
+            modality="xray",
+            access="registration",
+            licence="Stanford CheXpert Dataset Research Use Agreement (registration)",
+            citation="Irvin J, Rajpurkar P, et al. CheXpert: a large chest radiograph dataset"
+            " with uncertainty labels and expert comparison. AAAI 2019.",
+            homepage="https://stanfordmlgroup.github.io/competitions/chexpert/",
+            files=(),
+            instructions=(
+                "Registration at the homepage; download CheXpert-v1.0-small (or the full"
+                " CheXpert-v1.0) and unpack it into DIR, so that DIR/CheXpert-v1.0-small/"
+                "train.csv and DIR/CheXpert-v1.0-small/train/patient00001/study1/"
+                "view1_frontal.jpg exist. Frontal images only; time = study number - 1. "
+                + _POOL_OPTIONS
+            ),
+            labels="none (pretraining pool)",
+            scan=pools.scan_chexpert,
+            prepare=pools.prepare_chexpert,
+        ),
+        DatasetEntry(
+            name="mimic-cxr",
+            title="MIMIC-CXR-JPG: 377,110 images of 65,379 patients, studies over years, no masks",
+            modality="xray",
+            access="registration",
+            licence="PhysioNet Credentialed Health Data License (credentialed access, data use"
+            " agreement, training)",
+            citation="Johnson AEW, Pollard TJ, Greenbaum NR, et al. MIMIC-CXR-JPG, a large"
+            " publicly available database of labeled chest radiographs. arXiv:1901.07042, 2019;"
+            " and PhysioNet (Goldberger et al. 2000).",
+            homepage="https://physionet.org/content/mimic-cxr-jpg/",
+            files=(),
+            instructions=(
+                "Credentialed PhysioNet access: download MIMIC-CXR-JPG into DIR so that DIR holds"
+                " mimic-cxr-2.0.0-metadata.csv.gz and files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg"
+                " (a subset of files/ is fine with -o allow_missing=true). time = rank of the"
+                " study by StudyDate and StudyTime within the subject. " + _POOL_OPTIONS
+            ),
+            labels="none (pretraining pool)",
+            scan=pools.scan_mimic_cxr,
+            prepare=pools.prepare_mimic_cxr,
+        ),
+    )
+}
+
+
+def get_entry(name: str) -> DatasetEntry:
+    """The catalog entry ``name`` (case and ``_``/``-`` insensitive); a clear error otherwise."""
+    key = str(name).strip().lower().replace("_", "-")
+    if key in CATALOG:
+        return CATALOG[key]
+    if key.startswith("phantom"):
+        raise ValueError(
+            f"{name!r} is built in, not a catalog dataset: write it with"
+            " `medcl data phantoms --out DIR` (medcl_lite.data.phantoms.write_phantoms)"
+        )
+    close = difflib.get_close_matches(key, CATALOG, n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown dataset {name!r}{hint}; known: {', '.join(CATALOG)}")
+
+
+def list_datasets() -> list[dict]:
+    """One row per dataset for ``medcl data list``: name, title, access, labels, how to get it."""
+    from medcl_lite.data.phantoms import PHANTOM_KINDS
+
+    rows = [
+        {
+            "name": f"phantoms ({kind})",
+            "title": doc,
+            "access": "built-in",
+            "labels": "yes",
+            "get": f"medcl data phantoms --kind {kind} --out DIR",
+        }
+        for kind, doc in PHANTOM_KINDS.items()
+        if kind != "all"
+    ]
+    for entry in CATALOG.values():
+        how = (
+            f"medcl data download {entry.name}"
+            if entry.files
+            else f"medcl data check {entry.name}; medcl data prepare {entry.name} --source DIR"
+        )
+        rows.append(
+            {
+                "name": entry.name,
+                "title": entry.title,
+                "access": entry.access,
+                "labels": entry.labels,
+                "get": how,
+            }
+        )
+    return rows
+
+
+def describe(name: str) -> str:
+    """Where to get dataset ``name``, its terms and the folder layout :func:`check` expects."""
+    entry = get_entry(name)
+    return "\n".join(
+        [
+            f"{entry.name}: {entry.title}",
+            f"  access:   {entry.access}",
+            f"  homepage: {entry.homepage}",
+            f"  licence:  {entry.licence}",
+            f"  cite:     {entry.citation}",
+            f"  labels:   {entry.labels}",
+            f"  how:      {entry.instructions}",
+        ]
+    )
+
+
+def check(name: str, source: str | Path | None = None) -> str:
+    """Instructions for ``name``; with ``source``, check that folder's layout.
+
+    Returns a text saying how to get the data (no ``source``) or that ``source`` is ready to
+    prepare, with counts.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        ValueError: unknown dataset, or ``source`` lacks files (all listed, up to 20).
+    """
+    entry = get_entry(name)
+    if source is None:
+        return describe(name)
+    source = Path(source).expanduser()
+    scan = entry.scan(source)
+    scan.raise_problems(entry.name, source)
+    lines = [f"{entry.name}: {source} is ready to prepare"]
+    if scan.table is not None:
+        _, summary = pools.select_temporal(scan.table, entry.name, allow_missing=True)
+        lines.append(
+            f"  with the default options: {summary['images']} images of"
+            f" {summary['patients']} patients (views {summary['views']}, at least"
+            f" {summary['min_times']} time points, at most {summary['max_patients']} patients);"
+            f" {summary['listed_images_missing']} listed images of these views are missing"
+        )
+    else:
+        lines.append(f"  {len(scan.items)} images with masks")
+    lines += [f"  note: {note}" for note in scan.notes]
+    lines.append(f"  next: medcl data prepare {entry.name} --source {source}")
+    return "\n".join(lines)
+
+
+def prepare(
+    name: str,
+    source: str | Path,
+    *,
+    out: str | Path | None = None,
+    size: int = 256,
+    overwrite: bool = False,
+    home: str | Path | None = None,
+    progress: bool = True,
+    **options,
+) -> Path:
+    """Prepare dataset ``name`` from the folder ``source`` into ``out`` and return ``out``.
+
+    ``out`` defaults to ``data_home(home)/prepared/<name>-<size>``. ``options`` go to the
+    dataset's preparer (e.g. ``max_patients`` for the pools; see ``describe(name)``).
+
+    Raises:
+        FileExistsError: ``out`` is already prepared and ``overwrite`` is False (checked first).
+        ValueError: unknown dataset or option, layout problems, unreadable files.
+    """
+    entry = get_entry(name)
+    _check_options(entry, options)
+    out = Path(out) if out is not None else data_home(home) / "prepared" / f"{entry.name}-{size}"
+    if is_complete(out) and not overwrite:
+        raise FileExistsError(f"{out} already holds a prepared dataset; use overwrite=True")
+    data = entry.prepare(Path(source).expanduser(), size=size, progress=progress, **options)
+    data.info.update(
+        {
+            "dataset": entry.name,
+            "title": entry.title,
+            "source": entry.homepage,
+            "licence": entry.licence,
+            "citation": entry.citation,
+            "options": dict(options),
+        }
+    )
+    return write_prepared(data, out, overwrite=overwrite)
+
+
+def download(
+    name: str,
+    *,
+    home: str | Path | None = None,
+    size: int = 256,
+    overwrite: bool = False,
+    allow_unpinned: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Download public dataset ``name`` and prepare it; return the prepared folder.
+
+    Files are fetched (sha256 checked) and extracted into ``home/raw/<name>/``, then prepared into
+    ``home/prepared/<name>-<size>/``. A complete prepared folder is returned at once, without
+    network access (unless ``overwrite``). If fetching fails, a raw folder made by this call is
+    removed again, so nothing unverified is kept.
+
+    Raises:
+        ValueError: unknown dataset, or one behind a registration (the message says where to get
+            it), or an unpinned file without ``allow_unpinned``.
+        ChecksumError: a download differs from its pinned sha256 (nothing is kept).
+    """
+    entry = get_entry(name)
+    if entry.access != "public" or not entry.files:
+        why = "registration" if entry.access != "public" else "no automatic download"
+        raise ValueError(
+            f"{entry.name} cannot be downloaded automatically ({why}); get it as described and"
+            f" run `medcl data prepare {entry.name} --source DIR`.\n" + describe(entry.name)
+        )
+    home = data_home(home)
+    out = home / "prepared" / f"{entry.name}-{size}"
+    if is_complete(out) and not overwrite:
+        return out
+    raw = home / "raw" / entry.name
+    made_raw = not raw.exists()
+    try:
+        for file in entry.files:
+            path = fetch(file, raw, progress=progress, allow_unpinned=allow_unpinned)
+            if file.name.lower().endswith(_ARCHIVES):
+                extract(path, raw / _archive_stem(file.name))
+    except BaseException:
+        if made_raw:
+            shutil.rmtree(raw, ignore_errors=True)
+        raise
+    return prepare(entry.name, raw, out=out, size=size, overwrite=overwrite, progress=progress)
+
+
+def _archive_stem(file_name: str) -> str:
+    lower = file_name.lower()
+    for suffix in sorted(_ARCHIVES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return file_name[: -len(suffix)]
+    return file_name
+
+
+def _check_options(entry: DatasetEntry, options: dict) -> None:
+    known = [
+        p
+        for p in inspect.signature(entry.prepare).parameters
+        if p not in ("source", "size", "progress")
+    ]
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            accepted = ", ".join(known) if known else "none"
+            raise ValueError(
+                f"{entry.name}: unknown option {key!r}{hint}; options it accepts: {accepted}"
+            )
