@@ -65,9 +65,12 @@ def test_moco_queue_stores_patient_codes(tiny_set, tmp_path):
 @pytest.mark.parametrize("framework", ["simclr", "moco"])
 def test_resume_continues_exactly(tiny_set, tmp_path, monkeypatch, framework):
     """Crash after the first epoch's checkpoint; the resumed run's losses equal the uninterrupted run's."""
-    kw = {"framework": framework, "queue_size": 8, "max_epochs": 2}
-    full = pretrain(_cfg(tmp_path / "full", **kw), tiny_set).history
+    _assert_resume_is_exact(tiny_set, tmp_path, monkeypatch, framework=framework, queue_size=8, max_epochs=2)
 
+
+def _assert_resume_is_exact(data, tmp_path, monkeypatch, **kw):
+    """Crash right after the first checkpoint, resume: the losses equal an uninterrupted run's."""
+    full = pretrain(_cfg(tmp_path / "full", **kw), data).history
     real_save = train.save_checkpoint
 
     def crash_after_save(state, path):
@@ -77,9 +80,9 @@ def test_resume_continues_exactly(tiny_set, tmp_path, monkeypatch, framework):
 
     monkeypatch.setattr(train, "save_checkpoint", crash_after_save)
     with pytest.raises(KeyboardInterrupt):
-        pretrain(_cfg(tmp_path / "crash", **kw), tiny_set)
+        pretrain(_cfg(tmp_path / "crash", **kw), data)
     monkeypatch.setattr(train, "save_checkpoint", real_save)
-    resumed = pretrain(_cfg(tmp_path / "crash", resume=True, **kw), tiny_set).history
+    resumed = pretrain(_cfg(tmp_path / "crash", resume=True, **kw), data).history
     assert len(resumed) == len(full)
     np.testing.assert_array_equal(resumed.loss.to_numpy(), full.loss.to_numpy())
 
@@ -137,20 +140,8 @@ def test_patient_sampler_batches_hold_same_patient_pairs(tiny_set):
 
 
 def test_patient_sampler_resumes_exactly(tiny_set, tmp_path, monkeypatch):
-    kw = {"sampler": "patient", "images_per_patient": 2, "max_epochs": 2, "pairing": "temporal"}
-    full = pretrain(_cfg(tmp_path / "full", **kw), tiny_set).history
-    real_save = train.save_checkpoint
-
-    def crash_after_save(state, path):
-        real_save(state, path)
-        raise KeyboardInterrupt("simulated crash")
-
-    monkeypatch.setattr(train, "save_checkpoint", crash_after_save)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(_cfg(tmp_path / "crash", **kw), tiny_set)
-    monkeypatch.setattr(train, "save_checkpoint", real_save)
-    resumed = pretrain(_cfg(tmp_path / "crash", resume=True, **kw), tiny_set).history
-    np.testing.assert_array_equal(resumed.loss.to_numpy(), full.loss.to_numpy())
+    _assert_resume_is_exact(tiny_set, tmp_path, monkeypatch, sampler="patient", images_per_patient=2,
+                            max_epochs=2, pairing="temporal")
 
 
 def test_sampler_config_is_checked():

@@ -96,14 +96,20 @@ def scan_montgomery(source: str | Path) -> Scan:
 
 def prepare_montgomery(source: str | Path, size: int = 256, progress: bool = True) -> SliceSet:
     """Montgomery County CXR set (138 PA images, lung masks) -> SliceSet with lung classes."""
+    return _prepare_two_masks("montgomery", scan_montgomery, "leftMask", source, size, progress)
+
+
+def _prepare_two_masks(name: str, scan, first_mask: str, source, size: int, progress: bool) -> SliceSet:
+    """Scan ``source``, stop on any problem, then build the SliceSet from one mask per lung
+    (``first_mask`` names the folder of the first mask of each pair, for the left/right note)."""
     source = source_folder(source)
-    scan = scan_montgomery(source)
-    scan.raise_problems("montgomery", source)
-    sides = _TwoMasks("leftMask")
+    found = scan(source)
+    found.raise_problems(name, source)
+    sides = _TwoMasks(first_mask)
     data = build_sliceset(
-        scan.items,
+        found.items,
         size,
-        name="montgomery",
+        name=name,
         classes=XRAY_CLASSES,
         labels=sides,
         info={"convention": CONVENTION},
@@ -168,21 +174,7 @@ def scan_jsrt(source: str | Path) -> Scan:
 
 def prepare_jsrt(source: str | Path, size: int = 256, progress: bool = True) -> SliceSet:
     """JSRT (247 PA images, 2048 x 2048, 12-bit) with SCR lung masks -> SliceSet."""
-    source = source_folder(source)
-    scan = scan_jsrt(source)
-    scan.raise_problems("jsrt", source)
-    sides = _TwoMasks("left lung")
-    data = build_sliceset(
-        scan.items,
-        size,
-        name="jsrt",
-        classes=XRAY_CLASSES,
-        labels=sides,
-        info={"convention": CONVENTION},
-        progress=progress,
-    )
-    data.info["left_right"] = sides.note()
-    return data
+    return _prepare_two_masks("jsrt", scan_jsrt, "left lung", source, size, progress)
 
 
 # --- Shenzhen ---------------------------------------------------------------------------------
