@@ -108,11 +108,12 @@ class PretrainConfig:
         check_choice(name, "pairing", self.pairing, set(pairing.STRATEGIES))
         check_choice(name, "optimizer", self.optimizer, {"sgd", "adam"})
         check_choice(name, "sampler", self.sampler, {"random", "patient"})
-        check_range(name, "images_per_patient", self.images_per_patient, 1, self.batch_size)
         check_range(name, "threshold", self.threshold, 1e-6, 1.0)
         for key in ("parts", "max_epochs", "batch_size", "proj_dim", "queue_size", "checkpoint_every"):
             check_range(name, key, getattr(self, key), 1)
         check_range(name, "batch_size", self.batch_size, 2)
+        if self.sampler == "patient":
+            check_range(name, "images_per_patient", self.images_per_patient, 1, self.batch_size)
         for key in ("lr", "temperature"):
             check_range(name, key, getattr(self, key), 1e-12)
         check_range(name, "moco_momentum", self.moco_momentum, 0.0, 1.0)
