@@ -36,7 +36,7 @@ from medcl_lite.data.samplers import PatientBatchSampler
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.transforms import joint_transform, view_transform
 from medcl_lite.losses import MoCoQueue, info_nce, nt_xent
-from medcl_lite.metrics import dice_per_image, dice_pooled
+from medcl_lite.metrics import dice_per_image, dice_per_volume, dice_pooled
 from medcl_lite.models import (
     EncoderWithHead,
     ProjectionHead,
@@ -458,7 +458,9 @@ def embed(net: EncoderWithHead, data: SliceSet, index=None, batch_size: int = 12
 
 
 def evaluate(model: nn.Module, data: SliceSet, index) -> tuple[dict, np.ndarray]:
-    """Dice of ``model`` on rows ``index``: per image (mean over images and classes) and pooled."""
+    """Dice of ``model`` on rows ``index``: per image (mean over images and classes), pooled over
+    all slices (the papers' way) and, when every row is a slice of a volume, per 3-D volume
+    (``dice_volume``: mean over volumes of the volume's mean class Dice, the honest number)."""
     pred = predict(model, data, index)
     target = data.masks[np.asarray(index)]
     per_image = dice_per_image(pred, target, len(data.classes))  # [N, K], NaN = absent in both
@@ -467,6 +469,9 @@ def evaluate(model: nn.Module, data: SliceSet, index) -> tuple[dict, np.ndarray]
         "dice": float(np.nanmean(per_image)),
         "dice_pooled": float(np.nanmean(pooled)),
     }
+    volumes = data.meta["volume_id"].astype(str).to_numpy()[np.asarray(index)]
+    if len(volumes) and (volumes != "").all():
+        metrics["dice_volume"] = float(dice_per_volume(pred, target, volumes, len(data.classes))["mean"].mean())
     for k, name in enumerate(data.classes[1:]):
         metrics[f"dice_{name}"] = float(np.nanmean(per_image[:, k]))
     sites = data.meta["site"].to_numpy()[np.asarray(index)]

@@ -186,3 +186,34 @@ def test_finetune_epochs_scale_with_the_labelled_images(tiny_set):
     idx = np.arange(len(tiny_set))
     result = finetune(cfg, tiny_set, idx[:9], idx[9:12])
     assert len(result.history) == 6 and result.metrics["best_step"] == 6
+
+
+def test_evaluate_reports_per_volume_dice_for_volume_slices(tiny_set):
+    from medcl_lite.metrics import dice_per_volume
+
+    model = train.build_segmenter("unet", "resnet18", 1, classes=3)
+    idx = np.arange(len(tiny_set))
+    assert "dice_volume" not in train.evaluate(model, tiny_set, idx)[0]  # 2-D images
+    meta = tiny_set.meta.copy()
+    meta["volume_id"] = meta["patient_id"]  # pretend each patient's images are one volume's slices
+    volumes = type(tiny_set)(tiny_set.images, tiny_set.masks, meta, tiny_set.classes, "vol")
+    metrics, pred = train.evaluate(model, volumes, idx)
+    expected = dice_per_volume(pred, volumes.masks, meta["volume_id"], 3)["mean"].mean()
+    assert metrics["dice_volume"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("framework, strategy", [("simclr", "positional"), ("moco", "positional"),
+                                                 ("simclr", "partition"), ("moco", "partition")])
+def test_pcl_and_gcl_pretraining_on_volume_slices(tmp_path, framework, strategy):
+    """SimCLR-PCL, MoCo-PCL and the GCL partition baseline run; the MoCo queue keeps slice depths."""
+    from medcl_lite.data.phantoms import make_cardiac_volumes
+
+    volumes = make_cardiac_volumes(n_patients=2, size=32, slices=(6, 6), seed=0)
+    cfg = _cfg(tmp_path, framework=framework, pairing=strategy, threshold=0.35, queue_size=8, max_epochs=1)
+    result = pretrain(cfg, volumes)
+    assert np.isfinite(result.history.loss).all() and len(result.history) == len(volumes) // 4
+    if framework == "moco":
+        depths = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["queue"]["meta_depth"]
+        stored = depths[torch.isfinite(depths)]
+        grid = torch.tensor([(i + 1) / 6 for i in range(6)])  # (i + 1) / N, PCL eq. 1
+        assert len(stored) == 8 and ((stored[:, None] - grid).abs().min(dim=1).values < 1e-6).all()
