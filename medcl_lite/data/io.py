@@ -1,13 +1,19 @@
 """Read one medical image file into an array with its pixel spacing.
 
 Formats: PNG/JPEG (2-D), NIfTI (2-D or 3-D), single DICOM files (``.dcm``/``.dicom``, or any
-file whose suffix is unknown or missing and which carries the ``DICM`` marker at byte 128) and
-JSRT raw chest radiographs (``.img``/``.IMG``). DICOM series (folders) are not read yet: they come
-with the PCL issue.
+file whose suffix is unknown or missing and which carries the ``DICM`` marker at byte 128), DICOM
+series (a folder, read by :func:`medcl_lite.data.volumes.read_dicom_series`: values in HU, no
+windowing, RAS+ axes as for NIfTI) and JSRT raw chest radiographs (``.img``/``.IMG``).
 
 Axis convention: a 2-D image is ``[H, W]`` (rows, columns); a volume is ``[D, H, W]`` with the
-slice axis first. For NIfTI, whose voxel array is indexed ``[i, j, k]`` with ``k`` the slice
-axis, the returned array is ``data.transpose(2, 1, 0)``: ``D = k``, ``H = j``, ``W = i``. A
+slice axis first. A NIfTI voxel array ``[i, j, k]`` is first reordered to the closest canonical
+(RAS+) axes, as ``nibabel.as_closest_canonical`` does (``i`` towards the patient's Right, ``j``
+Anterior, ``k`` Superior; axes permuted and flipped, never resampled), so two files holding the
+same anatomy with different affines give the same array; a 2-D NIfTI is reordered as a one-slice
+volume. Files with neither qform nor sform (``qform_code == sform_code == 0``) carry no orientation
+(nifti1.h, "METHOD 1") and keep their stored order. The returned array is then
+``data.transpose(2, 1, 0)``: ``D = k`` (inferior to superior), ``H = j``, ``W = i``; shown with
+``imshow`` an axial slice has anterior at the bottom and the patient's right on the right. A
 multi-frame DICOM file gives ``[D, H, W]`` with its frames in stored order.
 ``spacing`` follows the returned axes (``(dz, dy, dx)`` or ``(dy, dx)``), in mm, 1.0 where unknown.
 
@@ -20,7 +26,7 @@ DICOM values follow the DICOM grey-scale pipeline (PS3.4 N.2.1.1), with pydicom:
 1. stored values (``BitsStored`` bits, signed when ``PixelRepresentation`` is 1);
 2. Modality LUT Sequence, or Rescale Slope/Intercept (e.g. CT -> HU) unless it is the identity;
 3. VOI LUT Sequence (first item) if present, else Window Center/Width (first window, with the
-   file's VOI LUT Function);
+   file's VOI LUT Function); skipped for DICOM series, whose volumes keep modality values (HU);
 4. MONOCHROME1 (minimum = white) is turned into MONOCHROME2 (larger = brighter) with
    ``inverted = lo + hi - value``, where ``[lo, hi]`` is the output range of the last step
    applied: ``[0, 2**BitsStored - 1]`` (unsigned) or ``[-2**(BitsStored-1), 2**(BitsStored-1) - 1]``
@@ -110,19 +116,19 @@ def read_image(path: str | Path) -> Image:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        NotImplementedError: folders (DICOM series); colour, enhanced (functional-group) DICOM
-            or a transfer syntax that pydicom has no decoder for.
+        NotImplementedError: colour, enhanced (functional-group) DICOM or a transfer syntax
+            that pydicom has no decoder for.
         ValueError: unknown format; an empty, truncated, corrupt or non-DICOM file; a DICOM
-            file without pixel data or compressed with a codec whose plugin is not installed.
+            file without pixel data or compressed with a codec whose plugin is not installed;
+            a folder that is not one complete DICOM series (see ``read_dicom_series``).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
     if path.is_dir():
-        raise NotImplementedError(
-            f"reading a folder (DICOM series) is not supported yet, series come with the PCL"
-            f" issue: {path}"
-        )
+        from medcl_lite.data.volumes import read_dicom_series  # volumes imports this module
+
+        return read_dicom_series(path)
     reader = _reader_for(path)
     if path.stat().st_size == 0:
         raise ValueError(f"image file is empty: {path}")
@@ -171,8 +177,7 @@ def _read_nifti(path: Path) -> Image:
     import nibabel as nib
 
     nifti = nib.load(str(path))
-    data = np.asanyarray(nifti.dataobj)
-    data = np.asarray(data)
+    data = np.asarray(np.asanyarray(nifti.dataobj))  # scl_slope / scl_inter applied
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim not in (2, 3):
@@ -181,8 +186,43 @@ def _read_nifti(path: Path) -> Image:
             " (4-D cine series are not supported yet)"
         )
     zooms = [float(z) if z > 0 else 1.0 for z in nifti.header.get_zooms()[: data.ndim]]
+    header = nifti.header
+    if int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0:
+        data, zooms = _canonical_axes(data, nifti.affine, zooms, path)
     array = np.ascontiguousarray(data.T)  # [i, j, k] -> [k, j, i] = [D, H, W]
     return Image(array=array, spacing=tuple(reversed(zooms)), path=path)
+
+
+def _canonical_axes(
+    data: np.ndarray, affine: np.ndarray, zooms: list[float], path: Path
+) -> tuple[np.ndarray, list[float]]:
+    """Reorder voxel axes ``[i, j(, k)]`` to the closest RAS+ order, with their ``zooms``.
+
+    What ``nibabel.as_closest_canonical`` does to an image (``io_orientation`` +
+    ``apply_orientation``: flips and permutations, no resampling), on a bare array so that 2-D
+    images (reordered as one-slice volumes) and DICOM series share it. ``affine`` maps voxel
+    indices to RAS+ mm (the NIfTI convention).
+
+    Raises:
+        ValueError: naming ``path``, when ``affine`` gives an axis no direction (singular).
+    """
+    from nibabel.orientations import apply_orientation, io_orientation
+
+    ornt = io_orientation(affine)
+    if np.isnan(ornt).any():
+        raise ValueError(
+            f"{path}: the affine gives voxel axis {int(np.isnan(ornt[:, 0]).argmax())} no"
+            f" direction, cannot orient the image (affine {np.round(affine, 4).tolist()})"
+        )
+    flat = data.ndim == 2
+    canonical = apply_orientation(data[..., None] if flat else data, ornt)
+    target = [int(axis) for axis in ornt[:, 0]]  # voxel axis a goes to output axis target[a]
+    if flat:
+        canonical = canonical.squeeze(axis=target[2])  # the one-voxel slice axis
+        order = sorted(range(2), key=lambda a: target[a])
+    else:
+        order = sorted(range(3), key=lambda a: target[a])
+    return canonical, [zooms[a] for a in order]
 
 
 def _read_jsrt(path: Path) -> Image:
@@ -208,7 +248,8 @@ def _read_jsrt(path: Path) -> Image:
     return Image(array=array, spacing=(JSRT_SPACING_MM, JSRT_SPACING_MM), path=path)
 
 
-def _read_dicom(path: Path) -> Image:
+def _read_dicom(path: Path, voi: bool = True) -> Image:
+    """One DICOM file; ``voi=False`` stops after the modality step (HU for CT), no windowing."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -232,7 +273,7 @@ def _read_dicom(path: Path) -> Image:
     if frames > 1:
         between = ds.get("SpacingBetweenSlices")
         spacing = (float(between) if between and float(between) > 0 else 1.0, *spacing)
-    return Image(array=_dicom_values(ds, stored), spacing=spacing, path=path)
+    return Image(array=_dicom_values(ds, stored, voi=voi), spacing=spacing, path=path)
 
 
 def _check_dicom(ds, path: Path) -> None:
@@ -300,8 +341,8 @@ def _dicom_spacing(ds) -> tuple[float, float]:
     return 1.0, 1.0
 
 
-def _dicom_values(ds, stored: np.ndarray) -> np.ndarray:
-    """Stored values -> modality -> VOI -> MONOCHROME1 inversion; see the module doc."""
+def _dicom_values(ds, stored: np.ndarray, voi: bool = True) -> np.ndarray:
+    """Stored values -> modality -> VOI (if ``voi``) -> MONOCHROME1 inversion; see module doc."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     bits = int(ds.BitsStored)
@@ -319,13 +360,13 @@ def _dicom_values(ds, stored: np.ndarray) -> np.ndarray:
         if (slope, intercept) != (1.0, 0.0):
             values, changed = apply_modality_lut(stored, ds), True
             lo, hi = lo * slope + intercept, hi * slope + intercept
-    voi_lut = ds.get("VOILUTSequence")
+    voi_lut = ds.get("VOILUTSequence") if voi else None
     if voi_lut and "LUTDescriptor" in voi_lut[0] and "LUTData" in voi_lut[0]:
         if values.dtype.kind == "f":  # LUTs index integers; rescaled values are floats
             values = np.floor(values).astype(np.int64)
         values, changed = apply_voi_lut(values, ds), True
         lo, hi = 0, 2 ** int(voi_lut[0].LUTDescriptor[2]) - 1
-    elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+    elif voi and ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         values, changed = apply_voi_lut(values, ds), True  # window output keeps [lo, hi]
     if ds.PhotometricInterpretation == "MONOCHROME1":
         values = (lo + hi) - values  # stays in the stored dtype for stored values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 
 import nibabel as nib
 import numpy as np
@@ -94,8 +95,10 @@ def test_missing_file(tmp_path):
         read_image(tmp_path / "nope.png")
 
 
-def test_folder_is_not_implemented(tmp_path):
-    with pytest.raises(NotImplementedError, match="folder.*PCL"):
+def test_folder_is_read_as_dicom_series(tmp_path):
+    """Folders go to ``volumes.read_dicom_series`` (tested in test_volumes.py)."""
+    (tmp_path / "notes.txt").write_text("no DICOM here")
+    with pytest.raises(ValueError, match=re.escape(f"folder {tmp_path} holds no DICOM file")):
         read_image(tmp_path)
 
 
