@@ -217,3 +217,11 @@ def test_pcl_and_gcl_pretraining_on_volume_slices(tmp_path, framework, strategy)
         stored = depths[torch.isfinite(depths)]
         grid = torch.tensor([(i + 1) / 6 for i in range(6)])  # (i + 1) / N, PCL eq. 1
         assert len(stored) == 8 and ((stored[:, None] - grid).abs().min(dim=1).values < 1e-6).all()
+
+
+def test_pretrain_with_pcl_elastic_views(tmp_path):
+    from medcl_lite.data.phantoms import make_cardiac_volumes
+
+    volumes = make_cardiac_volumes(n_patients=2, size=32, slices=(6, 6), seed=0)
+    result = pretrain(_cfg(pairing="positional", threshold=0.35, augment="pcl_elastic", max_epochs=1), volumes)
+    assert np.isfinite(result.history.loss).all() and len(result.history) == 3

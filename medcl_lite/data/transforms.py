@@ -63,8 +63,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 0.7-1.3, elastic deformation (alpha 100-350 px, sigma 14-17 px at 352 x 352), otherwise a
     # random crop (a no-op once images are at the patch size). No intensity augmentation.
     # (batchgenerators' scale > 1 zooms out, ours zooms in: over 0.7-1.3 nearly the same.)
-    # NOTE: the elastic part is NOT here: it comes with the PCL chapter (notebooks/02_pcl).
-    # v2.ElasticTransform costs ~4 ms per 64 x 64 view and ~15 ms per 128 x 128 view on one CPU
+    # The elastic part is NOT in this preset: augment="pcl_elastic" (ELASTIC_PRESET) adds it
+    # through medcl_lite.data.spatial. v2.ElasticTransform costs ~4 ms per 64 x 64 view and ~15 ms per 128 x 128 view on one CPU
     # core, 10-30x the rest of this pipeline, so it must stay an explicit, opt-in choice.
     "pcl": {
         "crop_scale": (1.0, 1.0),
@@ -428,15 +428,37 @@ def _intensity_steps(
     return steps
 
 
+#: The PCL view WITH its elastic deformation: medcl_lite.data.spatial's per-sample grid warp
+#: (mirror, elastic, rotation, scale in one resampling; benchmarks/README.md has its speed).
+ELASTIC_PRESET = "pcl_elastic"
+
+
+def _pcl_elastic_view(size: int, **overrides: Any):
+    """PCL's spatial augmentation at ``size``: the public code's elastic ranges (set for 352 x
+    352) rescaled to ``size`` with :func:`~medcl_lite.data.spatial.rescale_elastic`."""
+    from medcl_lite.data.spatial import SPATIAL_PRESETS, SpatialAugment, rescale_elastic
+
+    _check_size(size)
+    base = SPATIAL_PRESETS["pcl"]
+    alpha, sigma = rescale_elastic(base["elastic_alpha"], base["elastic_sigma"], size / 352)
+    return SpatialAugment.from_preset(
+        "pcl", size, **{"elastic_alpha": alpha, "elastic_sigma": sigma, **overrides}
+    )
+
+
 def view_transform(size: int, preset: str = "quickstart", **overrides: Any) -> v2.Transform:
     """One augmented contrastive view per call: ``[1, H, W]`` float in [0, 1] -> ``[1, size, size]``.
 
     Every call draws fresh parameters, so two calls on one image give the two views of SimCLR /
-    MoCo (notebooks/00_quickstart). ``preset`` names an entry of :data:`PRESETS`; keyword
+    MoCo (notebooks/00_quickstart). ``preset`` names an entry of :data:`PRESETS`, or
+    ``"pcl_elastic"`` (PCL's view with elastic deformation, :data:`ELASTIC_PRESET`); keyword
     arguments override its values, e.g. ``view_transform(64, "quickstart", hflip=0.5)``.
     """
+    if preset == ELASTIC_PRESET:
+        return _pcl_elastic_view(size, **overrides)
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}")
+        valid = sorted([*PRESETS, ELASTIC_PRESET])
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {valid}")
     settings = PRESETS[preset]
     unknown = sorted(set(overrides) - set(settings))
     if unknown:

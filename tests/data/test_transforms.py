@@ -341,3 +341,17 @@ def test_joint_rejects_bad_inputs():
     with pytest.raises(ValueError, match=r"'strong'.*none.*light"):
         joint_transform(16, "strong")
     assert set(JOINT_STRENGTHS) == {"none", "light"}
+
+
+def test_pcl_elastic_view_is_per_sample_and_keeps_shape(image):
+    from medcl_lite.data.spatial import SpatialAugment
+
+    transform = view_transform(32, "pcl_elastic")
+    assert isinstance(transform, SpatialAugment)
+    assert transform.settings["elastic_sigma"] == pytest.approx((14 * 32 / 352, 17 * 32 / 352))
+    torch.manual_seed(0)
+    views = [transform(image) for _ in range(6)]
+    assert all(v.shape == (1, 32, 32) and v.dtype == torch.float32 for v in views)
+    assert sum(not torch.allclose(views[0], v) for v in views[1:]) >= 4
+    with pytest.raises(ValueError, match="unknown override"):
+        view_transform(32, "pcl_elastic", hflip=0.5)
