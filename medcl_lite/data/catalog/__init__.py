@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medcl_lite.data.catalog import pools, xray
+from medcl_lite.data.catalog import pools, volumes, xray
 from medcl_lite.data.download import RemoteFile, data_home, extract, fetch
 from medcl_lite.data.prepared import is_complete, write_prepared
 
@@ -42,7 +42,7 @@ class DatasetEntry:
     Attributes:
         name: catalog key, used on the command line.
         title: one line for ``medcl data list``.
-        modality: ``"xray"`` (chest radiographs).
+        modality: ``"xray"`` (chest radiographs), ``"mri"`` or ``"ct"`` (volumes).
         access: ``"public"`` (no registration; downloaded here when ``files`` pins it, else by
             hand) or ``"registration"`` (the user registers and downloads it).
         licence: terms of use, in short; the homepage has the full text.
@@ -234,6 +234,95 @@ CATALOG: dict[str, DatasetEntry] = {
             scan=pools.scan_mimic_cxr,
             prepare=pools.prepare_mimic_cxr,
         ),
+        DatasetEntry(
+            name="acdc",
+            title="ACDC cine MRI: 100 + 50 patients, LV/MYO/RV masks at ED and ES, all cine frames",
+            modality="mri",
+            access="public",
+            licence="ACDC terms (homepage): research use, cite Bernard et al. 2018",
+            citation="Bernard O, Lalande A, Zotti C, et al. Deep learning techniques for automatic"
+            " MRI cardiac multi-structures segmentation and diagnosis: is the problem solved?"
+            " IEEE TMI 2018;37(11):2514-2525.",
+            homepage="https://humanheart-project.creatis.insa-lyon.fr/database/",
+            files=(),  # registration-free link, but no verified sha256: check + prepare only
+            instructions=(
+                "Public download without registration from the CREATIS site (no pinned checksum"
+                " here, so not downloaded automatically). Unpack it into DIR so that"
+                " DIR/.../training/patient001/ (and testing/patient101/) hold Info.cfg (ED, ES),"
+                " patient001_frameYY.nii.gz + patient001_frameYY_gt.nii.gz at ED and ES, and"
+                " patient001_4d.nii.gz. Then `medcl data check acdc --source DIR` and"
+                " `medcl data prepare acdc --source DIR`. Options: frames=labelled (ED+ES with"
+                " masks) or all (every cine frame, unlabelled, for pretraining), spacing_mm=1.25"
+                " (in-plane resampling, then centre crop/pad), max_patients=null."
+            ),
+            labels="background, lv, myocardium, rv (as the cardiac phantom)",
+            scan=volumes.scan_acdc,
+            prepare=volumes.prepare_acdc,
+        ),
+        DatasetEntry(
+            name="chd",
+            title="ImageCHD cardiac CT: congenital heart disease, 7 structures",
+            modality="ct",
+            access="registration",
+            licence="ImageCHD terms (Kaggle dataset page)",
+            citation="Xu X, Wang T, Shi Y, et al. ImageCHD: a 3D computed tomography image dataset"
+            " for classification of congenital heart disease. MICCAI 2020.",
+            homepage="https://www.kaggle.com/search?q=imagechd",
+            files=(),
+            instructions=(
+                "Registration: Kaggle account, dataset 'imagechd'. Unpack into DIR so that the CT"
+                " volumes are NAME_image.nii.gz with NAME_label.nii.gz in the same folder (any"
+                " depth). Label values are kept as stored (classes label_1 ...). Then"
+                " `medcl data check chd --source DIR` and `medcl data prepare chd --source DIR`."
+                " Option: spacing_mm=null (else in-plane resampling, then centre crop/pad)."
+            ),
+            labels="stored label values (label_1 ... label_K)",
+            scan=volumes.scan_chd,
+            prepare=volumes.prepare_chd,
+        ),
+        DatasetEntry(
+            name="mmwhs",
+            title="MM-WHS CT: 20 labelled cardiac CT volumes, 7 whole-heart structures",
+            modality="ct",
+            access="registration",
+            licence="MM-WHS challenge terms (registration at the homepage)",
+            citation="Zhuang X, Shen J. Multi-scale patch and multi-modality atlases for whole"
+            " heart segmentation of MRI. Med Image Anal 2016;31:77-87. Zhuang X, et al."
+            " Evaluation of algorithms for multi-modality whole heart segmentation. Med Image"
+            " Anal 2019;58:101537.",
+            homepage="https://zmiclab.github.io/zxh/0/mmwhs/",
+            files=(),
+            instructions=(
+                "Registration at the homepage. Unpack the CT training set into DIR so that"
+                " ct_train_XXXX_image.nii.gz and ct_train_XXXX_label.nii.gz lie in one folder."
+                " Labels 500 LV, 205 myocardium, 600 RV, 420 LA, 550 RA, 820 aorta, 850"
+                " pulmonary artery become classes 1..7. Then `medcl data prepare mmwhs --source"
+                " DIR`."
+            ),
+            labels="background, lv, myocardium, rv, la, ra, aorta, pulmonary_artery",
+            scan=volumes.scan_nifti_pairs,
+            prepare=volumes.prepare_mmwhs,
+        ),
+        DatasetEntry(
+            name="hvsmr",
+            title="HVSMR 2016: 10 labelled cardiovascular MR volumes (congenital heart disease)",
+            modality="mri",
+            access="registration",
+            licence="HVSMR 2016 challenge terms (registration at the homepage)",
+            citation="Pace DF, Dalca AV, Geva T, Powell AJ, Moghari MH, Golland P. Interactive"
+            " whole-heart segmentation in congenital heart disease. MICCAI 2015.",
+            homepage="http://segchd.csail.mit.edu/",
+            files=(),
+            instructions=(
+                "Registration at the homepage. Put the volumes into DIR as NAME.nii.gz with"
+                " NAME-label.nii.gz next to them (any depth). Label values are kept as stored"
+                " (classes label_1 ...); intensity: per-volume z-score as for ACDC. Then"
+                " `medcl data prepare hvsmr --source DIR`."
+            ),
+            labels="stored label values (label_1 ... label_K)",
+            scan=volumes.scan_hvsmr,
+            prepare=volumes.prepare_hvsmr,
+        ),
     )
 }
 
@@ -328,7 +417,8 @@ def check(name: str, source: str | Path | None = None) -> str:
             f" {summary['listed_images_missing']} listed images of these views are missing"
         )
     else:
-        lines.append(f"  {len(scan.items)} images with masks")
+        unit = "volumes" if entry.modality in ("mri", "ct") else "images"
+        lines.append(f"  {len(scan.items)} {unit} found")
     lines += [f"  note: {note}" for note in scan.notes]
     lines.append(f"  next: medcl data prepare {entry.name} --source {source}")
     return "\n".join(lines)

@@ -1,0 +1,488 @@
+"""Preparers of real cardiac volumes (PCL): ACDC cine MRI and CT image/label NIfTI pairs.
+
+Every volume becomes ``n_slices`` rows of a :class:`SliceSet` with ``volume_id``,
+``slice_index``, ``n_slices``, ``depth = (slice_index + 1) / n_slices`` (PCL, eq. 1) and the
+in-plane and slice spacing of the prepared pixels (``spacing_x``, ``spacing_y``, ``spacing_z``,
+mm), like :func:`medcl_lite.data.phantoms.cardiac.make_cardiac_volumes`. Volumes are read with
+:mod:`medcl_lite.data.volumes` (``[D, H, W]`` in RAS+ axis order, spacing ``(dz, dy, dx)``).
+
+Preparation choices (written into each prepared dataset's ``info``):
+
+- **intensity**: per-volume z-score, clipped to [-3, 3] and mapped linearly to [0, 1]
+  (``(z + 3) / 6``); CT is first clipped to its own 0.5-99.5 percentiles. A constant volume is
+  an error, never a blank image.
+- **geometry** with ``spacing_mm`` (ACDC default 1.25 mm, METHODS "ACDC resampled in-plane to
+  1.25 mm"): each slice is resampled to that pixel spacing (images linear with anti-aliasing when
+  shrinking, masks nearest), then centre-cropped or zero-padded to ``size x size``, so one pixel
+  is ``spacing_mm`` in every volume. With ``spacing_mm=None`` (CT default) each slice is
+  zero-padded to a square and resized to ``size x size`` (see :mod:`._common`). Slices are never
+  resampled along the slice axis.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medcl_lite.data.catalog._common import (
+    Scan,
+    find_files,
+    pad_to_square,
+    resize_image,
+    resize_labels,
+    source_folder,
+)
+from medcl_lite.data.io import NIFTI_SUFFIXES, _canonical_axes, _suffix
+from medcl_lite.data.phantoms.cardiac import CARDIAC_CLASSES
+from medcl_lite.data.sliceset import SliceSet
+from medcl_lite.data.volumes import read_volume_pair
+
+Z_CLIP = 3.0  # z-scores beyond +-Z_CLIP are clipped before mapping to [0, 1]
+CT_PERCENTILES = (0.5, 99.5)
+ACDC_SPACING_MM = 1.25
+#: ACDC label value -> index into CARDIAC_CLASSES (ACDC: 1 RV, 2 MYO, 3 LV).
+ACDC_TO_CARDIAC = {
+    0: 0,
+    1: CARDIAC_CLASSES.index("rv"),
+    2: CARDIAC_CLASSES.index("myocardium"),
+    3: CARDIAC_CLASSES.index("lv"),
+}
+#: MM-WHS label values (challenge description) -> classes; the first four as the phantom's.
+MMWHS_CLASSES = (*CARDIAC_CLASSES, "la", "ra", "aorta", "pulmonary_artery")
+MMWHS_TO_CLASSES = {0: 0, 500: 1, 205: 2, 600: 3, 420: 4, 550: 5, 820: 6, 850: 7}
+_PATIENT = re.compile(r"^patient\d{3}$")
+
+
+@dataclass
+class VolumeItem:
+    """One volume to prepare (a 3-D NIfTI, or one frame of a 4-D cine NIfTI).
+
+    Attributes:
+        volume_id, patient_id: SliceSet metadata.
+        image: the image file; ``label`` its label map (None: unlabelled).
+        frame: 1-based cine frame (ACDC numbering); None for a 3-D file. For a 4-D ``image``
+            without ``frame`` every frame becomes a volume.
+        extra: further metadata columns.
+    """
+
+    volume_id: str
+    patient_id: str
+    image: Path
+    label: Path | None = None
+    frame: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# --- ACDC -------------------------------------------------------------------------------------
+
+
+def read_info_cfg(path: Path) -> dict[str, str]:
+    """ACDC ``Info.cfg`` (``Key: value`` lines) as a dict; a line without ``:`` is an error."""
+    info = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise ValueError(f"{path}, line {number}: expected 'Key: value', got {line!r}")
+        info[key.strip()] = value.strip()
+    return info
+
+
+def scan_acdc(source: str | Path, frames: str = "labelled") -> Scan:
+    """ACDC ``.../patientXXX/`` folders (any depth, e.g. ``training/`` and ``testing/``) with
+    ``Info.cfg`` (ED, ES), ``patientXXX_frameYY.nii.gz`` + ``_gt`` at ED and ES (``frames=
+    "labelled"``) or ``patientXXX_4d.nii.gz`` (``frames="all"``: every cine frame, unlabelled)."""
+    if frames not in ("labelled", "all"):
+        raise ValueError(f"acdc: frames must be 'labelled' or 'all', got {frames!r}")
+    source = source_folder(source)
+    folders = sorted(
+        (p for p in source.rglob("patient*") if p.is_dir() and _PATIENT.match(p.name)),
+        key=lambda p: p.name,
+    )
+    if not folders:
+        return Scan([f"no patientXXX folders under {source} (expected e.g. training/patient001/)"])
+    problems, items, notes, no_cine = [], [], [], 0
+    for folder in folders:
+        patient, cfg = folder.name, folder / "Info.cfg"
+        if not cfg.is_file():
+            problems.append(f"missing {cfg}")
+            continue
+        info = read_info_cfg(cfg)
+        phases = {}
+        for key in ("ED", "ES"):
+            try:
+                phases[key] = int(info[key])
+            except (KeyError, ValueError):
+                problems.append(f"{cfg}: no integer {key} frame (got {info.get(key)!r})")
+        extra = {"split": folder.parent.name, "group": info.get("Group", "")}
+        cine = folder / f"{patient}_4d.nii.gz"
+        no_cine += not cine.is_file()
+        if frames == "all":
+            if not cine.is_file():
+                problems.append(f"missing {cine}")
+            else:
+                items.append(VolumeItem(patient, patient, cine, extra={**extra, **phases}))
+            continue
+        for key, number in phases.items():
+            image = folder / f"{patient}_frame{number:02d}.nii.gz"
+            label = folder / f"{patient}_frame{number:02d}_gt.nii.gz"
+            problems += [f"missing {p}" for p in (image, label) if not p.is_file()]
+            items.append(
+                VolumeItem(
+                    f"{patient}_frame{number:02d}",
+                    patient,
+                    image,
+                    label,
+                    frame=number,
+                    extra={**extra, "phase": key},
+                )
+            )
+    notes.append(f"{len(items)} volumes of {len({i.patient_id for i in items})} patients")
+    if frames == "labelled" and no_cine:
+        notes.append(f"{no_cine} patients have no patientXXX_4d.nii.gz (needed for frames=all)")
+    return Scan(problems, items, notes=notes)
+
+
+def prepare_acdc(
+    source: str | Path,
+    size: int = 256,
+    progress: bool = True,
+    frames: str = "labelled",
+    spacing_mm: float | None = ACDC_SPACING_MM,
+    max_patients: int | None = None,
+) -> SliceSet:
+    """ACDC cine MRI -> SliceSet with the phantom's classes (background, lv, myocardium, rv).
+
+    ``frames="labelled"``: the ED and ES volumes with masks (column ``phase``); ``"all"``: every
+    cine frame of ``patientXXX_4d.nii.gz``, unlabelled (PCL pretraining). Column ``frame`` holds
+    the 1-based cine frame. ``max_patients`` keeps the first patients (by name); all frames at
+    256 px need about 10 GB of memory.
+    """
+    source = source_folder(source)
+    scan = scan_acdc(source, frames)
+    scan.raise_problems("acdc", source)
+    items = _first_patients(scan.items, max_patients)
+    data = _build(
+        items,
+        size,
+        name="acdc",
+        modality="mri",
+        spacing_mm=spacing_mm,
+        label_map=ACDC_TO_CARDIAC if frames == "labelled" else None,
+        classes=CARDIAC_CLASSES,
+        progress=progress,
+    )
+    data.info.update({"frames": frames, "label_source": "ACDC 1 RV, 2 MYO, 3 LV remapped"})
+    return data
+
+
+# --- CT image / label pairs (CHD, MM-WHS, HVSMR) ----------------------------------------------
+
+
+def scan_nifti_pairs(
+    source: str | Path, image_suffix: str = "_image", label_suffix: str = "_label"
+) -> Scan:
+    """NIfTI images below ``source`` whose name (without ``.nii``/``.nii.gz``) ends with
+    ``image_suffix`` (``""``: every NIfTI that is not a label), each with the label file of the
+    same name ending with ``label_suffix`` in the same folder."""
+    source = source_folder(source)
+    files = find_files(source, [".nii", ".gz"])
+    files = [p for p in files if _suffix(p) in NIFTI_SUFFIXES]
+    images = [
+        p for p in files if _stem(p).endswith(image_suffix) and not _stem(p).endswith(label_suffix)
+    ]
+    if not images:
+        return Scan([f"no NIfTI images named *{image_suffix}.nii.gz under {source}"])
+    problems, items = [], []
+    for image in images:
+        base = _stem(image)[: len(_stem(image)) - len(image_suffix)]
+        label = image.with_name(base + label_suffix + _suffix(image))
+        if not label.is_file():
+            problems.append(f"missing label {label} for image {image}")
+        items.append(
+            VolumeItem(
+                base, base, image, label, extra={"source_file": str(image.relative_to(source))}
+            )
+        )
+    notes = [f"{len(items)} image/label volume pairs"]
+    return Scan(problems, items, notes=notes)
+
+
+def prepare_nifti_pairs(
+    source: str | Path,
+    size: int = 256,
+    progress: bool = True,
+    image_suffix: str = "_image",
+    label_suffix: str = "_label",
+    spacing_mm: float | None = None,
+    name: str = "ct",
+    modality: str = "ct",
+    label_map: dict[int, int] | None = None,
+    classes: tuple[str, ...] | None = None,
+) -> SliceSet:
+    """Image/label NIfTI pairs -> SliceSet (intensity: see the module doc; ``modality="ct"``
+    adds the percentile clip).
+
+    ``label_map`` maps stored label values to class indices into ``classes`` (a value not in it
+    is an error); without it the stored values are kept and ``classes`` defaults to
+    ``background, label_1, ... label_K`` (K the largest value found).
+    """
+    source = source_folder(source)
+    scan = scan_nifti_pairs(source, image_suffix, label_suffix)
+    scan.raise_problems(name, source)
+    return _build(
+        scan.items,
+        size,
+        name=name,
+        modality=modality,
+        spacing_mm=spacing_mm,
+        label_map=label_map,
+        classes=classes,
+        progress=progress,
+    )
+
+
+def prepare_chd(
+    source: str | Path, size: int = 256, progress: bool = True, spacing_mm: float | None = None
+) -> SliceSet:
+    """ImageCHD CT (``*_image.nii.gz`` + ``*_label.nii.gz``); stored label values kept."""
+    return prepare_nifti_pairs(source, size, progress, spacing_mm=spacing_mm, name="chd")
+
+
+def prepare_mmwhs(
+    source: str | Path, size: int = 256, progress: bool = True, spacing_mm: float | None = None
+) -> SliceSet:
+    """MM-WHS CT (``ct_train_XXXX_image.nii.gz`` + ``_label``), labels 500, 205, 600, 420, 550,
+    820, 850 -> :data:`MMWHS_CLASSES`."""
+    return prepare_nifti_pairs(
+        source,
+        size,
+        progress,
+        spacing_mm=spacing_mm,
+        name="mmwhs",
+        label_map=MMWHS_TO_CLASSES,
+        classes=MMWHS_CLASSES,
+    )
+
+
+def prepare_hvsmr(
+    source: str | Path, size: int = 256, progress: bool = True, spacing_mm: float | None = None
+) -> SliceSet:
+    """HVSMR 2016 cardiovascular MR (``NAME.nii.gz`` + ``NAME-label.nii.gz``), z-scored as MRI
+    (no percentile clip); stored label values kept."""
+    return prepare_nifti_pairs(
+        source, size, progress, "", "-label", spacing_mm=spacing_mm, name="hvsmr", modality="mri"
+    )
+
+
+def scan_chd(source: str | Path) -> Scan:
+    """Layout check of :func:`prepare_chd`."""
+    return scan_nifti_pairs(source)
+
+
+def scan_hvsmr(source: str | Path) -> Scan:
+    """Layout check of :func:`prepare_hvsmr`."""
+    return scan_nifti_pairs(source, "", "-label")
+
+
+# --- shared steps -----------------------------------------------------------------------------
+
+
+def to_unit(volume: np.ndarray, path: Path, modality: str) -> np.ndarray:
+    """``[D, H, W]`` -> float32 in [0, 1]: (CT: percentile clip,) z-score, clip, rescale."""
+    values = volume.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"volume {path} holds NaN or infinite values")
+    if modality == "ct":
+        values = np.clip(values, *np.percentile(values, CT_PERCENTILES))
+    std = float(values.std())
+    if std <= 0:
+        raise ValueError(f"volume {path} is constant (every voxel {values.flat[0]:g})")
+    z = np.clip((values - values.mean()) / std, -Z_CLIP, Z_CLIP)
+    return ((z + Z_CLIP) / (2 * Z_CLIP)).astype(np.float32)
+
+
+def fit_slice(
+    image: np.ndarray,
+    labels: np.ndarray | None,
+    spacing_yx: tuple[float, float],
+    size: int,
+    spacing_mm: float | None,
+) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float]]:
+    """One slice ``[H, W]`` -> ``[size, size]`` (and its labels), with the new (dy, dx) in mm."""
+    if spacing_mm is None:
+        side = max(image.shape)
+        out = resize_image(pad_to_square(image), size)
+        mask = None if labels is None else resize_labels(pad_to_square(labels), size)
+        return out, mask, (spacing_yx[0] * side / size, spacing_yx[1] * side / size)
+    from skimage.transform import resize
+
+    shape = tuple(
+        max(1, round(n * s / spacing_mm)) for n, s in zip(image.shape, spacing_yx, strict=True)
+    )
+    shrink = shape[0] < image.shape[0] or shape[1] < image.shape[1]
+    image = resize(image, shape, order=1, anti_aliasing=shrink, preserve_range=True)
+    out = _crop_or_pad(np.clip(image, 0.0, 1.0).astype(np.float32), size)
+    mask = None
+    if labels is not None:
+        labels = resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True)
+        mask = _crop_or_pad(labels.astype(np.uint8), size)
+    return out, mask, (float(spacing_mm), float(spacing_mm))
+
+
+def _crop_or_pad(array: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop or zero-pad ``[H, W]`` to ``[size, size]``."""
+    out = np.zeros((size, size), array.dtype)
+    h, w = array.shape
+    src_y, dst_y = max(0, (h - size) // 2), max(0, (size - h) // 2)
+    src_x, dst_x = max(0, (w - size) // 2), max(0, (size - w) // 2)
+    n_y, n_x = min(h, size), min(w, size)
+    out[dst_y : dst_y + n_y, dst_x : dst_x + n_x] = array[src_y : src_y + n_y, src_x : src_x + n_x]
+    return out
+
+
+def _map_labels(labels: np.ndarray, label_map: dict[int, int] | None, path: Path) -> np.ndarray:
+    values = np.unique(labels)
+    if label_map is None:
+        if values.min() < 0 or values.max() > 255:
+            raise ValueError(f"label {path} holds values {values.tolist()[:10]}, outside 0..255")
+        return labels.astype(np.uint8)
+    unknown = [int(v) for v in values if int(v) not in label_map]
+    if unknown:
+        raise ValueError(
+            f"label {path} holds values {unknown[:10]} that are not classes of this dataset"
+            f" (known: {sorted(label_map)})"
+        )
+    lut = np.zeros(max(label_map) + 1, np.uint8)
+    for value, index in label_map.items():
+        lut[value] = index
+    return lut[labels.astype(np.int64)]
+
+
+def _read_item(item: VolumeItem):
+    """Yield ``(frame, image [D, H, W], labels or None, spacing (dz, dy, dx))`` of one item."""
+    if item.label is not None:
+        image, label = read_volume_pair(item.image, item.label)
+        yield item.frame, image.array, label.array, image.spacing
+        return
+    import nibabel as nib
+
+    nifti = nib.load(str(item.image))
+    data = np.asarray(np.asanyarray(nifti.dataobj))
+    if data.ndim == 3:
+        data = data[..., None]
+    if data.ndim != 4:
+        raise ValueError(f"{item.image} has shape {data.shape}: expected a 3-D or 4-D NIfTI")
+    zooms = [float(z) if z > 0 else 1.0 for z in nifti.header.get_zooms()[:3]]
+    header = nifti.header  # reoriented as read_image does: only with a qform or sform
+    oriented = int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0
+    for t in range(data.shape[3]):
+        volume, spacing = data[..., t], zooms
+        if oriented:
+            volume, spacing = _canonical_axes(volume, nifti.affine, zooms, item.image)
+        yield t + 1, np.ascontiguousarray(volume.T), None, tuple(reversed(spacing))
+
+
+def _first_patients(items: list[VolumeItem], max_patients: int | None) -> list[VolumeItem]:
+    if max_patients is None:
+        return items
+    if not isinstance(max_patients, (int, np.integer)) or max_patients < 1:
+        raise ValueError(f"max_patients must be an integer >= 1 or None, got {max_patients!r}")
+    keep = sorted({i.patient_id for i in items})[:max_patients]
+    return [i for i in items if i.patient_id in keep]
+
+
+def _build(
+    items: list[VolumeItem],
+    size: int,
+    *,
+    name: str,
+    modality: str,
+    spacing_mm: float | None,
+    label_map: dict[int, int] | None,
+    classes: tuple[str, ...] | None,
+    progress: bool,
+) -> SliceSet:
+    """Read, normalise and fit every volume of ``items`` into one SliceSet of slices.
+
+    Extra columns: ``modality``, ``frame`` (1-based cine frame, -1 for 3-D files), the items'
+    ``extra`` (ACDC: ``phase`` ED / ES / "", ``split``, ``group``), ``orig_height``,
+    ``orig_width``, ``orig_spacing_x``, ``orig_spacing_y`` (mm).
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(size, (int, np.integer)) or size < 8:
+        raise ValueError(f"size must be an integer >= 8, got {size!r}")
+    if spacing_mm is not None and not float(spacing_mm) > 0:
+        raise ValueError(f"spacing_mm must be > 0 or None, got {spacing_mm!r}")
+    if not items:
+        raise ValueError(f"{name}: no volumes to prepare")
+    labelled = items[0].label is not None
+    images, masks, rows = [], [], []
+    for item in tqdm(items, desc=f"preparing {name}", disable=not progress):
+        for frame, volume, labels, (dz, dy, dx) in _read_item(item):
+            volume = to_unit(volume, item.image, modality)
+            if labels is not None:
+                labels = _map_labels(labels, label_map, item.label)
+            volume_id = (
+                item.volume_id if item.frame or frame is None else f"{item.volume_id}_t{frame:02d}"
+            )
+            n = volume.shape[0]
+            for k in range(n):
+                image, mask, (sy, sx) = fit_slice(
+                    volume[k], None if labels is None else labels[k], (dy, dx), size, spacing_mm
+                )
+                images.append(image)
+                masks.append(mask)
+                extra = dict(item.extra)
+                if "ED" in extra:  # a cine frame: name its phase
+                    ed, es = extra.pop("ED"), extra.pop("ES", None)
+                    extra["phase"] = "ED" if frame == ed else "ES" if frame == es else ""
+                rows.append(
+                    {
+                        "sample_id": f"{volume_id}_s{k:02d}",
+                        "patient_id": item.patient_id,
+                        "site": name,
+                        "time": 0,
+                        "volume_id": volume_id,
+                        "slice_index": k,
+                        "n_slices": n,
+                        "depth": (k + 1) / n,
+                        "spacing_x": sx,
+                        "spacing_y": sy,
+                        "spacing_z": float(dz),
+                        "modality": modality,
+                        "frame": -1 if frame is None else int(frame),
+                        **extra,
+                        "orig_height": int(volume.shape[1]),
+                        "orig_width": int(volume.shape[2]),
+                        "orig_spacing_x": float(dx),
+                        "orig_spacing_y": float(dy),
+                    }
+                )
+    mask_array = np.stack(masks) if labelled else None
+    if classes is None:
+        top = int(mask_array.max()) if mask_array is not None else 0
+        classes = ("background", *(f"label_{i}" for i in range(1, top + 1)))
+    info = {
+        "modality": modality,
+        "image_size": int(size),
+        "intensity": (
+            f"CT clipped to percentiles {list(CT_PERCENTILES)}, then " if modality == "ct" else ""
+        )
+        + f"per-volume z-score clipped to [-{Z_CLIP:g}, {Z_CLIP:g}], mapped to [0, 1]",
+        "geometry": "zero-pad to a centred square, then resize"
+        if spacing_mm is None
+        else f"in-plane resampling to {float(spacing_mm):g} mm, centre crop / zero-pad",
+        "resampling": "images linear (anti-aliased when shrinking); masks nearest",
+    }
+    return SliceSet(np.stack(images), mask_array, pd.DataFrame(rows), tuple(classes), name, info)
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(_suffix(path))]
