@@ -355,7 +355,6 @@ print(inspect.getsource(train.moco_loss))
 
 # %%
 eight = list(dict.fromkeys(pool_patients))[:8]
-show_rows = pool_rows[np.isin(pool_patients, eight)]
 random_net = train.build_contrastive(from_params(PretrainConfig, common, resume=False)).to(run_device)
 encoders_to_probe = {"random init": random_net, **{f"{a} {n}": r.net for (a, n), r in pretrained.items()}}
 probe = []
@@ -366,7 +365,8 @@ for name, net in encoders_to_probe.items():
     probe.append({"encoder": name, "nearest neighbour is same patient":
                   float((pool_patients[similarity.argmax(1)] == pool_patients).mean())})
     if name in ("random init", "unet SimCLR", "unet CL-TCI-MoCo"):
-        fig = viz.plot_embeddings(embed(net, pool, show_rows), pool.meta.patient_id.to_numpy()[show_rows],
+        shown = np.isin(pool_patients, eight)  # the eight patients, among the features just computed
+        fig = viz.plot_embeddings(feats[shown], pool_patients[shown],
                                   method="tsne", title=f"{name}: 8 patients", seed=seed)
         viz.save_figure(fig, run_dir / "figures" / f"tsne_{name.replace(' ', '_').lower()}.png")
 probe = pd.DataFrame(probe).set_index("encoder").round(3)

@@ -64,8 +64,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # random crop (a no-op once images are at the patch size). No intensity augmentation.
     # (batchgenerators' scale > 1 zooms out, ours zooms in: over 0.7-1.3 nearly the same.)
     # The elastic part is NOT in this preset: augment="pcl_elastic" (ELASTIC_PRESET) adds it
-    # through medcl_lite.data.spatial. v2.ElasticTransform costs ~4 ms per 64 x 64 view and ~15 ms per 128 x 128 view on one CPU
-    # core, 10-30x the rest of this pipeline, so it must stay an explicit, opt-in choice.
+    # through medcl_lite.data.spatial. v2.ElasticTransform costs ~4 ms per 64 x 64 view and
+    # ~15 ms per 128 x 128 view on one CPU core, 10-30x the rest of this pipeline.
     "pcl": {
         "crop_scale": (1.0, 1.0),
         "crop_ratio": (1.0, 1.0),
