@@ -103,3 +103,10 @@ def check_range(cls_name: str, name: str, value: float, low: float | None = None
     """Raise :class:`ConfigError` unless ``low <= value <= high`` (either bound optional)."""
     if (low is not None and value < low) or (high is not None and value > high):
         raise ConfigError(f"{cls_name}: {name}={value!r} must be in [{low}, {high}]")
+
+
+def pick(value: Any, default: Any) -> Any:
+    """A notebook parameter's value, or ``default`` when it is left empty: ``0``, ``0.0``,
+    ``-1``, ``[]``, ``""`` or ``None`` (the chapters' "0: the size's value" convention)."""
+    return default if value in (0, 0.0, -1, [], "", None) else value
+

@@ -19,12 +19,19 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from medcl_lite.config import to_dict
-from medcl_lite.data.datasets import Fold, Protocol, choose_labelled
+from medcl_lite.data.datasets import Fold, Protocol, choose_labelled_by
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.metrics import summarize
 from medcl_lite.train import FinetuneConfig, finetune
 
-__all__ = ["load_grid", "load_predictions", "results_table", "run_finetune_grid"]
+__all__ = [
+    "compare_to_baseline",
+    "load_grid",
+    "load_predictions",
+    "protocol_table",
+    "results_table",
+    "run_finetune_grid",
+]
 
 
 def _run_name(init: str, n_labelled: int | str, seed: int, fold: int | None = None) -> str:
@@ -40,6 +47,7 @@ def run_finetune_grid(
     base: FinetuneConfig,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    unit: str = "images",
 ) -> pd.DataFrame:
     """Fine-tune each initialisation at each label count and seed; one row of metrics per run.
 
@@ -49,13 +57,15 @@ def run_finetune_grid(
             a list of :class:`~medcl_lite.data.datasets.Fold` (k-fold cross-validation: every
             run is repeated on each fold, and rows get a ``fold`` column).
         encoders: initialisation name -> encoder ``state_dict`` (None = random initialisation).
-        label_counts: numbers of labelled images (``"all"`` = the whole label pool).
+        label_counts: label budgets counted in ``unit`` (``"all"`` = the whole label pool).
         seeds: fine-tuning seeds; a seed fixes the labelled subset (nested across counts) and the
             decoder's initialisation, so every initialisation sees the same images.
         base: the fine-tuning settings shared by all runs (``init``/``seed``/``out_dir`` are set here).
         out_dir: folder for one sub-folder per run; finished runs found there are reused.
+        unit: what a budget counts: ``"images"`` (CL-TCI), ``"volumes"`` or ``"patients"`` (PCL);
+            see :data:`~medcl_lite.data.datasets.LABEL_UNITS`.
     Returns:
-        DataFrame: ``init``, ``n_labelled`` (str), ``n_images``, ``seed`` (and ``fold``) and the
+        DataFrame: ``init``, ``n_labelled`` (str), ``n_images`` (labelled slices), ``seed`` (and ``fold``) and the
         run's metrics.
     """
     folds = list(protocol) if isinstance(protocol, Sequence) else [protocol]
@@ -64,7 +74,7 @@ def run_finetune_grid(
     jobs = [(i, n, s, f) for n in label_counts for f in range(len(folds)) for s in seeds for i in encoders]
     for init, n_labelled, seed, f in tqdm(jobs, desc="fine-tuning grid", disable=not progress, mininterval=2.0):
         split = folds[f]
-        labelled = choose_labelled(data.meta, split.label_pool, n_labelled, seed)
+        labelled = choose_labelled_by(unit, data.meta, split.label_pool, n_labelled, seed)
         name = _run_name(init, n_labelled, seed, f if numbered else None)
         run_dir = Path(out_dir) / name if out_dir else None
         cfg = replace(
@@ -74,7 +84,7 @@ def run_finetune_grid(
             out_dir=str(run_dir) if run_dir else "",
             progress=False,
         )
-        metrics = _load_finished(run_dir, cfg)
+        metrics = _load_finished(run_dir, cfg, len(labelled))
         if metrics is None:
             result = finetune(cfg, data, labelled, split.val, split.test, encoder_state=encoders[init])
             metrics = result.metrics
@@ -83,15 +93,16 @@ def run_finetune_grid(
     return pd.DataFrame(rows)
 
 
-def _load_finished(run_dir: Path | None, cfg: FinetuneConfig) -> dict | None:
-    """Metrics of a finished run with the same configuration, else None."""
+def _load_finished(run_dir: Path | None, cfg: FinetuneConfig, n_train: int) -> dict | None:
+    """Metrics of a finished run with the same configuration and label count, else None."""
     if run_dir is None or not (run_dir / "metrics.json").is_file() or not (run_dir / "config.json").is_file():
         return None
     saved = json.loads((run_dir / "config.json").read_text())
     now = to_dict(cfg)
     if {k: v for k, v in saved.items() if k != "progress"} != {k: v for k, v in now.items() if k != "progress"}:
         return None
-    return json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return metrics if metrics.get("n_train") == n_train else None  # e.g. another label unit
 
 
 def load_predictions(
@@ -133,3 +144,73 @@ def results_table(rows: pd.DataFrame, value: str = "test_dice", label_order: Seq
     table.columns = [f"{c} labelled" if c != "all" else "all labels" for c in table.columns]
     inits = list(dict.fromkeys(rows["init"]))
     return table.loc[[i for i in inits if i in table.index]]
+
+
+def protocol_table(
+    rows: pd.DataFrame,
+    index: Sequence[str],
+    columns: Sequence[str],
+    protocols: dict[str, str],
+    budget_name=lambda n: "all labels" if n == "all" else f"{n} labelled",
+) -> pd.DataFrame:
+    """The chapters' table: "mean ± std" of each protocol's metric, side by side.
+
+    Args:
+        rows: one row per run (``n_labelled`` plus the ``index`` and ``columns`` columns).
+        index: row keys, e.g. ``["arch", "init"]``; kept in their order of appearance in ``rows``.
+        columns: column keys before the label budget, e.g. ``["setting"]``.
+        protocols: metric column -> its label, e.g. ``{"paper_test_dice_pooled": "paper: ...",
+            "test_dice": "honest: ..."}``; every cell is summarised for each protocol.
+        budget_name: ``n_labelled`` -> its column label.
+    Returns:
+        One row per ``index`` key (joined with " · "), one column per (columns, budget,
+        protocol) joined with " · ", budgets in ascending order and "all" last.
+    """
+    index, columns = list(index), list(columns)
+    parts = []
+    for metric, label in protocols.items():
+        summary = summarize(rows, [*index, *columns, "n_labelled"], metric)
+        parts.append(summary.assign(protocol=label))
+    summary = pd.concat(parts)
+    budgets = sorted(summary["n_labelled"].unique(), key=lambda n: (n == "all", float(n) if n != "all" else 0.0))
+    summary["labels"] = pd.Categorical(summary["n_labelled"].map(budget_name), [budget_name(b) for b in budgets])
+    summary["protocol"] = pd.Categorical(summary["protocol"], list(protocols.values()))
+    table = summary.pivot_table(index=index, columns=[*columns, "labels", "protocol"], values="mean ± std",
+                                aggfunc="first", observed=True)
+    order = list(dict.fromkeys(map(tuple, rows[index].to_numpy().tolist())))
+    keys = [key if len(index) > 1 else key[0] for key in order]
+    table = table.loc[[k for k in keys if k in table.index]]
+    table.columns = [" · ".join(str(c) for c in column) for column in table.columns]
+    if len(index) > 1:
+        table.index = [" · ".join(str(k) for k in key) for key in table.index]
+    return table
+
+
+def compare_to_baseline(
+    rows: pd.DataFrame, groups: Sequence[str], value: str = "test_dice", baseline: str = "random init"
+) -> pd.DataFrame:
+    """For each group (e.g. setting x budget): the best initialisation against ``baseline``.
+
+    A difference counts only when it is larger than the spread over folds / seeds (the larger
+    of the two standard deviations): the chapters' computed verdict.
+
+    Returns:
+        The ``groups`` columns, ``best``, ``delta`` (best mean - baseline mean), ``spread`` and
+        ``beyond_spread`` (bool), one row per group.
+    """
+    groups = list(groups)
+    stats = rows.groupby([*groups, "init"], sort=False)[value].agg(["mean", "std"])
+    records = []
+    for key, block in stats.groupby(level=list(range(len(groups))), sort=False):
+        block = block.droplevel(list(range(len(groups))))
+        if baseline not in block.index or len(block) < 2:
+            continue
+        base = block.loc[baseline]
+        best = block.drop(baseline)["mean"].idxmax()
+        delta = float(block.loc[best, "mean"] - base["mean"])
+        spread = float(np.nanmax([base["std"], block.loc[best, "std"]]))
+        key = key if isinstance(key, tuple) else (key,)
+        records.append({**dict(zip(groups, key, strict=True)), "best": best, "delta": delta,
+                        "spread": spread, "beyond_spread": bool(abs(delta) > spread)})
+    return pd.DataFrame.from_records(records, columns=[*groups, "best", "delta", "spread", "beyond_spread"])
+

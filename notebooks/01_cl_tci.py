@@ -72,15 +72,18 @@ from IPython.display import Markdown, display
 import medcl_lite
 from medcl_lite import pairing, train, viz
 from medcl_lite.checkpoint import atomic_write_text
-from medcl_lite.config import from_params
+from medcl_lite.config import from_params, pick
 from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
-from medcl_lite.data.download import data_home
 from medcl_lite.data.phantoms import make_chest_xrays
-from medcl_lite.data.prepared import read_prepared
+from medcl_lite.data.prepared import load_role
 from medcl_lite.data.samplers import PatientBatchSampler, same_patient_rate
 from medcl_lite.data.transforms import view_transform
-from medcl_lite.experiment import load_predictions, run_finetune_grid
-from medcl_lite.metrics import summarize
+from medcl_lite.experiment import (
+    compare_to_baseline,
+    load_predictions,
+    protocol_table,
+    run_finetune_grid,
+)
 from medcl_lite.models import build_segmenter, load_encoder
 from medcl_lite.train import FinetuneConfig, PretrainConfig, embed, pretrain
 
@@ -156,11 +159,6 @@ if size not in SIZES:
 S = SIZES[size]
 
 
-def pick(value, default):
-    """A parameter's value, or the size's default when it is left empty / zero."""
-    return default if value in (0, 0.0, -1, [], "", None) else value
-
-
 settings = list(pick(settings, ["semi", "transfer"]))
 archs = list(pick(archs, S["archs"]))
 methods = list(pick(methods, S["methods"]))
@@ -194,26 +192,13 @@ print(f"settings={settings}  labels={label_counts}  folds={n_folds}  run folder:
 
 
 # %%
-def load_role(value: str, phantom_site: str, phantom):
-    """(SliceSet, rows) for one role: the phantom's site rows, or every row of a prepared folder."""
-    if value == "phantom":
-        return phantom, np.flatnonzero(phantom.meta.site.to_numpy() == phantom_site)
-    path = Path(value)
-    if not path.exists():
-        path = data_home() / "prepared" / value
-    if not path.exists():
-        raise FileNotFoundError(f"prepared data {value!r} not found (tried {path}); see `medcl data list`")
-    data = read_prepared(path)
-    return data, np.arange(len(data))
-
-
 sources = {"pretrain": (pretrain_data, "A"), "semi": (semi_data, "A"), "transfer": (transfer_data, "B")}
 needed = ["pretrain", *settings]
 phantom = None
 if any(sources[role][0] == "phantom" for role in needed):
     side = pick(image_size, S["image"])
     phantom = make_chest_xrays(n_patients=S["patients"], n_times=S["times"], sites=("A", "B"), size=side, seed=seed)
-roles = {role: load_role(*sources[role], phantom) for role in needed}
+roles = {role: load_role(value, phantom, site) for role, (value, site) in sources.items() if role in needed}
 for role, (data, rows) in roles.items():
     part = data.meta.iloc[rows]
     print(f"{role:9s} {data.name}: {len(rows)} images, {part.patient_id.nunique()} patients, "
@@ -319,7 +304,7 @@ METHODS = {
 common = {
     "max_epochs": pick(pretrain_epochs, S["epochs"]), "batch_size": batch_size, "seed": seed,
     "device": device, "progress": progress, "resume": True, "augment": augment,
-    "lr": pick(lr, S["lr"]), "warmup_epochs": pick(warmup_epochs, S["warmup"]),
+    "lr": pick(lr, S["lr"]), "warmup_epochs": warmup_epochs if warmup_epochs >= 0 else S["warmup"],
     "queue_size": pick(queue_size, S["queue"]), "moco_momentum": pick(moco_momentum, S["m"]),
     "temperature": temperature, "proj_dim": pick(proj_dim, S["proj"]),
     "images_per_patient": images_per_patient, "encoder": encoder,
@@ -435,26 +420,8 @@ print(f"{len(rows)} fine-tuning runs")
 
 
 # %%
-def dice_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (backbone, initialisation); columns (setting, labels, protocol): mean ± std."""
-    parts = []
-    for column, label in (("paper_test_dice_pooled", "paper: pooled, test-fold pick"),
-                          ("test_dice", "honest: per image, val pick")):
-        s = summarize(rows, ["arch", "init", "setting", "n_labelled"], column)
-        s["protocol"] = label
-        parts.append(s)
-    s = pd.concat(parts)
-    s["labels"] = s["n_labelled"].map(lambda n: "all labels" if n == "all" else f"{n} labelled")
-    table = s.pivot_table(index=["arch", "init"], columns=["setting", "labels", "protocol"],
-                          values="mean ± std", aggfunc="first")
-    order = [(a, i) for a in dict.fromkeys(rows.arch) for i in dict.fromkeys(rows.init)]
-    table = table.loc[[k for k in order if k in table.index]]
-    table.columns = [" · ".join(c) for c in table.columns]
-    table.index = [f"{a} · {i}" for a, i in table.index]
-    return table
-
-
-table = dice_table(rows)
+PROTOCOLS = {"paper_test_dice_pooled": "paper: pooled, test-fold pick", "test_dice": "honest: per image, val pick"}
+table = protocol_table(rows, ["arch", "init"], ["setting"], PROTOCOLS)
 display(table)
 
 # %%
@@ -472,17 +439,12 @@ for setting in settings:
 
 # %%
 def verdict(rows: pd.DataFrame, value: str = "test_dice", baseline: str = "random init") -> str:
+    """One line per (backbone, setting, budget): the best pretraining against random init."""
     lines = []
-    stats = rows.groupby(["arch", "setting", "n_labelled", "init"])[value].agg(["mean", "std"])
-    for (arch, setting, n), block in stats.groupby(level=[0, 1, 2]):
-        block = block.droplevel([0, 1, 2])
-        base = block.loc[baseline]
-        best = block.drop(baseline)["mean"].idxmax()
-        delta = block.loc[best, "mean"] - base["mean"]
-        spread = np.nanmax([base["std"], block.loc[best, "std"]])
-        word = "larger than" if abs(delta) > spread else "within"
-        lines.append(f"- {arch}, {setting}, {n} labelled: best pretraining {best} {delta:+.3f} Dice vs "
-                     f"{baseline} ({word} the fold spread {spread:.3f})")
+    for _, c in compare_to_baseline(rows, ["arch", "setting", "n_labelled"], value, baseline).iterrows():
+        word = "larger than" if c.beyond_spread else "within"
+        lines.append(f"- {c.arch}, {c.setting}, {c.n_labelled} labelled: best pretraining {c.best} {c.delta:+.3f} "
+                     f"Dice vs {baseline} ({word} the fold spread {c.spread:.3f})")
     return "\n".join(lines)
 
 

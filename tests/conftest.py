@@ -4,6 +4,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import dataclasses  # noqa: E402
+import functools  # noqa: E402
+import hashlib  # noqa: E402
+import http.server  # noqa: E402
+import threading  # noqa: E402
+import zipfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
@@ -34,3 +42,60 @@ def make_tiny_set(n_patients: int = 6, n_times: int = 3, size: int = 32, seed: i
 @pytest.fixture
 def tiny_set() -> SliceSet:
     return make_tiny_set()
+
+
+class _Server:
+    """Serve a folder on 127.0.0.1 and count GET requests."""
+
+    def __init__(self, folder: Path):
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                outer.requests += 1
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        handler = functools.partial(Handler, directory=str(folder))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def serve_dataset(tmp_path, monkeypatch):
+    """Factory: zip a folder, serve it on 127.0.0.1 and pin it as catalog entry ``name``'s file.
+
+    ``serve_dataset(name, folder, file_name) -> (server, archive)``; servers stop after the test.
+    """
+    from medcl_lite.data import catalog
+    from medcl_lite.data.download import RemoteFile
+
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+    servers = []
+
+    def serve(name: str, folder: Path, file_name: str):
+        web = tmp_path / f"web-{name}"
+        web.mkdir()
+        archive = web / file_name
+        with zipfile.ZipFile(archive, "w") as zf:
+            for path in sorted(folder.rglob("*")):
+                zf.write(path, path.relative_to(folder).as_posix())
+        server = _Server(web)
+        servers.append(server)
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        file = RemoteFile(file_name, f"{server.url}/{archive.name}", digest)
+        monkeypatch.setitem(catalog.CATALOG, name, dataclasses.replace(catalog.CATALOG[name], files=(file,)))
+        return server, archive
+
+    yield serve
+    for server in servers:
+        server.close()

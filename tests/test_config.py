@@ -43,3 +43,12 @@ def test_finetune_config_checks():
 def test_resume_needs_out_dir():
     with pytest.raises(ConfigError, match="out_dir"):
         PretrainConfig(resume=True)
+
+
+def test_pick_takes_the_default_only_for_empty_values():
+    from medcl_lite.config import pick
+
+    for empty in (0, 0.0, -1, [], "", None):
+        assert pick(empty, "size") == "size"
+    for value in (1, 0.5, [0], "x", True):
+        assert pick(value, "size") == value

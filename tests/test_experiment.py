@@ -72,3 +72,57 @@ def test_grid_over_folds(tiny_set, tmp_path):
     assert sorted(loaded.fold) == [0, 1, 2]
     cell = results_table(rows).iloc[0, 0]  # mean ± std over the 3 folds
     assert cell == f"{rows.test_dice.mean():.3f} ± {rows.test_dice.std(ddof=1):.3f}"
+
+
+def test_grid_counts_volumes_and_a_changed_unit_is_retrained(tmp_path):
+    from medcl_lite.data.phantoms import make_cardiac_volumes
+
+    vols = make_cardiac_volumes(n_patients=4, sites=("A",), size=32, slices=(5, 6), seed=0)
+    folds = cross_validation_folds(vols.meta, k=2, seed=0, val_fraction=0.3)
+    base = FinetuneConfig(max_steps=1, eval_every=1, batch_size=2, progress=False)
+    rows = run_finetune_grid(vols, folds[:1], {"random init": None}, [1], [0], base, tmp_path,
+                             progress=False, unit="volumes")
+    pool = vols.meta.iloc[folds[0].label_pool]
+    first_volume = pool.groupby("volume_id").size()
+    assert rows.n_images.iloc[0] in set(first_volume)  # every slice of one volume
+    again = run_finetune_grid(vols, folds[:1], {"random init": None}, [1], [0], base, tmp_path,
+                              progress=False, unit="images")
+    assert again.n_images.iloc[0] == 1  # not the cached volume run
+
+
+def _fake_rows():
+    import pandas as pd
+
+    rows = []
+    for fold, (r, a, b) in enumerate([(0.70, 0.80, 0.71), (0.72, 0.82, 0.70), (0.71, 0.84, 0.705)]):
+        for init, value in (("random init", r), ("A", a), ("B", b)):
+            for n in ("2", "all"):
+                rows.append({"init": init, "n_labelled": n, "fold": fold, "setting": "semi",
+                             "test_dice": value, "paper": value + 0.01})
+    return pd.DataFrame(rows)
+
+
+def test_protocol_table_layout_and_cells():
+    from medcl_lite.experiment import protocol_table
+
+    rows = _fake_rows()
+    table = protocol_table(rows, ["init"], ["setting"], {"paper": "paper", "test_dice": "honest"})
+    assert list(table.index) == ["random init", "A", "B"]
+    assert list(table.columns) == ["semi · 2 labelled · paper", "semi · 2 labelled · honest",
+                                   "semi · all labels · paper", "semi · all labels · honest"]
+    assert table.loc["A", "semi · 2 labelled · honest"] == "0.820 ± 0.020"
+    assert table.loc["A", "semi · 2 labelled · paper"] == "0.830 ± 0.020"
+    two = protocol_table(rows.assign(arch="unet"), ["arch", "init"], ["setting"], {"test_dice": "honest"})
+    assert list(two.index) == ["unet · random init", "unet · A", "unet · B"]
+
+
+def test_compare_to_baseline_uses_the_spread():
+    from medcl_lite.experiment import compare_to_baseline
+
+    rows = _fake_rows()
+    verdict = compare_to_baseline(rows, ["setting", "n_labelled"])
+    assert len(verdict) == 2 and set(verdict.best) == {"A"}
+    first = verdict.iloc[0]
+    assert abs(first.delta - 0.11) < 1e-9 and abs(first.spread - 0.02) < 1e-9 and first.beyond_spread
+    close = compare_to_baseline(rows[rows.init != "A"], ["setting", "n_labelled"])
+    assert close.best.iloc[0] == "B" and not close.beyond_spread.iloc[0]  # -0.005 within 0.01

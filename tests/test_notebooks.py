@@ -4,6 +4,7 @@ nbval executes every notebook on its defaults (the smoke size on a CPU) in `make
 below runs the quickstart the way `make demo` does, through `medcl reproduce`, in smoke mode.
 """
 
+import re
 from pathlib import Path
 
 import jupytext
@@ -47,6 +48,17 @@ def test_notebook_conventions(source):
     assert "%pip" not in source.read_text(), "install with subprocess behind a Colab guard, not %pip"
 
 
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_papermill_parses_every_parameter(source):
+    """papermill skips a parameter line it cannot parse (e.g. a comment holding '='): none may be."""
+    from papermill.inspection import inspect_notebook
+
+    cell = next(c for c in jupytext.read(source).cells if "parameters" in c.metadata.get("tags", []))
+    assigned = re.findall(r"^(\w+) = ", cell.source, flags=re.MULTILINE)
+    parsed = set(inspect_notebook(str(source.with_suffix(".ipynb"))))
+    assert assigned and set(assigned) == parsed, f"not parsed by papermill: {sorted(set(assigned) - parsed)}"
+
+
 @pytest.mark.notebook
 def test_quickstart_reproduce_smoke(tmp_path):
     out = repro.reproduce("00_quickstart", repro.load_params([str(NOTEBOOKS / "params/quickstart/smoke.yaml")]),
@@ -58,7 +70,7 @@ def test_quickstart_reproduce_smoke(tmp_path):
 
 
 PARAM_FILES = sorted((NOTEBOOKS / "params").glob("*/*.yaml"))
-PAPER_OF = {"quickstart": "00_quickstart", "cl_tci": "01_cl_tci"}
+PAPER_OF = {"quickstart": "00_quickstart", "cl_tci": "01_cl_tci", "pcl": "02_pcl"}
 
 
 @pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -80,3 +92,30 @@ def test_cl_tci_paper_presets_carry_the_paper_values():
         text = path.read_text()
         assert all(f"{k}:" in line and "#" in line for k in expected for line in text.splitlines()
                    if line.startswith(f"{k}:")), f"{path.name}: every paper value carries a comment"
+
+
+def _assert_commented(path: Path, keys) -> None:
+    lines = path.read_text().splitlines()
+    for key in keys:
+        line = next(line for line in lines if line.startswith(f"{key}:"))
+        assert "#" in line, f"{path.name}: {key} carries no comment citing its source"
+
+
+def test_pcl_paper_presets_carry_the_paper_values():
+    theta = {"acdc_semi_patients": 0.35, "acdc_semi_volumes": 0.35, "chd_semi": 0.1,
+             "transfer_mmwhs": 0.1, "transfer_hvsmr": 0.1}
+    budgets = {"acdc_semi_patients": ("patients", [2, 6]), "acdc_semi_volumes": ("volumes", [1, 2, 8])}
+    papers = sorted(p for p in (NOTEBOOKS / "params" / "pcl").glob("*.yaml") if p.stem not in ("smoke", "cpu", "gpu"))
+    assert sorted(p.stem for p in papers) == sorted(theta)
+    for path in papers:
+        params = repro.load_params([str(path)])
+        expected = {"threshold": theta[path.stem], "parts": 4, "pretrain_epochs": 300, "pretrain_batch": 32,
+                    "lr": 0.1, "temperature": 0.1, "proj_dim": 512, "augment": "pcl_elastic", "n_folds": 5,
+                    "ft_epochs": 100, "ft_batch": 10, "ft_lr": 5e-5, "ft_loss": "ce", "warmup_epochs": 0}
+        assert {k: params[k] for k in expected} == expected, path.name
+        assert {"SimCLR", "GCL", "PCL"} <= set(params["methods"]), path.name
+        if path.stem in budgets:
+            assert (params["label_unit"], params["label_counts"]) == budgets[path.stem]
+        if path.stem.startswith(("chd", "transfer")):
+            assert params["ft_augment"] == "none"  # the public code's CT fine-tuning
+        _assert_commented(path, [*expected, "label_counts", "ft_augment"])

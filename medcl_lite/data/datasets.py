@@ -4,7 +4,8 @@
   pairing functions read (patient, site, time, volume, depth; DESIGN.md "The one idea").
 * :class:`LabelledDataset` (fine-tuning and evaluation): image and mask.
 * :func:`split_by_patient`, :func:`cross_validation_folds`, :func:`choose_labelled`,
-  :func:`choose_labelled_volumes` and :func:`make_protocol`: splits by patient, never by slice
+  :func:`choose_labelled_volumes`, :func:`choose_labelled_patients` and
+  :func:`make_protocol`: splits by patient, never by slice
   (METHODS.md "Protocol common to all chapters"), k-fold cross-validation, nested label budgets,
   and the quick start's "narrow labels, broad data" protocol.
 """
@@ -342,6 +343,44 @@ def choose_labelled_volumes(
     codes = np.unique(volume_ids, return_inverse=True)[1]
     chosen = _patient_priority(meta, rows, codes, seed)[:n]
     return np.sort(rows[np.isin(codes, chosen)])
+
+
+
+def choose_labelled_patients(
+    meta: pd.DataFrame, index: Sequence[int] | np.ndarray, n_patients: int | str, seed: int
+) -> np.ndarray:
+    """All rows of ``n_patients`` patients among rows ``index`` (PCL's ACDC budgets: 2 and 6
+    labelled patients, each with its ED and ES volume). Nested for one seed; ``"all"`` keeps every row.
+
+    Returns:
+        sorted int64 row numbers of ``meta``.
+    """
+    _require_columns(meta, ["patient_id"])
+    rows = np.unique(_resolve_index(index, len(meta)))
+    patients = meta["patient_id"].astype(str).to_numpy()[rows]
+    names, codes = np.unique(patients, return_inverse=True)
+    n = _check_budget("n_patients", n_patients, len(names), "patients")
+    if n is None:
+        return rows
+    chosen = np.random.default_rng(seed).permutation(len(names))[:n]
+    return np.sort(rows[np.isin(codes, chosen)])
+
+
+#: What a label budget counts -> the function that picks the labelled rows for it.
+LABEL_UNITS: dict[str, Callable[..., np.ndarray]] = {
+    "images": choose_labelled,
+    "volumes": choose_labelled_volumes,
+    "patients": choose_labelled_patients,
+}
+
+
+def choose_labelled_by(
+    unit: str, meta: pd.DataFrame, index: Sequence[int] | np.ndarray, n: int | str, seed: int
+) -> np.ndarray:
+    """Labelled rows for a budget of ``n`` ``unit`` (``"images"``, ``"volumes"`` or ``"patients"``)."""
+    if unit not in LABEL_UNITS:
+        raise ValueError(f"label unit {unit!r}: choose one of {sorted(LABEL_UNITS)}")
+    return LABEL_UNITS[unit](meta, index, n, seed)
 
 
 # --------------------------------------------------------------------------- protocol

@@ -117,6 +117,44 @@ def read_prepared(root: str | Path) -> SliceSet:
     )
 
 
+def open_prepared(name_or_path: str | Path, home: str | Path | None = None) -> SliceSet:
+    """A prepared dataset by folder path, or by name under ``data_home(home)/prepared``.
+
+    What the notebooks' ``*_data`` parameters accept: ``"runs/my-acdc"`` or ``"acdc-352"`` (the
+    folder ``medcl data prepare acdc --size 352`` writes).
+
+    Raises:
+        FileNotFoundError: neither a folder ``name_or_path`` nor ``<data home>/prepared/<name>``
+            exists (both tried paths named).
+    """
+    from medcl_lite.data.download import data_home
+
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        named = data_home(home) / "prepared" / str(name_or_path)
+        if not named.exists():
+            raise FileNotFoundError(
+                f"prepared data {str(name_or_path)!r} not found: neither {path} nor {named} exists;"
+                " see `medcl data list` and `medcl data prepare`"
+            )
+        path = named
+    return read_prepared(path)
+
+
+def load_role(value: str, phantom: SliceSet | None, phantom_site: str) -> tuple[SliceSet, np.ndarray]:
+    """``(data, rows)`` for one role of a chapter (pretraining pool, fine-tuning set, ...).
+
+    ``value == "phantom"``: the rows of ``phantom`` at site ``phantom_site``; otherwise every row
+    of the prepared folder ``value`` (a path, or a name under ``$MEDCL_DATA/prepared``).
+    """
+    if value == "phantom":
+        if phantom is None:
+            raise ValueError("load_role: value 'phantom' needs the phantom SliceSet")
+        return phantom, np.flatnonzero(phantom.meta["site"].astype(str).to_numpy() == phantom_site)
+    data = open_prepared(value)
+    return data, np.arange(len(data))
+
+
 def is_complete(root: str | Path) -> bool:
     """Whether ``root`` is a complete prepared folder (has the ``.complete`` marker)."""
     return (Path(root) / MARKER).is_file()

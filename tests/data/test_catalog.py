@@ -6,13 +6,7 @@ http.server on 127.0.0.1, never the internet.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import gzip
-import hashlib
-import http.server
-import threading
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +17,7 @@ from PIL import Image as PILImage
 from medcl_lite import repro
 from medcl_lite.data import catalog
 from medcl_lite.data.catalog import _lungs, pools, xray
-from medcl_lite.data.download import ChecksumError, RemoteFile
+from medcl_lite.data.download import ChecksumError
 from medcl_lite.data.phantoms.chest_xray import XRAY_CLASSES
 from medcl_lite.data.prepared import is_complete, read_prepared
 
@@ -346,49 +340,11 @@ def test_registration_dataset_cannot_be_downloaded(tmp_path):
         catalog.download("jsrt", home=tmp_path)
 
 
-class _Server:
-    """Serve a folder on 127.0.0.1 and count GET requests."""
-
-    def __init__(self, folder: Path):
-        self.requests = 0
-        outer = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                outer.requests += 1
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        handler = functools.partial(Handler, directory=str(folder))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture()
-def served_montgomery(tmp_path, monkeypatch):
-    for var in ("NO_PROXY", "no_proxy"):
-        monkeypatch.setenv(var, "127.0.0.1,localhost")
+def served_montgomery(tmp_path, serve_dataset):
     source = _write_montgomery(tmp_path / "zipsrc", n=2)
-    web = tmp_path / "web"
-    web.mkdir()
-    archive = web / "NLM-MontgomeryCXRSet.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted(source.rglob("*")):
-            zf.write(path, path.relative_to(source).as_posix())
-    server = _Server(web)
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    file = RemoteFile("NLM-MontgomeryCXRSet.zip", f"{server.url}/{archive.name}", digest)
-    entry = dataclasses.replace(catalog.CATALOG["montgomery"], files=(file,))
-    monkeypatch.setitem(catalog.CATALOG, "montgomery", entry)
+    server, archive = serve_dataset("montgomery", source, "NLM-MontgomeryCXRSet.zip")
     yield server, archive
-    server.close()
 
 
 def test_download_end_to_end_then_no_request(tmp_path, served_montgomery):

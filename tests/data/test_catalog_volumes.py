@@ -86,7 +86,8 @@ def test_acdc_labelled_shapes_meta_and_resampling(tmp_path):
 def test_acdc_class_mapping_to_phantom_order(tmp_path):
     data = volumes.prepare_acdc(_write_acdc(tmp_path / "acdc", patients=(1,)), size=32)
     meta = data.meta
-    for slice_index, expected in ((0, LV), (1, RV), (2, MYO)):
+    # stored slices run inferior->superior (AFFINE): prepared slice 0 is stored slice 2
+    for slice_index, expected in ((0, MYO), (1, RV), (2, LV)):
         row = meta.index[(meta["phase"] == "ED") & (meta["slice_index"] == slice_index)][0]
         assert set(np.unique(data.masks[row])) == {0, expected}
 
@@ -218,19 +219,36 @@ def test_mmwhs_label_values_map_to_classes(tmp_path):
         volumes.prepare_mmwhs(bad, size=16, progress=False)
 
 
-def test_hvsmr_dash_label_layout(tmp_path):
+def test_hvsmr_any_names_with_view_none(tmp_path):
     source = _write_pairs(tmp_path / "hvsmr", image_suffix="", label_suffix="-label")
-    data = volumes.prepare_hvsmr(source, size=16, progress=False)
+    with pytest.raises(ValueError, match="no HVSMR images named training_axial_crop_patN"):
+        volumes.prepare_hvsmr(source, size=16, progress=False)
+    data = volumes.prepare_hvsmr(source, size=16, progress=False, view=None)
     assert set(data.meta["volume_id"]) == {"ct_1001", "ct_1002"}
     assert set(data.meta["modality"]) == {"mri"} and data.masks is not None
 
 
 def test_catalog_lists_the_cardiac_entries():
-    for name in ("acdc", "chd", "mmwhs", "hvsmr"):
-        entry = catalog.get_entry(name)
-        assert not entry.files  # no invented checksums
-    with pytest.raises(ValueError, match="cannot be downloaded automatically"):
-        catalog.download("acdc")
+    (acdc,) = catalog.get_entry("acdc").files  # public, sha256 pinned by torch-em
+    assert acdc.url.startswith("https://humanheart-project.creatis.insa-lyon.fr/")
+    assert len(acdc.sha256) == 64 and int(acdc.sha256, 16) >= 0
+    for name in ("chd", "mmwhs", "hvsmr"):  # behind an account: check + prepare only
+        assert not catalog.get_entry(name).files
+        with pytest.raises(ValueError, match="cannot be downloaded automatically"):
+            catalog.download(name)
+
+
+def test_acdc_download_end_to_end(tmp_path, serve_dataset):
+    """The real archive's layout (ACDC/database/training/patientXXX), served on 127.0.0.1 with
+    its sha256 pinned: downloaded, verified, extracted and prepared in one call."""
+    source = _write_acdc(tmp_path / "zipsrc" / "ACDC", patients=(1, 2))
+    server, _ = serve_dataset("acdc", tmp_path / "zipsrc", "ACDC.zip")
+    home = tmp_path / "home"
+    out = catalog.download("acdc", home=home, size=WIDTH, progress=False)
+    assert out == home / "prepared" / f"acdc-{WIDTH}" and server.requests == 1
+    data = read_prepared(out)
+    assert set(data.meta["phase"]) == {"ED", "ES"} and data.meta["patient_id"].nunique() == 2
+    assert source.is_dir() and data.masks is not None
 
 
 def test_acdc_cine_frame_matches_its_labelled_volume(tmp_path):
@@ -249,3 +267,228 @@ def test_acdc_cine_frame_matches_its_labelled_volume(tmp_path):
     assert np.allclose(labelled.images[ed.to_numpy()], cine_data.images[first.to_numpy()])
     assert not np.allclose(cine_data.images[first.to_numpy()][:, :, ::-1],
                            labelled.images[ed.to_numpy()])  # fmt: skip
+
+
+# --- orientation: display order of prepared slices ------------------------------------------
+
+MARK_LABEL = 5  # label value of the marker block (kept as stored by the pair preparers)
+
+
+def _ras_anatomy() -> tuple[np.ndarray, np.ndarray]:
+    """Image and labels ``[x, y, z]`` on an RAS+ grid (x towards the patient's right, y anterior,
+    z superior), 24 x 20 x 3 voxels: a bright 3 x 3 marker (label 5; 0.6 % of the voxels, above
+    the CT 99.5th percentile clip) at the anterior-right corner of the most superior slice, and
+    a label-1 block at the posterior-left of the most inferior slice."""
+    image = np.linspace(100, 160, WIDTH * HEIGHT * DEPTH).reshape(WIDTH, HEIGHT, DEPTH)
+    labels = np.zeros((WIDTH, HEIGHT, DEPTH), np.uint8)
+    image[-3:, -3:, -1], labels[-3:, -3:, -1] = 1000.0, MARK_LABEL
+    labels[:4, :4, 0] = 1
+    return image.astype(np.float32), labels
+
+
+def _save_as(path: Path, array: np.ndarray, codes: tuple[str, str, str], *, frames: int = 0):
+    """Save RAS+ ``array [x, y, z]`` stored with voxel axes pointing to ``codes`` (same anatomy,
+    affine to match); ``frames`` > 0 repeats it as a 4-D cine file."""
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    affine = np.diag([1.5, 1.5, 10.0, 1.0])
+    image = nib.Nifti1Image(array, affine)
+    image = image.as_reoriented(ornt_transform(io_orientation(affine), axcodes2ornt(codes)))
+    data = np.asarray(image.dataobj)
+    if frames:
+        data = np.repeat(data[..., None], frames, axis=3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), image.affine), str(path))
+    return path
+
+
+STORED_LAYOUTS = [("R", "A", "S"), ("L", "P", "S"), ("I", "L", "P")]
+
+
+@pytest.mark.parametrize("codes", STORED_LAYOUTS, ids="".join)
+def test_pair_display_orientation_anterior_up_right_on_left_superior_first(tmp_path, codes):
+    image, labels = _ras_anatomy()
+    _save_as(tmp_path / "ct" / "ct_1001_image.nii.gz", image, codes)
+    _save_as(tmp_path / "ct" / "ct_1001_label.nii.gz", labels, codes)
+    # 1.5 mm pixels are kept (no resampling); 20 rows are zero-padded to 24 (2 above)
+    data = volumes.prepare_chd(tmp_path / "ct", size=WIDTH, progress=False, spacing_mm=1.5)
+    assert data.info["orientation"] == volumes.DISPLAY_ORIENTATION
+    assert "unoriented_volumes" not in data.info
+    top = 2  # first image row after padding
+    first, last = data.images[0], data.images[DEPTH - 1]
+    assert np.allclose(first[top : top + 3, :3], 1.0)  # z clipped to +3 -> 1.0
+    assert (first > 0.99).sum() == 9 and (last > 0.99).sum() == 0
+    # the mask moves with the image: marker under the bright pixels, the other block at the
+    # posterior (bottom) - left (image right) corner of the last (most inferior) slice
+    assert set(np.unique(data.masks[0][first > 0.99])) == {MARK_LABEL}
+    assert (data.masks[0] == MARK_LABEL).sum() == 9
+    assert np.all(data.masks[DEPTH - 1][top + HEIGHT - 4 : top + HEIGHT, -4:] == 1)
+    assert (data.masks[DEPTH - 1] > 0).sum() == 16
+    assert np.allclose(data.meta["spacing_z"], 10.0) and np.allclose(data.meta["spacing_x"], 1.5)
+    assert data.meta["orig_height"].tolist() == [HEIGHT] * DEPTH
+    assert data.meta["orig_width"].tolist() == [WIDTH] * DEPTH
+
+
+@pytest.mark.parametrize("codes", STORED_LAYOUTS, ids="".join)
+def test_cine_frames_display_orientation_and_match_labelled(tmp_path, codes):
+    image, labels = _ras_anatomy()
+    folder = tmp_path / "acdc" / "training" / "patient001"
+    folder.mkdir(parents=True)
+    (folder / "Info.cfg").write_text("ED: 1\nES: 2\nGroup: NOR\n")
+    _save_as(folder / "patient001_4d.nii.gz", image, codes, frames=2)
+    for frame in (1, 2):
+        _save_as(folder / f"patient001_frame{frame:02d}.nii.gz", image, codes)
+        _save_as(folder / f"patient001_frame{frame:02d}_gt.nii.gz", labels.clip(0, 1), codes)
+    cine = volumes.prepare_acdc(tmp_path / "acdc", size=WIDTH, frames="all", spacing_mm=1.5)
+    assert cine.images.shape == (2 * DEPTH, WIDTH, WIDTH)
+    for frame in range(2):
+        first = cine.images[frame * DEPTH]
+        assert (first > 0.99).sum() == 9 and np.allclose(first[2:5, :3], 1.0)
+    labelled = volumes.prepare_acdc(tmp_path / "acdc", size=WIDTH, spacing_mm=1.5)
+    assert np.allclose(labelled.images, cine.images)
+    assert labelled.info["orientation"] == cine.info["orientation"]
+    # ACDC value 1 (RV) marks the bright corner of slice 0 and the other block of slice 2
+    rv = CARDIAC_CLASSES.index("rv")
+    assert np.all(labelled.masks[0][labelled.images[0] > 0.99] == rv)
+    assert np.all(labelled.masks[DEPTH - 1][2 + HEIGHT - 4 : 2 + HEIGHT, -4:] == rv)
+
+
+def test_unoriented_nifti_keeps_stored_order(tmp_path):
+    image, labels = _ras_anatomy()
+    for name, array in (("ct_1001_image", image), ("ct_1001_label", labels)):
+        nifti = nib.Nifti1Image(array, np.diag([1.5, 1.5, 10.0, 1.0]))
+        nifti.set_sform(None, code=0)
+        nifti.set_qform(None, code=0)
+        nib.save(nifti, str(tmp_path / f"{name}.nii.gz"))
+    data = volumes.prepare_chd(tmp_path, size=WIDTH, progress=False, spacing_mm=1.5)
+    assert data.info["unoriented_volumes"] == ["ct_1001"]
+    # stored order: [D, H, W] = array.T; the marker stays in the last slice, last rows/columns
+    last = data.images[DEPTH - 1]
+    assert (last > 0.99).sum() == 9 and np.allclose(last[2 + HEIGHT - 3 : 2 + HEIGHT, -3:], 1)
+    assert (data.images[0] > 0.99).sum() == 0
+
+
+def _tilted(angle_deg: float) -> np.ndarray:
+    """A short-axis-like affine: 1.5 mm pixels, 10 mm slices, the slice axis tilted
+    ``angle_deg`` from superior towards anterior (60 degrees: closer to anterior)."""
+    angle = np.deg2rad(angle_deg)
+    affine = np.eye(4)
+    rotation = np.array([[1, 0, 0], [0, np.cos(angle), np.sin(angle)], [0, -np.sin(angle), np.cos(angle)]])
+    affine[:3, :3] = rotation @ np.diag([1.5, 1.5, 10.0])
+    return affine
+
+
+def _stored_slices() -> tuple[np.ndarray, np.ndarray]:
+    """``[D, H, W]`` as stored: slice k has a bright marker in column k (image) and label k + 1."""
+    image = np.full((DEPTH, HEIGHT, WIDTH), 100.0, np.float32) + np.arange(HEIGHT)[None, :, None]
+    labels = np.zeros((DEPTH, HEIGHT, WIDTH), np.uint8)
+    for k in range(DEPTH):
+        image[k, 5:8, 3 + 4 * k : 6 + 4 * k] = 1000.0
+        labels[k, 5:8, 3 + 4 * k : 6 + 4 * k] = k + 1
+    return image, labels
+
+
+@pytest.mark.parametrize("angle", [60, 120])  # slice axis pointing superior (60) / inferior (120)
+def test_oblique_stack_keeps_its_slices_superior_first(tmp_path, angle):
+    image, labels = _stored_slices()
+    _nifti(tmp_path / "ct_1001_image.nii.gz", image, _tilted(angle))
+    _nifti(tmp_path / "ct_1001_label.nii.gz", labels, _tilted(angle))
+    data = volumes.prepare_chd(tmp_path, size=WIDTH, progress=False, spacing_mm=1.5)
+    assert data.info["oblique_stacks"] == ["ct_1001"] and len(data) == DEPTH  # never cut across
+    stored_order = [2, 1, 0] if angle == 60 else [0, 1, 2]  # slice 0 = the most superior
+    for row, k in enumerate(stored_order):
+        assert set(np.unique(data.masks[row])) == {0, k + 1}
+        bright = data.images[row] > 0.99
+        assert np.all(data.masks[row][bright] == k + 1) and bright.sum() == 9
+    assert data.meta.spacing_z.tolist() == [10.0] * DEPTH
+
+
+def test_oblique_cine_stack_matches_its_labelled_frame(tmp_path):
+    folder = tmp_path / "acdc" / "training" / "patient001"
+    folder.mkdir(parents=True)
+    (folder / "Info.cfg").write_text("ED: 1\nES: 2\n")
+    image, labels = _stored_slices()
+    _nifti(folder / "patient001_4d.nii.gz", np.stack([image, image]), _tilted(60))
+    for frame in (1, 2):
+        _nifti(folder / f"patient001_frame{frame:02d}.nii.gz", image, _tilted(60))
+        _nifti(folder / f"patient001_frame{frame:02d}_gt.nii.gz", np.minimum(labels, 3), _tilted(60))
+    cine = volumes.prepare_acdc(tmp_path / "acdc", size=WIDTH, frames="all", progress=False, spacing_mm=1.5)
+    labelled = volumes.prepare_acdc(tmp_path / "acdc", size=WIDTH, progress=False, spacing_mm=1.5)
+    assert cine.info["oblique_stacks"] == ["patient001"]
+    assert labelled.info["oblique_stacks"] == ["patient001_frame01", "patient001_frame02"]
+    np.testing.assert_allclose(cine.images, labelled.images)
+    columns = np.flatnonzero((labelled.images[0] > 0.99).any(0))
+    assert columns.tolist() == [11, 12, 13]  # the marker of stored slice 2: it comes first
+
+
+def test_image_and_label_stored_in_different_axis_orders_is_an_error(tmp_path):
+    image, labels = _ras_anatomy()
+    _save_as(tmp_path / "ct_1001_image.nii.gz", image, ("R", "A", "S"))
+    nifti = nib.Nifti1Image(labels[::-1], np.diag([1.5, 1.5, 10.0, 1.0]))
+    nifti.set_sform(None, code=0)
+    nifti.set_qform(None, code=0)
+    nib.save(nifti, str(tmp_path / "ct_1001_label.nii.gz"))
+    nib.save(  # flipped x with a matching affine: same anatomy, different storage
+        nib.Nifti1Image(image[::-1], np.diag([-1.5, 1.5, 10.0, 1.0])),
+        str(tmp_path / "ct_1001_image.nii.gz"),
+    )
+    with pytest.raises(ValueError) as error:
+        volumes.prepare_chd(tmp_path, size=16, progress=False)
+    assert "ct_1001_image.nii.gz" in str(error.value) and "ct_1001_label.nii.gz" in str(error.value)
+    assert "only one carries an orientation" in str(error.value)
+
+
+# --- real folder layouts ------------------------------------------------------------------------
+
+
+def test_hvsmr_real_layout_training_views_and_ground_truth_folder(tmp_path):
+    """HVSMR 2016: training_{axial_full,axial_crop,sa_crop}_patN.nii.gz in one folder, their
+    -label files in another (e.g. GroundTruth/), testing_* volumes without labels."""
+    root = tmp_path / "HVSMR2016"
+    for patient in (0, 1):
+        for view in volumes.HVSMR_VIEWS:
+            name = f"training_{view}_pat{patient}"
+            _nifti(root / "Training dataset" / f"{name}.nii.gz", _image(patient))
+            _nifti(root / "GroundTruth" / f"{name}-label.nii.gz", _acdc_labels().clip(0, 2))
+    _nifti(root / "Testing dataset" / "testing_axial_crop_pat10.nii.gz", _image(10))
+    scan = volumes.scan_hvsmr(root)
+    assert not scan.problems
+    assert [i.volume_id for i in scan.items] == [
+        "training_axial_crop_pat0",
+        "training_axial_crop_pat1",
+    ]
+    assert [i.patient_id for i in scan.items] == ["pat0", "pat1"]
+    assert all(i.label.parent.name == "GroundTruth" for i in scan.items)
+    assert any("1 testing_* volumes skipped" in note for note in scan.notes)
+    assert "ready to prepare" in catalog.check("hvsmr", root)
+    data = volumes.prepare_hvsmr(root, size=16, progress=False, view="sa_crop")
+    assert set(data.meta["view"]) == {"sa_crop"} and data.info["view"] == "sa_crop"
+    assert set(data.meta["patient_id"]) == {"pat0", "pat1"}
+    assert data.classes == ("background", "label_1", "label_2")
+    out = catalog.prepare("hvsmr", root, out=tmp_path / "out", size=16, progress=False, view=None)
+    stored = read_prepared(out)
+    assert stored.info["orientation"] == volumes.DISPLAY_ORIENTATION
+    assert stored.info["view"] == "all" and len(stored.images) == 6 * DEPTH
+    every = volumes.scan_hvsmr(root, view=None)
+    assert len(every.items) == 6 and {i.patient_id for i in every.items} == {"pat0", "pat1"}
+    with pytest.raises(ValueError, match="view must be one of"):
+        volumes.scan_hvsmr(root, view="axial")
+    (root / "GroundTruth" / "training_axial_crop_pat1-label.nii.gz").unlink()
+    with pytest.raises(ValueError, match="no training_axial_crop_pat1-label.nii.gz below"):
+        catalog.check("hvsmr", root)
+
+
+def test_mmwhs_real_names_with_image_and_label_folders(tmp_path):
+    """MM-WHS: ct_train_1001_image.nii.gz / ct_train_1001_label.nii.gz, next to each other
+    (ct_train/) or, as often re-packed, in image/ and label/ folders."""
+    for number in (1001, 1002):
+        labels = np.zeros((DEPTH, HEIGHT, WIDTH), np.int16)
+        labels[:, 4:10, 4:10], labels[:, 12:18, 12:20] = 205, 850
+        _nifti(tmp_path / "image" / f"ct_train_{number}_image.nii.gz", _image(number))
+        _nifti(tmp_path / "label" / f"ct_train_{number}_label.nii.gz", labels)
+    data = volumes.prepare_mmwhs(tmp_path, size=16, progress=False)
+    assert set(data.meta["volume_id"]) == {"ct_train_1001", "ct_train_1002"}
+    assert set(np.unique(data.masks)) == {0, MYO, volumes.MMWHS_CLASSES.index("pulmonary_artery")}
+    _nifti(tmp_path / "copy" / "ct_train_1002_label.nii.gz", np.zeros((DEPTH, HEIGHT, WIDTH)))
+    with pytest.raises(ValueError, match="several labels named ct_train_1002_label.nii.gz"):
+        catalog.check("mmwhs", tmp_path)

@@ -15,6 +15,8 @@ from medcl_lite.data.datasets import (
     TwoViewDataset,
     _split_counts,
     choose_labelled,
+    choose_labelled_by,
+    choose_labelled_patients,
     choose_labelled_volumes,
     cross_validation_folds,
     make_protocol,
@@ -281,6 +283,31 @@ def test_choose_labelled_volumes_errors(volumes, xrays):
     with pytest.raises(ValueError, match="volume_id"):
         choose_labelled_volumes(xrays.meta, np.arange(36), 1, seed=0)
 
+
+
+def test_choose_labelled_patients_takes_every_volume_of_a_patient(volumes):
+    meta = volumes.meta
+    pool = np.arange(len(volumes))
+    previous: set[int] = set()
+    for n in range(1, 5):
+        chosen = choose_labelled_patients(meta, pool, n, seed=1)
+        assert meta["patient_id"].iloc[chosen].nunique() == n
+        assert len(chosen) == 10 * n  # ED and ES, 5 slices each
+        assert previous < set(chosen.tolist())  # nested
+        previous = set(chosen.tolist())
+    draws = {tuple(choose_labelled_patients(meta, pool, 1, seed=s)) for s in range(8)}
+    assert len(draws) > 1
+    with pytest.raises(ValueError, match="n_patients"):
+        choose_labelled_patients(meta, pool, 5, seed=0)
+
+
+def test_choose_labelled_by_dispatches_on_the_unit(volumes):
+    meta, pool = volumes.meta, np.arange(len(volumes))
+    assert len(choose_labelled_by("images", meta, pool, 2, seed=0)) == 2
+    assert len(choose_labelled_by("volumes", meta, pool, 2, seed=0)) == 10
+    assert len(choose_labelled_by("patients", meta, pool, 2, seed=0)) == 20
+    with pytest.raises(ValueError, match="label unit 'slices'"):
+        choose_labelled_by("slices", meta, pool, 2, seed=0)
 
 # --------------------------------------------------------------------------- protocol
 def test_protocol_keeps_test_patients_out_of_everything_else(xrays):

@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from medcl_lite.data import prepared
 from medcl_lite.data.io import read_image
 from medcl_lite.data.phantoms import make_cardiac_volumes, make_chest_xrays
-from medcl_lite.data.prepared import MARKER, read_prepared, write_prepared
+from medcl_lite.data.prepared import MARKER, open_prepared, read_prepared, write_prepared
 from medcl_lite.data.sliceset import SliceSet
 
 QUANTUM = 0.5 / 65535 + 1e-7
@@ -224,3 +224,25 @@ def test_make_phantoms_script(tmp_path, capsys):
     assert len(read_prepared(tmp_path / "phantom_xray")) == 240
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--kind", "ct"])
+
+
+def test_open_prepared_by_path_or_name(tmp_path, xrays, monkeypatch):
+    folder = write_prepared(xrays, tmp_path / "home" / "prepared" / "xr-32")
+    assert len(open_prepared(folder)) == len(xrays)
+    assert len(open_prepared("xr-32", home=tmp_path / "home")) == len(xrays)
+    monkeypatch.setenv("MEDCL_DATA", str(tmp_path / "home"))
+    assert open_prepared("xr-32").name == xrays.name
+    with pytest.raises(FileNotFoundError, match="'nope-32' not found.*prepared"):
+        open_prepared("nope-32")
+
+
+def test_load_role_phantom_site_or_prepared_folder(tmp_path, xrays):
+    from medcl_lite.data.prepared import load_role
+
+    data, rows = load_role("phantom", xrays, "A")
+    assert data is xrays and (xrays.meta.site.iloc[rows] == "A").all() and 0 < len(rows) <= len(xrays)
+    folder = write_prepared(xrays, tmp_path / "xr")
+    data, rows = load_role(str(folder), None, "A")
+    assert len(rows) == len(data) == len(xrays)
+    with pytest.raises(ValueError, match="needs the phantom"):
+        load_role("phantom", None, "A")

@@ -244,10 +244,24 @@ CATALOG: dict[str, DatasetEntry] = {
             " MRI cardiac multi-structures segmentation and diagnosis: is the problem solved?"
             " IEEE TMI 2018;37(11):2514-2525.",
             homepage="https://humanheart-project.creatis.insa-lyon.fr/database/",
-            files=(),  # registration-free link, but no verified sha256: check + prepare only
+            files=(
+                RemoteFile(
+                    name="ACDC.zip",
+                    url="https://humanheart-project.creatis.insa-lyon.fr/database/api/v1/collection/"
+                    "637218c173e9f0047faa00fb/download",
+                    # Pinned by torch-em (constantinpape/torch-em, torch_em/data/datasets/medical/
+                    # acdc.py, CHECKSUM); not measured here (no access from this machine). If the
+                    # portal changed the archive, download reports the measured hash.
+                    sha256="2787e08b0d3525cbac710fc3bdf69ee7c5fd7446472e49db8bc78548802f6b5e",
+                ),
+            ),
             instructions=(
-                "Public download without registration from the CREATIS site (no pinned checksum"
-                " here, so not downloaded automatically). Unpack it into DIR so that"
+                "Public: `medcl data download acdc --size 352` fetches ACDC.zip (about 2 GB,"
+                " sha256 checked) from the CREATIS Human Heart Project portal and prepares the"
+                " labelled ED/ES volumes; the unlabelled cine pretraining pool is then"
+                " `medcl data prepare acdc --source $MEDCL_DATA/raw/acdc -o frames=all --size 352"
+                " --out $MEDCL_DATA/prepared/acdc-cine-352`. A copy you downloaded yourself: unpack"
+                " it into DIR so that"
                 " DIR/.../training/patient001/ (and testing/patient101/) hold Info.cfg (ED, ES),"
                 " patient001_frameYY.nii.gz + patient001_frameYY_gt.nii.gz at ED and ES, and"
                 " patient001_4d.nii.gz. Then `medcl data check acdc --source DIR` and"
@@ -314,9 +328,14 @@ CATALOG: dict[str, DatasetEntry] = {
             homepage="http://segchd.csail.mit.edu/",
             files=(),
             instructions=(
-                "Registration at the homepage. Put the volumes into DIR as NAME.nii.gz with"
-                " NAME-label.nii.gz next to them (any depth). Label values are kept as stored"
-                " (classes label_1 ...); intensity: per-volume z-score as for ACDC. Then"
+                "Registration at the homepage. Unpack the training data into DIR: images"
+                " training_{axial_full,axial_crop,sa_crop}_patN.nii.gz and labels"
+                " training_..._patN-label.nii.gz, next to them or in another folder (e.g."
+                " GroundTruth/; any depth). Every patient comes in the three views of the same"
+                " anatomy, so one is prepared (option view=axial_crop, axial_full or sa_crop;"
+                " null: every NAME.nii.gz + NAME-label.nii.gz pair); testing_* volumes (no public"
+                " labels) are skipped. Label values are kept as stored (classes label_1 ...);"
+                " intensity: per-volume z-score as for ACDC. Then"
                 " `medcl data prepare hvsmr --source DIR`."
             ),
             labels="stored label values (label_1 ... label_K)",

@@ -17,6 +17,22 @@ Preparation choices (written into each prepared dataset's ``info``):
   is ``spacing_mm`` in every volume. With ``spacing_mm=None`` (CT default) each slice is
   zero-padded to a square and resized to ``size x size`` (see :mod:`._common`). Slices are never
   resampled along the slice axis.
+- **orientation** (``info["orientation"]``, :data:`DISPLAY_ORIENTATION`): slices run superior
+  to inferior (slice 0 the most superior, so ``depth`` runs from above the cardiac base towards
+  the apex for short-axis stacks) and each slice is shown in the radiological convention
+  (anterior at the top, the patient's right on the image left). This is the RAS+ array of
+  :mod:`medcl_lite.data.volumes` with all three axes reversed (slice order, and a 180 degree
+  in-plane rotation), image and mask alike; spacing is unchanged. Why: it matches the cardiac
+  phantom (:mod:`medcl_lite.data.phantoms.cardiac`, RV on the image left, depth from base to
+  apex) and radiological reading, so real and phantom slices look alike; PCL itself only needs
+  one depth direction within a dataset. Files without qform and sform (NIfTI codes 0) carry no
+  orientation and keep their stored order (listed in ``info["unoriented_volumes"]``).
+  A multi-slice stack (slice step above ``SLICE_ANISOTROPY`` times the pixel size) whose
+  stored slice axis would end up in the image plane after the closest-RAS+ reordering (an
+  oblique short-axis stack closer to an in-plane axis than to superior-inferior) keeps its
+  stored slice axis, ordered so that slice 0 is the most superior, and its stored in-plane
+  order (an oblique plane has no radiological convention); such volumes are listed in
+  ``info["oblique_stacks"]``. Cutting the stack across its slices is never an option.
 """
 
 from __future__ import annotations
@@ -54,7 +70,16 @@ ACDC_TO_CARDIAC = {
 #: MM-WHS label values (challenge description) -> classes; the first four as the phantom's.
 MMWHS_CLASSES = (*CARDIAC_CLASSES, "la", "ra", "aorta", "pulmonary_artery")
 MMWHS_TO_CLASSES = {0: 0, 500: 1, 205: 2, 600: 3, 420: 4, 550: 5, 820: 6, 850: 7}
+DISPLAY_ORIENTATION = (
+    "slices superior->inferior; in-plane radiological: anterior up, patient's right on image left"
+)
+#: A stack whose slice step exceeds this many times its pixel size is a multi-slice (2-D)
+#: acquisition, whose stored slice axis must stay the slice axis.
+SLICE_ANISOTROPY = 1.5
+#: HVSMR 2016 views; every training patient comes in all three (same anatomy).
+HVSMR_VIEWS = ("axial_crop", "axial_full", "sa_crop")
 _PATIENT = re.compile(r"^patient\d{3}$")
+_HVSMR = re.compile(r"^(training|testing)_(axial_full|axial_crop|sa_crop)_pat(\d+)$")
 
 
 @dataclass
@@ -189,27 +214,56 @@ def scan_nifti_pairs(
 ) -> Scan:
     """NIfTI images below ``source`` whose name (without ``.nii``/``.nii.gz``) ends with
     ``image_suffix`` (``""``: every NIfTI that is not a label), each with the label file of the
-    same name ending with ``label_suffix`` in the same folder."""
+    same name ending with ``label_suffix``: next to the image, else the one file of that name
+    anywhere below ``source`` (e.g. ``image/`` and ``label/`` or ``GroundTruth/`` folders)."""
     source = source_folder(source)
-    files = find_files(source, [".nii", ".gz"])
-    files = [p for p in files if _suffix(p) in NIFTI_SUFFIXES]
+    files = _nifti_files(source)
     images = [
         p for p in files if _stem(p).endswith(image_suffix) and not _stem(p).endswith(label_suffix)
     ]
     if not images:
         return Scan([f"no NIfTI images named *{image_suffix}.nii.gz under {source}"])
-    problems, items = [], []
-    for image in images:
-        base = _stem(image)[: len(_stem(image)) - len(image_suffix)]
-        label = image.with_name(base + label_suffix + _suffix(image))
-        if not label.is_file():
-            problems.append(f"missing label {label} for image {image}")
-        items.append(
-            VolumeItem(
-                base, base, image, label, extra={"source_file": str(image.relative_to(source))}
-            )
-        )
-    notes = [f"{len(items)} image/label volume pairs"]
+    problems, items = _pair_items(source, files, images, image_suffix, label_suffix)
+    return Scan(problems, items, notes=[f"{len(items)} image/label volume pairs"])
+
+
+def scan_hvsmr(source: str | Path, view: str | None = "axial_crop") -> Scan:
+    """HVSMR 2016 training volumes ``training_{view}_patN.nii.gz`` with
+    ``training_{view}_patN-label.nii.gz`` (next to them or in another folder, e.g.
+    ``GroundTruth/``); ``patient_id`` is ``patN``.
+
+    Every patient comes in three views of the same anatomy (:data:`HVSMR_VIEWS`), so one view is
+    kept (``view=None``: every ``NAME.nii.gz`` + ``NAME-label.nii.gz`` pair, any names; the views
+    of one patient then share its ``patient_id``). ``testing_*`` volumes have no public labels
+    and are skipped (a note says how many).
+    """
+    if view is not None and view not in HVSMR_VIEWS:
+        raise ValueError(f"hvsmr: view must be one of {HVSMR_VIEWS} or None, got {view!r}")
+    source = source_folder(source)
+    files = _nifti_files(source)
+    images, skipped, notes = [], 0, []
+    for path in files:
+        stem = _stem(path)
+        if stem.endswith("-label"):
+            continue
+        match = _HVSMR.match(stem)
+        if match and match.group(1) == "testing":
+            skipped += 1
+        elif view is None or (match and match.group(2) == view):
+            images.append(path)
+    if not images:
+        wanted = "NAME.nii.gz" if view is None else f"training_{view}_patN.nii.gz"
+        return Scan([f"no HVSMR images named {wanted} under {source}"])
+    problems, items = _pair_items(source, files, images, "", "-label")
+    for item in items:
+        match = _HVSMR.match(item.volume_id)
+        if match:
+            item.patient_id = f"pat{int(match.group(3))}"
+            item.extra["view"] = match.group(2)
+    notes.append(f"{len(items)} image/label volume pairs of {len({i.patient_id for i in items})}"
+                 f" patients" + ("" if view is None else f" (view {view})"))  # fmt: skip
+    if skipped:
+        notes.append(f"{skipped} testing_* volumes skipped (no public labels)")
     return Scan(problems, items, notes=notes)
 
 
@@ -250,7 +304,8 @@ def prepare_nifti_pairs(
 def prepare_chd(
     source: str | Path, size: int = 256, progress: bool = True, spacing_mm: float | None = None
 ) -> SliceSet:
-    """ImageCHD CT (``*_image.nii.gz`` + ``*_label.nii.gz``); stored label values kept."""
+    """ImageCHD CT (``ct_XXXX_image.nii.gz`` + ``ct_XXXX_label.nii.gz``); stored label values
+    kept."""
     return prepare_nifti_pairs(source, size, progress, spacing_mm=spacing_mm, name="chd")
 
 
@@ -271,13 +326,29 @@ def prepare_mmwhs(
 
 
 def prepare_hvsmr(
-    source: str | Path, size: int = 256, progress: bool = True, spacing_mm: float | None = None
+    source: str | Path,
+    size: int = 256,
+    progress: bool = True,
+    spacing_mm: float | None = None,
+    view: str | None = "axial_crop",
 ) -> SliceSet:
-    """HVSMR 2016 cardiovascular MR (``NAME.nii.gz`` + ``NAME-label.nii.gz``), z-scored as MRI
-    (no percentile clip); stored label values kept."""
-    return prepare_nifti_pairs(
-        source, size, progress, "", "-label", spacing_mm=spacing_mm, name="hvsmr", modality="mri"
+    """HVSMR 2016 cardiovascular MR, one ``view`` (see :func:`scan_hvsmr`), z-scored as MRI (no
+    percentile clip); stored label values kept. Column ``view`` names the HVSMR view."""
+    source = source_folder(source)
+    scan = scan_hvsmr(source, view)
+    scan.raise_problems("hvsmr", source)
+    data = _build(
+        scan.items,
+        size,
+        name="hvsmr",
+        modality="mri",
+        spacing_mm=spacing_mm,
+        label_map=None,
+        classes=None,
+        progress=progress,
     )
+    data.info["view"] = view if view is not None else "all"
+    return data
 
 
 def scan_chd(source: str | Path) -> Scan:
@@ -285,9 +356,35 @@ def scan_chd(source: str | Path) -> Scan:
     return scan_nifti_pairs(source)
 
 
-def scan_hvsmr(source: str | Path) -> Scan:
-    """Layout check of :func:`prepare_hvsmr`."""
-    return scan_nifti_pairs(source, "", "-label")
+def _nifti_files(source: Path) -> list[Path]:
+    return [p for p in find_files(source, [".nii", ".gz"]) if _suffix(p) in NIFTI_SUFFIXES]
+
+
+def _pair_items(
+    source: Path, files: list[Path], images: list[Path], image_suffix: str, label_suffix: str
+) -> tuple[list[str], list[VolumeItem]]:
+    """One :class:`VolumeItem` per image with its label (see :func:`scan_nifti_pairs`)."""
+    by_name: dict[str, list[Path]] = {}
+    for path in files:
+        by_name.setdefault(path.name, []).append(path)
+    problems, items = [], []
+    for image in images:
+        base = _stem(image)[: len(_stem(image)) - len(image_suffix)]
+        label = image.with_name(base + label_suffix + _suffix(image))
+        if not label.is_file():
+            found = by_name.get(label.name, [])
+            if len(found) == 1:
+                label = found[0]
+            elif found:
+                shown = ", ".join(str(p) for p in found)
+                problems.append(f"several labels named {label.name} for image {image}: {shown}")
+            else:
+                problems.append(
+                    f"missing label {label} for image {image} (no {label.name} below {source})"
+                )
+        extra = {"source_file": str(image.relative_to(source))}
+        items.append(VolumeItem(base, base, image, label, extra=extra))
+    return problems, items
 
 
 # --- shared steps -----------------------------------------------------------------------------
@@ -364,11 +461,87 @@ def _map_labels(labels: np.ndarray, label_map: dict[int, int] | None, path: Path
     return lut[labels.astype(np.int64)]
 
 
+def to_display(volume: np.ndarray) -> np.ndarray:
+    """RAS+ ``[D, H, W]`` (inferior->superior, posterior->anterior, left->right) -> display
+    order (:data:`DISPLAY_ORIENTATION`): every axis reversed, i.e. slices superior->inferior and
+    each slice rotated by 180 degrees (anterior up, patient's right on the image left)."""
+    return np.ascontiguousarray(volume[::-1, ::-1, ::-1])
+
+
+def _voxel_order(path: Path) -> tuple[str, tuple[tuple[int, int], ...] | None, bool]:
+    """How a volume file is read: ``(mode, order, superior_last)``.
+
+    ``mode`` is ``"display"`` (oriented: RAS+, then :func:`to_display`), ``"stored"`` (NIfTI
+    without qform/sform: stored order kept) or ``"stack"`` (an oblique multi-slice stack whose
+    stored slice axis must stay the slice axis, see the module doc). ``order`` gives, for each
+    voxel axis, ``(output axis (0 R, 1 A, 2 S), +1 or -1 when reversed)`` on reading (None when
+    unknown: a DICOM series, or a degenerate affine the reader reports). ``superior_last``: the
+    stored slice axis points superior (so reversing it puts the most superior slice first).
+    """
+    if path.is_dir():
+        return "display", None, False
+    import nibabel as nib
+    from nibabel.orientations import io_orientation
+
+    nifti = nib.load(str(path))
+    header = nifti.header
+    if not (int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0):
+        return "stored", ((0, 1), (1, 1), (2, 1)), False
+    ornt = io_orientation(nifti.affine)
+    if np.isnan(ornt).any() or len(nifti.shape) < 3:
+        return "display", None, False  # the reader names the file and the degenerate axis
+    order = tuple((int(axis), int(flip)) for axis, flip in ornt)
+    zooms = [float(z) if z > 0 else 1.0 for z in header.get_zooms()[:3]]
+    superior_last = bool(nifti.affine[2, 2] > 0)
+    if order[2][0] != 2 and zooms[2] > SLICE_ANISOTROPY * max(zooms[:2]):
+        return "stack", order, superior_last
+    return "display", order, superior_last
+
+
+def _to_stack(volume: np.ndarray, order, superior_last: bool) -> np.ndarray:
+    """RAS+ ``[D, H, W]`` of an oblique stack -> ``[k, j, i]`` in stored voxel order, the stored
+    slice axis ``k`` first and reversed when it points superior (slice 0 the most superior)."""
+    ras = volume.T  # [R, A, S] output axes
+    for axis, flip in order:
+        if flip < 0:
+            ras = np.flip(ras, axis=axis)
+    stored = ras.transpose([axis for axis, _ in order])  # [i, j, k]
+    stack = stored.transpose(2, 1, 0)
+    return np.ascontiguousarray(stack[::-1] if superior_last else stack)
+
+
+def _stack_spacing(spacing: tuple[float, float, float], order) -> tuple[float, float, float]:
+    """Spacing ``(dz, dy, dx)`` of RAS+ axes -> ``(dk, dj, di)`` of the stored axes."""
+    ras = tuple(reversed(spacing))
+    stored = [ras[axis] for axis, _ in order]
+    return (stored[2], stored[1], stored[0])
+
+
 def _read_item(item: VolumeItem):
-    """Yield ``(frame, image [D, H, W], labels or None, spacing (dz, dy, dx))`` of one item."""
+    """Yield ``(frame, image [D, H, W], labels or None, spacing (dz, dy, dx), mode)`` of one
+    item (``mode`` from :func:`_voxel_order`), in display order when the file is oriented."""
+    mode, order, superior_last = _voxel_order(item.image)
+
+    def arrange(volume: np.ndarray) -> np.ndarray:
+        if mode == "display":
+            return to_display(volume)
+        return _to_stack(volume, order, superior_last) if mode == "stack" else volume
+
+    def arrange_spacing(spacing):
+        return _stack_spacing(spacing, order) if mode == "stack" else tuple(spacing)
+
     if item.label is not None:
+        label_mode, label_order, _ = _voxel_order(item.label)
+        if order is not None and label_order is not None and order != label_order:
+            raise ValueError(
+                f"image {item.image} and label {item.label} store their axes in different"
+                f" orders ((R/A/S axis, direction) per voxel axis: {list(order)} vs"
+                f" {list(label_order)}"
+                f"{'; only one carries an orientation' if 'stored' in (mode, label_mode) else ''})"
+            )
         image, label = read_volume_pair(item.image, item.label)
-        yield item.frame, image.array, label.array, image.spacing
+        yield (item.frame, arrange(image.array), arrange(label.array),
+               arrange_spacing(image.spacing), mode)  # fmt: skip
         return
     import nibabel as nib
 
@@ -379,13 +552,12 @@ def _read_item(item: VolumeItem):
     if data.ndim != 4:
         raise ValueError(f"{item.image} has shape {data.shape}: expected a 3-D or 4-D NIfTI")
     zooms = [float(z) if z > 0 else 1.0 for z in nifti.header.get_zooms()[:3]]
-    header = nifti.header  # reoriented as read_image does: only with a qform or sform
-    oriented = int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0
     for t in range(data.shape[3]):
         volume, spacing = data[..., t], zooms
-        if oriented:
+        if mode != "stored":  # reordered as read_image does, then arranged
             volume, spacing = _canonical_axes(volume, nifti.affine, zooms, item.image)
-        yield t + 1, np.ascontiguousarray(volume.T), None, tuple(reversed(spacing))
+        volume = np.ascontiguousarray(volume.T)  # [i, j, k] -> [D, H, W]
+        yield t + 1, arrange(volume), None, arrange_spacing(tuple(reversed(spacing))), mode
 
 
 def _first_patients(items: list[VolumeItem], max_patients: int | None) -> list[VolumeItem]:
@@ -411,8 +583,9 @@ def _build(
     """Read, normalise and fit every volume of ``items`` into one SliceSet of slices.
 
     Extra columns: ``modality``, ``frame`` (1-based cine frame, -1 for 3-D files), the items'
-    ``extra`` (ACDC: ``phase`` ED / ES / "", ``split``, ``group``), ``orig_height``,
-    ``orig_width``, ``orig_spacing_x``, ``orig_spacing_y`` (mm).
+    ``extra`` (ACDC: ``phase`` ED / ES / "", ``split``, ``group``; pairs: ``source_file``;
+    HVSMR: ``view``), ``orig_height``, ``orig_width``, ``orig_spacing_x``, ``orig_spacing_y``
+    (mm). Slices are in display order (module doc, "orientation").
     """
     from tqdm.auto import tqdm
 
@@ -423,15 +596,18 @@ def _build(
     if not items:
         raise ValueError(f"{name}: no volumes to prepare")
     labelled = items[0].label is not None
-    images, masks, rows = [], [], []
+    images, masks, rows, unoriented, stacks = [], [], [], [], []
     for item in tqdm(items, desc=f"preparing {name}", disable=not progress):
-        for frame, volume, labels, (dz, dy, dx) in _read_item(item):
+        for frame, volume, labels, (dz, dy, dx), mode in _read_item(item):
             volume = to_unit(volume, item.image, modality)
             if labels is not None:
                 labels = _map_labels(labels, label_map, item.label)
             volume_id = (
                 item.volume_id if item.frame or frame is None else f"{item.volume_id}_t{frame:02d}"
             )
+            kept = {"stored": unoriented, "stack": stacks}.get(mode)
+            if kept is not None and item.volume_id not in kept:
+                kept.append(item.volume_id)
             n = volume.shape[0]
             for k in range(n):
                 image, mask, (sy, sx) = fit_slice(
@@ -480,7 +656,12 @@ def _build(
         if spacing_mm is None
         else f"in-plane resampling to {float(spacing_mm):g} mm, centre crop / zero-pad",
         "resampling": "images linear (anti-aliased when shrinking); masks nearest",
+        "orientation": DISPLAY_ORIENTATION,
     }
+    if unoriented:
+        info["unoriented_volumes"] = unoriented  # no qform / sform: stored order kept
+    if stacks:
+        info["oblique_stacks"] = stacks  # stored slice axis (superior first), stored in-plane
     return SliceSet(np.stack(images), mask_array, pd.DataFrame(rows), tuple(classes), name, info)
 
 
