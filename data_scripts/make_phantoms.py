@@ -1,6 +1,6 @@
 """Write the built-in phantoms in the prepared format.
 
-    python data_scripts/make_phantoms.py --out DIR [--kind xray|cardiac|all] [--size 128]
+    python data_scripts/make_phantoms.py --out DIR [--kind xray|cardiac|abdomen|all] [--size 128]
         [--seed 0] [--overwrite]
 
 writes ``DIR/phantom_xray/`` and/or ``DIR/phantom_cardiac_mri/``; all logic lives in

@@ -3,7 +3,9 @@
 segmentation-models-pytorch does the heavy lifting: ``model.encoder(x)`` returns the input and one
 feature map per stage, ``model.decoder`` turns them into decoder features. Contrastive pretraining
 trains ``model.encoder`` (+ a head that is thrown away); fine-tuning loads it and trains the whole
-segmenter, the decoder from scratch (CL-TCI Sec. 3.3, PCL Sec. 2.3).
+segmenter, the decoder from scratch (CL-TCI Sec. 3.3, PCL Sec. 2.3). Region losses (LRC) and
+supervised pretraining also train ``model.decoder`` (:class:`SegmenterWithHeads`); fine-tuning then
+loads both (:func:`load_pretrained`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ __all__ = [
     "ARCHITECTURES",
     "EncoderWithHead",
     "ProjectionHead",
+    "RegionHead",
+    "SegmenterWithHeads",
     "build_segmenter",
     "load_encoder",
+    "load_pretrained",
     "momentum_copy",
     "momentum_update",
 ]
@@ -100,6 +105,51 @@ class EncoderWithHead(nn.Module):
         return self.head(self.encoder(x)[-1])
 
 
+class RegionHead(nn.Module):
+    """Projection of pooled region features (LRC): Linear(C, C) -> ReLU -> Linear(C, out_dim).
+
+    ``[M, C]`` region vectors (decoder features averaged over a superpixel) -> ``[M, out_dim]``;
+    the global :class:`ProjectionHead`'s MLP without its pooling.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 128) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.layers(pooled)
+
+
+class SegmenterWithHeads(nn.Module):
+    """A whole smp segmenter with a global head on its bottleneck and a region head (LRC).
+
+    ``forward(x)`` -> ``[B, D]`` global embedding (as :class:`EncoderWithHead`, so the SimCLR and
+    MoCo objectives are unchanged); ``forward_dense(x)`` -> that embedding and the decoder's
+    feature map ``[B, C_dec, H, W]`` from one pass; ``segment(x)`` -> logits ``[B, K, H, W]``
+    (supervised pretraining). Fine-tuning takes ``encoder`` and ``decoder`` (:func:`load_pretrained`).
+    """
+
+    def __init__(self, segmenter: nn.Module, head: nn.Module, region_head: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.decoder = segmenter.encoder, segmenter.decoder
+        self.segmentation_head = segmenter.segmentation_head
+        self.head, self.region_head = head, region_head
+
+    def features(self, x: Tensor) -> Tensor:
+        """Global-average-pooled bottleneck ``[B, C]`` (what the embedding plots show)."""
+        return self.encoder(x)[-1].mean(dim=(2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x)[-1])
+
+    def forward_dense(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        stages = self.encoder(x)
+        return self.head(stages[-1]), self.decoder(stages)
+
+    def segment(self, x: Tensor) -> Tensor:
+        return self.segmentation_head(self.decoder(self.encoder(x)))
+
+
 def momentum_copy(module: nn.Module) -> nn.Module:
     """A frozen copy of ``module`` to serve as MoCo's key encoder (updated only by EMA)."""
     key = copy.deepcopy(module)
@@ -134,3 +184,27 @@ def load_encoder(segmenter: nn.Module, encoder_state: dict[str, Tensor]) -> None
             "encoder name and in_channels must match the pretraining run"
         )
     segmenter.encoder.load_state_dict(encoder_state)
+
+
+def load_pretrained(segmenter: nn.Module, state: dict) -> list[str]:
+    """Load a pretraining run's weights: a flat encoder ``state_dict`` (global contrast), or
+    ``{"encoder": ..., "decoder": ...}`` (region losses and supervised pretraining also train the
+    decoder). Returns the parts loaded. Every key and shape must match (architecture, encoder
+    name, in_channels and decoder widths as in pretraining)."""
+    if not state or not all(isinstance(v, dict) for v in state.values()):
+        load_encoder(segmenter, state)
+        return ["encoder"]
+    unknown = sorted(set(state) - {"encoder", "decoder"})
+    if unknown or "encoder" not in state:
+        raise ValueError(f"load_pretrained: expected parts 'encoder' (and 'decoder'), got {sorted(state)}")
+    load_encoder(segmenter, state["encoder"])
+    if "decoder" in state:
+        try:
+            segmenter.decoder.load_state_dict(state["decoder"])
+        except RuntimeError as error:
+            raise ValueError(
+                "load_pretrained: the pretrained decoder does not fit this segmenter (architecture"
+                f" and decoder widths must match the pretraining run): {str(error)[:300]}"
+            ) from None
+    return list(state)
+

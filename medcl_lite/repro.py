@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--no-progress", action="store_true")
     phantom = actions.add_parser("phantoms", help="write the built-in phantoms in the prepared format")
     phantom.add_argument("--out", default="data", help="output folder (default: ./data)")
-    phantom.add_argument("--kind", default="all", help="xray | cardiac | all")
+    phantom.add_argument("--kind", default="all", help="xray | cardiac | abdomen | all")
     phantom.add_argument("--size", type=int, default=128)
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--overwrite", action="store_true")

@@ -34,17 +34,21 @@ from medcl_lite.config import ConfigError, check_choice, check_range, to_dict, t
 from medcl_lite.data.datasets import LabelledDataset, TwoViewDataset
 from medcl_lite.data.samplers import PatientBatchSampler
 from medcl_lite.data.sliceset import SliceSet
+from medcl_lite.data.superpixels import FelzenszwalbParams, superpixels
 from medcl_lite.data.transforms import joint_transform, view_transform
 from medcl_lite.losses import MoCoQueue, info_nce, nt_xent
 from medcl_lite.metrics import dice_per_image, dice_per_volume, dice_pooled
 from medcl_lite.models import (
     EncoderWithHead,
     ProjectionHead,
+    RegionHead,
+    SegmenterWithHeads,
     build_segmenter,
-    load_encoder,
+    load_pretrained,
     momentum_copy,
     momentum_update,
 )
+from medcl_lite.regions import region_loss
 from medcl_lite.utils import get_device, seed_everything
 
 __all__ = [
@@ -53,16 +57,19 @@ __all__ = [
     "PretrainConfig",
     "PretrainResult",
     "build_contrastive",
+    "dense_loss",
     "embed",
     "finetune",
     "moco_loss",
+    "moco_objective",
     "predict",
     "pretrain",
     "simclr_loss",
+    "simclr_objective",
 ]
 
 # Fields that may change between a run and its resumption without changing what is computed.
-_RESUME_FREE = {"resume", "progress", "max_epochs", "out_dir", "num_workers", "device"}
+_RESUME_FREE = {"resume", "progress", "max_epochs", "out_dir", "num_workers", "device", "superpixel_cache"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,7 +79,7 @@ _RESUME_FREE = {"resume", "progress", "max_epochs", "out_dir", "num_workers", "d
 class PretrainConfig:
     """Contrastive pretraining of a segmenter's encoder (the papers' values in the presets)."""
 
-    framework: str = "simclr"  # "simclr" | "moco"
+    framework: str = "simclr"  # "simclr" | "moco" | "supervised" (masks of the data, LRC Sec. 4)
     pairing: str = "instance"  # "instance" | "temporal" | "positional" | "partition"
     threshold: float = 0.1  # positional: |Δdepth| < θ (PCL: 0.1 CHD, 0.35 ACDC)
     parts: int = 4  # partition: depth bins per volume (GCL: 4)
@@ -93,6 +100,16 @@ class PretrainConfig:
     proj_dim: int = 128  # 512 in the papers' code
     queue_size: int = 3072  # MoCo
     moco_momentum: float = 0.999  # MoCo
+    # LRC (unpublished choices, ours: chapter 03): L = L_global + region_weight * L_region
+    region_weight: float = 0.0  # λ; 0 = no region term (global methods train the encoder only)
+    regions_per_image: int = 8  # R regions sampled per image ("contrastive sampling")
+    region_min_pixels: int = 16  # regions smaller than this in either view are skipped
+    region_temperature: float = 0.1
+    region_dim: int = 128  # region embedding size
+    sp_scale: float = 50.0  # Felzenszwalb scale / sigma / min_size (FelzenszwalbParams defaults)
+    sp_sigma: float = 0.5
+    sp_min_size: int = 20
+    superpixel_cache: str = ""  # folder of cached superpixels; "" = <out_dir>/superpixels (none without out_dir)
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA only
@@ -104,7 +121,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        check_choice(name, "framework", self.framework, {"simclr", "moco"})
+        check_choice(name, "framework", self.framework, {"simclr", "moco", "supervised"})
         check_choice(name, "pairing", self.pairing, set(pairing.STRATEGIES))
         check_choice(name, "optimizer", self.optimizer, {"sgd", "adam"})
         check_choice(name, "sampler", self.sampler, {"random", "patient"})
@@ -118,6 +135,14 @@ class PretrainConfig:
             check_range(name, key, getattr(self, key), 1e-12)
         check_range(name, "moco_momentum", self.moco_momentum, 0.0, 1.0)
         check_range(name, "warmup_epochs", self.warmup_epochs, 0)
+        check_range(name, "region_weight", self.region_weight, 0.0)
+        for key in ("regions_per_image", "region_min_pixels", "region_dim", "sp_min_size"):
+            check_range(name, key, getattr(self, key), 1)
+        for key in ("region_temperature", "sp_scale"):
+            check_range(name, key, getattr(self, key), 1e-12)
+        check_range(name, "sp_sigma", self.sp_sigma, 0.0)
+        if self.framework == "supervised" and self.pairing != "instance":
+            raise ConfigError(f"{name}: framework='supervised' uses the masks, not a pairing (got {self.pairing!r})")
         if self.resume and not self.out_dir:
             raise ConfigError(f"{name}: resume=True needs an out_dir to resume from")
 
@@ -183,7 +208,11 @@ def simclr_loss(net: nn.Module, batch: dict[str, Tensor], cfg: PretrainConfig, d
     """SimCLR (+ pairing): embed both views in one pass, NT-Xent with the strategy's positives."""
     v1, v2 = batch["view1"].to(device), batch["view2"].to(device)
     z1, z2 = net(torch.cat([v1, v2])).chunk(2)  # one pass: BatchNorm sees both views
-    meta = batch_meta(batch, device)
+    return simclr_objective(z1, z2, batch_meta(batch, device), cfg)
+
+
+def simclr_objective(z1: Tensor, z2: Tensor, meta: dict[str, Tensor], cfg: PretrainConfig) -> Tensor:
+    """NT-Xent of the two views' embeddings ``[B, D]`` with the pairing strategy's extra positives."""
     extra = pairing.positives(cfg.pairing, meta, threshold=cfg.threshold, parts=cfg.parts)
     return nt_xent(z1, z2, cfg.temperature, pos_mask=None if cfg.pairing == "instance" else extra)
 
@@ -203,13 +232,17 @@ def moco_loss(
     act as extra negatives, as they would one step later from the queue.
     """
     v1, v2 = batch["view1"].to(device), batch["view2"].to(device)
-    meta = batch_meta(batch, device)
     q = net(v1)
     with torch.no_grad():
         momentum_update(net, key_net, cfg.moco_momentum)
         k = key_net(v2)
+    return moco_objective(q, k, queue, batch_meta(batch, device), cfg)
+
+
+def moco_objective(q: Tensor, k: Tensor, queue: MoCoQueue, meta: dict[str, Tensor], cfg: PretrainConfig) -> Tensor:
+    """InfoNCE of queries ``[B, D]`` against the batch's keys and the queue, then enqueue the keys."""
     params = {"threshold": cfg.threshold, "parts": cfg.parts}
-    own = torch.eye(len(q), dtype=torch.bool, device=device)
+    own = torch.eye(len(q), dtype=torch.bool, device=q.device)
     mask = torch.cat(
         [
             own | pairing.positives(cfg.pairing, meta, **params),
@@ -220,6 +253,51 @@ def moco_loss(
     loss = info_nce(q, torch.cat([k.float(), queue.keys.clone()]), mask, cfg.temperature)
     queue.enqueue(k, **meta)
     return loss
+
+
+def dense_loss(
+    net: SegmenterWithHeads,
+    key_net: SegmenterWithHeads | None,
+    queue: MoCoQueue | None,
+    batch: dict[str, Tensor],
+    cfg: PretrainConfig,
+    device,
+) -> tuple[Tensor, dict[str, float]]:
+    """A step that also trains the decoder: L = L_global + λ·L_region (LRC, Sec. 3).
+
+    L_global is SimCLR's or MoCo's objective above on the bottleneck embedding, or, with
+    ``framework="supervised"``, cross-entropy on both views' masks. L_region
+    (:func:`medcl_lite.regions.region_loss`) contrasts superpixel regions pooled from the decoder
+    features: the same region in the other view is the positive (MoCo: the key view's features
+    come from the momentum network). Returns the loss and its parts for the history.
+    """
+    v1, v2 = batch["view1"].to(device), batch["view2"].to(device)
+    meta = batch_meta(batch, device)
+    if cfg.framework == "supervised":
+        stages = net.encoder(torch.cat([v1, v2]))
+        dense = net.decoder(stages)
+        masks = torch.cat([batch["mask1"], batch["mask2"]]).to(device).long()
+        main = nn.functional.cross_entropy(net.segmentation_head(dense).float(), masks)
+        d1, d2 = dense.chunk(2)
+    elif key_net is None:
+        z, dense = net.forward_dense(torch.cat([v1, v2]))
+        (z1, z2), (d1, d2) = z.chunk(2), dense.chunk(2)
+        main = simclr_objective(z1, z2, meta, cfg)
+    else:
+        q, d1 = net.forward_dense(v1)
+        with torch.no_grad():
+            momentum_update(net, key_net, cfg.moco_momentum)
+            k, d2 = key_net.forward_dense(v2)
+        main = moco_objective(q, k, queue, meta, cfg)
+    parts = {"global_loss": float(main.detach())}
+    if cfg.region_weight == 0:
+        return main, parts
+    region, n_regions = region_loss(
+        d1.float(), d2.float(), batch["regions1"].to(device), batch["regions2"].to(device), net.region_head,
+        per_image=cfg.regions_per_image, min_pixels=cfg.region_min_pixels, temperature=cfg.region_temperature,
+    )  # fmt: skip
+    parts.update(region_loss=float(region.detach()), regions=n_regions)
+    return main + cfg.region_weight * region, parts
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,8 +315,24 @@ class PretrainResult:
 
     @property
     def encoder_state(self) -> dict[str, Tensor]:
-        """The encoder's weights, what fine-tuning loads (``load_encoder``)."""
-        return {k: v.detach().cpu().clone() for k, v in self.net.encoder.state_dict().items()}
+        """The encoder's weights (what global contrast trains; ``load_encoder``)."""
+        return _cpu_state(self.net.encoder)
+
+    @property
+    def transfer_state(self) -> dict:
+        """What fine-tuning should load (``load_pretrained``): the encoder, and the decoder too when
+        pretraining trained it (region loss or supervised pretraining)."""
+        if not self.trains_decoder:
+            return self.encoder_state
+        return {"encoder": self.encoder_state, "decoder": _cpu_state(self.net.decoder)}
+
+    @property
+    def trains_decoder(self) -> bool:
+        return self.config.framework == "supervised" or self.config.region_weight > 0
+
+
+def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -255,27 +349,45 @@ def _make_optimizer(params, name: str, lr: float, momentum: float, weight_decay:
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-def build_contrastive(cfg: PretrainConfig) -> EncoderWithHead:
-    """The network ``pretrain`` trains, at initialisation: ``cfg.arch``'s encoder + projection head."""
-    encoder = build_segmenter(cfg.arch, cfg.encoder, cfg.in_channels, classes=1).encoder
-    return EncoderWithHead(encoder, ProjectionHead(encoder.out_channels[-1], cfg.proj_dim))
+def build_contrastive(cfg: PretrainConfig, classes: int = 1) -> EncoderWithHead | SegmenterWithHeads:
+    """The network ``pretrain`` trains, at initialisation: ``cfg.arch``'s encoder + projection
+    head; the whole segmenter with a region head when the decoder is trained too (region loss,
+    or supervised pretraining with ``classes`` output classes)."""
+    segmenter = build_segmenter(cfg.arch, cfg.encoder, cfg.in_channels, classes=classes)
+    head = ProjectionHead(segmenter.encoder.out_channels[-1], cfg.proj_dim)
+    if cfg.framework != "supervised" and cfg.region_weight == 0:
+        return EncoderWithHead(segmenter.encoder, head)
+    decoder_channels = segmenter.segmentation_head[0].in_channels
+    return SegmenterWithHeads(segmenter, head, RegionHead(decoder_channels, cfg.region_dim))
 
 
-def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
-    """Contrastive pretraining of ``cfg.arch``'s encoder on ``data`` rows ``index`` (labels unused).
+def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarray | None = None) -> PretrainResult:
+    """Pretraining of ``cfg.arch``'s encoder on ``data`` rows ``index`` (labels unused, except by
+    ``framework="supervised"``); with ``region_weight > 0`` (LRC) the decoder too.
 
+    ``regions``: superpixel maps ``[len(data), H, W]`` for the region loss; by default computed
+    with the config's Felzenszwalb parameters and cached (:func:`medcl_lite.data.superpixels.superpixels`).
     Files in ``cfg.out_dir`` (if set): ``config.json``, ``history.csv``, ``checkpoint.pt`` (everything
-    needed to resume) and ``encoder.pt`` (the encoder weights fine-tuning loads).
+    needed to resume) and ``encoder.pt`` (the weights fine-tuning loads; ``decoder`` too when trained).
     """
     device = get_device(cfg.device)
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir) if cfg.out_dir else None
-    dataset = TwoViewDataset(data, view_transform(data.image_size[0], cfg.augment), index=index)
+    if cfg.framework == "supervised" and data.masks is None:
+        raise ConfigError(f"PretrainConfig: framework='supervised' needs masks; {data.name!r} has none")
+    if cfg.region_weight > 0 and regions is None:
+        cache = cfg.superpixel_cache or (str(out / "superpixels") if out is not None else None)
+        params = FelzenszwalbParams(scale=cfg.sp_scale, sigma=cfg.sp_sigma, min_size=cfg.sp_min_size)
+        regions = superpixels(data, params, cache_dir=cache, progress=cfg.progress)
+    dataset = TwoViewDataset(
+        data, view_transform(data.image_size[0], cfg.augment), index=index,
+        regions=regions if cfg.region_weight > 0 else None, masks=cfg.framework == "supervised",
+    )  # fmt: skip
     if len(dataset) < cfg.batch_size:
         raise ConfigError(f"PretrainConfig: batch_size={cfg.batch_size} exceeds the {len(dataset)} images")
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = _pretrain_loader(dataset, cfg, generator)
-    net = build_contrastive(cfg).to(device)
+    net = build_contrastive(cfg, classes=len(data.classes) if cfg.framework == "supervised" else 1).to(device)
     key_net = momentum_copy(net) if cfg.framework == "moco" else None
     queue = MoCoQueue(cfg.queue_size, cfg.proj_dim).to(device) if key_net is not None else None
     optimizer = _make_optimizer(net.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -313,8 +425,11 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
     )
     for epoch in range(start_epoch, cfg.max_epochs):
         for batch in loader:
+            parts = {}
             with torch.autocast(device.type, enabled=use_amp):
-                if key_net is None:
+                if isinstance(net, SegmenterWithHeads):
+                    loss, parts = dense_loss(net, key_net, queue, batch, cfg, device)
+                elif key_net is None:
                     loss = simclr_loss(net, batch, cfg, device)
                 else:
                     loss = moco_loss(net, key_net, queue, batch, cfg, device)
@@ -324,6 +439,7 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
                     "epoch": epoch,
                     "step": len(history),
                     "loss": float(loss.detach()),
+                    **parts,
                     "lr": optimizer.param_groups[0]["lr"],
                     "seconds": time.perf_counter() - t0,
                 }
@@ -349,7 +465,8 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None) -> PretrainResult:
     bar.close()
     result = PretrainResult(net, pd.DataFrame(history), cfg, out, time.perf_counter() - t0)
     if out is not None:
-        save_checkpoint({"encoder": result.encoder_state, "config": to_dict(cfg)}, out / "encoder.pt")
+        weights = result.transfer_state if result.trains_decoder else {"encoder": result.encoder_state}
+        save_checkpoint({**weights, "config": to_dict(cfg)}, out / "encoder.pt")
         atomic_write_text(out / "history.csv", result.history.to_csv(index=False))
     return result
 
@@ -392,9 +509,11 @@ def _check_same_run(saved: dict, cfg: PretrainConfig) -> None:
         )
 
 
-def load_pretrained_encoder(path: str | Path) -> dict[str, Tensor]:
-    """The encoder weights saved by :func:`pretrain` as ``encoder.pt``."""
-    return load_checkpoint(path)["encoder"]
+def load_pretrained_encoder(path: str | Path) -> dict:
+    """The weights saved by :func:`pretrain` as ``encoder.pt``: the encoder ``state_dict``, or
+    ``{"encoder": ..., "decoder": ...}`` when pretraining trained the decoder (``load_pretrained``)."""
+    saved = load_checkpoint(path)
+    return {k: saved[k] for k in ("encoder", "decoder")} if "decoder" in saved else saved["encoder"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,7 +627,7 @@ def finetune(
             if not cfg.pretrained:
                 raise ConfigError("FinetuneConfig: init='pretrained' needs `pretrained` or encoder_state")
             encoder_state = load_pretrained_encoder(cfg.pretrained)
-        load_encoder(model, encoder_state)
+        load_pretrained(model, encoder_state)
     model.to(device)
     train_index = np.asarray(train_index)
     transform = joint_transform(data.image_size[0], cfg.augment)

@@ -70,7 +70,7 @@ def test_quickstart_reproduce_smoke(tmp_path):
 
 
 PARAM_FILES = sorted((NOTEBOOKS / "params").glob("*/*.yaml"))
-PAPER_OF = {"quickstart": "00_quickstart", "cl_tci": "01_cl_tci", "pcl": "02_pcl"}
+PAPER_OF = {"quickstart": "00_quickstart", "cl_tci": "01_cl_tci", "pcl": "02_pcl", "lrc": "03_lrc"}
 
 
 @pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -119,3 +119,16 @@ def test_pcl_paper_presets_carry_the_paper_values():
         if path.stem.startswith(("chd", "transfer")):
             assert params["ft_augment"] == "none"  # the public code's CT fine-tuning
         _assert_commented(path, [*expected, "label_counts", "ft_augment"])
+
+
+def test_lrc_real_data_presets_mark_every_unpublished_value():
+    for path in sorted((NOTEBOOKS / "params" / "lrc").glob("*.yaml")):
+        if path.stem in ("smoke", "cpu", "gpu"):
+            continue
+        params = repro.load_params([str(path)])
+        assert {"MoCo", "MoCo + LRC", "Supervised", "Supervised + LRC"} <= set(params["methods"])
+        assert params["pretrain_data"] != params["supervised_data"]  # supervised source: another set
+        unpublished = ["region_weight", "regions_per_image", "region_min_pixels", "sp_scale", "sp_sigma", "sp_min_size"]
+        _assert_commented(path, unpublished)
+        text = {line.split(":")[0]: line for line in path.read_text().splitlines() if ":" in line}
+        assert all("ours" in text[k] for k in unpublished), path.name

@@ -225,3 +225,52 @@ def test_pretrain_with_pcl_elastic_views(tmp_path):
     volumes = make_cardiac_volumes(n_patients=2, size=32, slices=(6, 6), seed=0)
     result = pretrain(_cfg(pairing="positional", threshold=0.35, augment="pcl_elastic", max_epochs=1), volumes)
     assert np.isfinite(result.history.loss).all() and len(result.history) == 3
+
+
+# --------------------------------------------------------------------------------------------- LRC
+LRC = {"region_weight": 1.0, "regions_per_image": 4, "region_min_pixels": 4, "region_dim": 8,
+       "sp_scale": 20.0, "sp_min_size": 10}
+
+
+@pytest.mark.parametrize("framework", ["simclr", "moco", "supervised"])
+def test_region_loss_trains_the_decoder_and_is_transferred(tiny_set, tmp_path, framework):
+    cfg = _cfg(tmp_path / "pre", framework=framework, queue_size=8, **LRC)
+    torch.manual_seed(0)
+    before = train.build_contrastive(cfg, classes=3).decoder.state_dict()
+    result = pretrain(cfg, tiny_set)
+    h = result.history
+    assert {"global_loss", "region_loss", "regions"} <= set(h.columns)
+    assert np.isfinite(h.region_loss).all() and (h.regions >= 2).all()
+    np.testing.assert_allclose(h.loss, h.global_loss + h.region_loss, rtol=1e-5)
+    after = result.transfer_state["decoder"]
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+    assert list((tmp_path / "pre" / "superpixels").glob("felzenszwalb-*.npz"))  # cached next to the run
+    saved = train.load_pretrained_encoder(tmp_path / "pre" / "encoder.pt")
+    assert set(saved) == {"encoder", "decoder"}
+    idx = np.arange(len(tiny_set))
+    ft = finetune(FinetuneConfig(init="pretrained", max_steps=1, eval_every=1, batch_size=2, progress=False,
+                                 lr=1e-12), tiny_set, idx[:2], idx[2:4], encoder_state=result.transfer_state)
+    for k, v in after.items():
+        if v.is_floating_point() and "running" not in k:
+            torch.testing.assert_close(ft.model.decoder.state_dict()[k], v, atol=1e-6, rtol=0)
+
+
+def test_supervised_pretraining_without_region_loss_uses_the_masks(tiny_set):
+    cfg = _cfg(framework="supervised", max_epochs=1)
+    result = pretrain(cfg, tiny_set)
+    assert result.trains_decoder and "region_loss" not in result.history
+    assert set(result.transfer_state) == {"encoder", "decoder"}
+    unlabelled = type(tiny_set)(tiny_set.images, None, tiny_set.meta, ("background",), "unlabelled")
+    with pytest.raises(ConfigError, match="needs masks"):
+        pretrain(cfg, unlabelled)
+    with pytest.raises(ConfigError, match="supervised"):
+        _cfg(framework="supervised", pairing="temporal")
+
+
+def test_lrc_resume_continues_exactly(tiny_set, tmp_path, monkeypatch):
+    _assert_resume_is_exact(tiny_set, tmp_path, monkeypatch, framework="moco", queue_size=8, max_epochs=2, **LRC)
+
+
+def test_global_pretraining_transfers_the_encoder_only(tiny_set):
+    result = pretrain(_cfg(max_epochs=1), tiny_set)
+    assert not result.trains_decoder and result.transfer_state.keys() == result.encoder_state.keys()

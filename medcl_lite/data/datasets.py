@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 
 from medcl_lite.data.sliceset import SliceSet
 
@@ -103,17 +104,32 @@ class TwoViewDataset(_SliceSetItems):
     volume_id; ``volume`` is -1 for 2-D images), ``time`` (int), ``depth`` (float32 scalar; NaN for 2-D images). The default
     DataLoader collate turns a batch into tensors of shape ``[B, 1, H', W']`` and ``[B]``.
 
+    With ``regions`` (LRC's superpixels of the unaugmented slices, e.g. from
+    :func:`medcl_lite.data.superpixels.superpixels`), items also hold ``regions1`` and
+    ``regions2``: ``[H', W']`` int64 region maps warped with the same random geometry as
+    ``view1`` / ``view2`` (one ``transform(image, tv_tensors.Mask(regions + 1))`` call per view;
+    masks are sampled nearest-neighbour, so ids stay exact, and intensity steps leave them alone).
+    Pixels from outside the image get -1 (no region). Batches: ``[B, H', W']``.
+
     Args:
         data: the images (all sites and patients the pairing should see).
-        transform: ``[1, H, W] -> [1, H', W']``, random on each call, e.g. ``view_transform(64)``.
+        transform: ``[1, H, W] -> [1, H', W']``, random on each call, e.g. ``view_transform(64)``;
+            with ``regions`` it must also take ``(image, mask)`` and return both, as
+            :func:`~medcl_lite.data.transforms.view_transform` does (also ``"pcl_elastic"``).
         index: rows of ``data`` to serve (default all), e.g. ``protocol.pretrain``.
+        regions: optional ``[len(data), H, W]`` integer region ids >= 0, one map per row of
+            ``data`` (not of ``index``).
+        masks: also serve ``mask1`` / ``mask2`` (``[H', W']`` int64 class maps warped with each
+            view, background outside the image) for supervised pretraining.
     """
 
     def __init__(
         self,
         data: SliceSet,
-        transform: Callable[[Tensor], Tensor],
+        transform: Callable[..., Tensor | tuple[Tensor, Tensor]],
         index: Sequence[int] | np.ndarray | None = None,
+        regions: np.ndarray | Tensor | None = None,
+        masks: bool = False,
     ) -> None:
         if not callable(transform):
             raise ValueError(
@@ -121,15 +137,81 @@ class TwoViewDataset(_SliceSetItems):
             )
         super().__init__(data, index)
         self.transform = transform
+        self.regions = None if regions is None else _check_regions(regions, data)
+        if masks and data.masks is None:
+            raise ValueError(f"masks=True needs a labelled dataset; {data.name!r} has no masks")
+        self.masks = torch.from_numpy(np.ascontiguousarray(data.masks)) if masks else None
+
+    def _view_with_maps(self, image: Tensor, row: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """One view and its label maps, warped by one transform call: region ids (``-1``
+        outside the image) and/or the mask (background outside), stacked as channels of one
+        ``tv_tensors.Mask`` so that they share the view's geometry."""
+        maps = []
+        if self.regions is not None:
+            maps.append(self.regions[row].to(torch.int64) + 1)  # 0 = padding
+        if self.masks is not None:
+            maps.append(self.masks[row].to(torch.int64))
+        try:
+            out = self.transform(tv_tensors.Image(image), tv_tensors.Mask(torch.stack(maps)))
+        except TypeError as err:
+            raise TypeError(
+                "with regions or masks, transform must accept (image, mask) as view_transform"
+                f" does; {self.transform!r} failed: {err}"
+            ) from err
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise ValueError(
+                "with regions or masks, transform(image, mask) must return (view, mask) as"
+                f" view_transform does; {self.transform!r} returned {type(out).__name__}"
+            )
+        view, mapped = _plain_float(out[0]), out[1].as_subclass(Tensor)
+        if mapped.shape != (len(maps), *view.shape[-2:]) or mapped.is_floating_point():
+            raise ValueError(
+                f"transform returned label maps {mapped.dtype} {tuple(mapped.shape)} for a view "
+                f"{tuple(view.shape)}; it must warp masks to the view's [H', W'] with integer ids"
+            )
+        mapped = mapped.to(torch.int64)
+        named = {}
+        if self.regions is not None:
+            named["regions"] = mapped[0] - 1
+        if self.masks is not None:
+            named["mask"] = mapped[-1]
+        return view, named
 
     def __getitem__(self, i: int) -> dict[str, Tensor | int]:
         row = self._row(i)
         image = self.images[row].unsqueeze(0)
-        return {
-            "view1": _plain_float(self.transform(image)),
-            "view2": _plain_float(self.transform(image)),
-            **self._meta(row),
-        }
+        if self.regions is None and self.masks is None:
+            return {
+                "view1": _plain_float(self.transform(image)),
+                "view2": _plain_float(self.transform(image)),
+                **self._meta(row),
+            }
+        view1, maps1 = self._view_with_maps(image, row)
+        view2, maps2 = self._view_with_maps(image, row)
+        item = {"view1": view1, "view2": view2}
+        for name in maps1:
+            item[f"{name}1"], item[f"{name}2"] = maps1[name], maps2[name]
+        return item | self._meta(row)
+
+
+def _check_regions(regions: np.ndarray | Tensor, data: SliceSet) -> Tensor:
+    """``regions`` as an int32 tensor after checking shape ``[len(data), H, W]`` and ids."""
+    if isinstance(regions, Tensor):
+        regions = regions.detach().cpu().numpy()
+    regions = np.asarray(regions)
+    if regions.shape != data.images.shape:
+        raise ValueError(
+            f"regions must be [len(data), H, W] = {data.images.shape} (one map per row of data "
+            f"{data.name!r}), got {regions.shape}"
+        )
+    if not np.issubdtype(regions.dtype, np.integer):
+        raise ValueError(f"regions must hold integer region ids, got dtype {regions.dtype}")
+    if regions.size and (regions.min() < 0 or regions.max() >= 2**24 - 1):
+        raise ValueError(
+            f"regions ids must be in [0, 2**24 - 1) (exact through float resampling), got "
+            f"min {regions.min()}, max {regions.max()}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(regions, dtype=np.int32))
 
 
 class LabelledDataset(_SliceSetItems):

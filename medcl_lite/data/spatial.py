@@ -402,8 +402,15 @@ class SpatialAugment(torch.nn.Module):
         batch = image[None] if single else image
         n, _, height, width = batch.shape
         expected = (height, width) if single else (n, height, width)
-        if mask is not None and tuple(mask.shape) != expected:
-            raise ValueError(f"mask must be {expected} for this image, got {tuple(mask.shape)}")
+        if mask is not None and not (
+            mask.ndim in (len(expected), len(expected) + 1)  # optional channel axis of K maps
+            and tuple(mask.shape[-2:]) == (height, width)
+            and (single or mask.shape[0] == n)
+        ):
+            raise ValueError(
+                f"mask must be {expected} (or with a channel axis of several maps before H, W) for"
+                f" this image, got {tuple(mask.shape)}"
+            )
         params = self.draw(n) if params is None else params
         if params["angle"].numel() != n:
             raise ValueError(f"params hold {params['angle'].numel()} samples, the image {n}")
@@ -415,7 +422,7 @@ class SpatialAugment(torch.nn.Module):
         out = out[0] if single else out
         if mask is None:
             return out
-        out_mask = warp(mask[None] if single else mask, grid, "nearest")
+        out_mask = warp(mask[None] if single else mask, grid, "nearest")  # [N, (K,) H', W']
         return out, (out_mask[0] if single else out_mask)
 
     def extra_repr(self) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medcl_lite.data.catalog import pools, volumes, xray
+from medcl_lite.data.catalog import abdomen, pools, volumes, xray
 from medcl_lite.data.download import RemoteFile, data_home, extract, fetch
 from medcl_lite.data.prepared import is_complete, write_prepared
 
@@ -341,6 +341,78 @@ CATALOG: dict[str, DatasetEntry] = {
             labels="stored label values (label_1 ... label_K)",
             scan=volumes.scan_hvsmr,
             prepare=volumes.prepare_hvsmr,
+        ),
+        DatasetEntry(
+            name="btcv",
+            title="BTCV (Synapse multi-atlas abdomen): 30 labelled abdominal CT, 13 organs",
+            modality="ct",
+            access="registration",
+            licence="Synapse terms of use of the challenge data (Synapse account; accept the"
+            " conditions on the project page)",
+            citation="Landman B, et al. MICCAI multi-atlas labeling beyond the cranial vault:"
+            " workshop and challenge. Proc. MICCAI Multi-Atlas Labeling Beyond the Cranial Vault"
+            " Workshop Challenge, 2015.",
+            homepage="https://www.synapse.org/#!Synapse:syn3193805/wiki/89480",
+            files=(),
+            instructions=(
+                "Registration: Synapse account, project 'Multi-Atlas Labeling Beyond the Cranial"
+                " Vault' (syn3193805), Files > Abdomen > RawData.zip. Unpack it into DIR so that"
+                " DIR/RawData/Training/img/img0001.nii.gz and"
+                " DIR/RawData/Training/label/label0001.nii.gz exist (30 training CT; images and"
+                " labels are paired by number, RawData/Testing/ has no labels and is skipped)."
+                " Labels 1 spleen, 2 right kidney, 3 left kidney, 4 gallbladder, 5 esophagus,"
+                " 6 liver, 7 stomach, 8 aorta, 9 IVC, 10 portal and splenic veins, 11 pancreas,"
+                " 12 right adrenal, 13 left adrenal. Then `medcl data check btcv --source DIR` and"
+                " `medcl data prepare btcv --source DIR`. Options: classes=phantom (liver,"
+                " spleen, kidneys, stomach as the abdominal phantom; other organs background) or"
+                " all (the 13 organs), spacing_mm=null (else in-plane resampling, then centre"
+                " crop/pad), max_patients=null."
+            ),
+            labels="background, liver, spleen, kidney_right, kidney_left, stomach (as the"
+            " abdominal phantom); classes=all: the 13 BTCV organs",
+            scan=abdomen.scan_btcv,
+            prepare=abdomen.prepare_btcv,
+        ),
+        DatasetEntry(
+            name="amos",
+            title="AMOS 2022: abdominal CT + MRI, 15 organs; 300 labelled CT prepared",
+            modality="ct",
+            access="public",
+            licence="CC BY 4.0 (Zenodo record; the archive's dataset.json says CC-BY-SA 4.0):"
+            " cite the AMOS paper",
+            citation="Ji Y, Bai H, Yang J, et al. AMOS: a large-scale abdominal multi-organ"
+            " benchmark for versatile medical image segmentation. NeurIPS 2022 Datasets and"
+            " Benchmarks (arXiv:2206.08023).",
+            homepage="https://zenodo.org/records/7155725",
+            files=(
+                RemoteFile(
+                    name="amos22.zip",
+                    url="https://zenodo.org/records/7155725/files/amos22.zip",
+                    # Pinned by torch-em (constantinpape/torch-em, torch_em/data/datasets/medical/
+                    # amos.py, CHECKSUM); not measured here. Zenodo publishes only an md5
+                    # (67717b2a483ac0744c89c3016b7aaef7, as quoted by users' download scripts).
+                    sha256="d2fbf2c31abba9824d183f05741ce187b17905b8cca64d1078eabf1ba96775c2",
+                ),
+            ),
+            instructions=(
+                "Public: `medcl data download amos` fetches amos22.zip (about 24 GB, sha256"
+                " checked) from Zenodo and prepares the labelled CT cases (training and"
+                " validation; MRI cases amos_0501 and above and the unlabelled imagesTs are"
+                " skipped). A copy you downloaded yourself: unpack it into DIR so that"
+                " DIR/amos22/imagesTr/amos_0001.nii.gz and DIR/amos22/labelsTr/amos_0001.nii.gz"
+                " (and imagesVa/, labelsVa/) exist, then `medcl data check amos --source DIR`"
+                " and `medcl data prepare amos --source DIR`. Labels 1 spleen, 2 right kidney,"
+                " 3 left kidney, 4 gallbladder, 5 esophagus, 6 liver, 7 stomach, 8 aorta,"
+                " 9 postcava (IVC), 10 pancreas, 11 right adrenal, 12 left adrenal, 13 duodenum,"
+                " 14 bladder, 15 prostate/uterus. Options: classes=phantom (liver, spleen,"
+                " kidneys, stomach as the abdominal phantom; other organs background) or all"
+                " (the 15 organs), spacing_mm=null, max_patients=null (all 300 CT cases at"
+                " 256 px need several GB of memory)."
+            ),
+            labels="background, liver, spleen, kidney_right, kidney_left, stomach (as the"
+            " abdominal phantom); classes=all: the 15 AMOS organs",
+            scan=abdomen.scan_amos,
+            prepare=abdomen.prepare_amos,
         ),
     )
 }

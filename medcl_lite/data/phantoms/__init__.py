@@ -1,16 +1,24 @@
-"""Built-in synthetic datasets (phantoms): chest X-rays over time and cardiac volumes."""
+"""Built-in synthetic datasets (phantoms): chest X-rays over time, cardiac and abdominal volumes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from medcl_lite.data.phantoms.abdomen import (
+    ABDOMEN_CLASSES,
+    ABDOMEN_SITES,
+    make_abdominal_volumes,
+)
 from medcl_lite.data.phantoms.cardiac import CARDIAC_SITES, make_cardiac_volumes
 from medcl_lite.data.phantoms.chest_xray import XRAY_SITES, make_chest_xrays
 
 __all__ = [
+    "ABDOMEN_CLASSES",
+    "ABDOMEN_SITES",
     "CARDIAC_SITES",
     "PHANTOM_KINDS",
     "XRAY_SITES",
+    "make_abdominal_volumes",
     "make_cardiac_volumes",
     "make_chest_xrays",
     "write_phantoms",
@@ -20,12 +28,15 @@ __all__ = [
 PHANTOM_KINDS = {
     "xray": "chest X-rays, 60 patients x 4 time points, sites A/B/C -> phantom_xray/",
     "cardiac": "cardiac short-axis MRI volumes, 24 patients, sites A/B -> phantom_cardiac_mri/",
-    "all": "both of the above",
+    "abdomen": "abdominal CT volumes (liver, spleen, kidneys, stomach), 24 patients, sites A/B"
+    " -> phantom_abdomen_ct/",
+    "all": "all of the above",
 }
 _FOLDERS = {
     "xray": ("phantom_xray",),
     "cardiac": ("phantom_cardiac_mri",),
-    "all": ("phantom_xray", "phantom_cardiac_mri"),
+    "abdomen": ("phantom_abdomen_ct",),
+    "all": ("phantom_xray", "phantom_cardiac_mri", "phantom_abdomen_ct"),
 }
 
 
@@ -35,7 +46,8 @@ def write_phantoms(
     """Generate the default phantoms and write them in the prepared format under ``out``.
 
     ``kind="xray"`` writes ``out/phantom_xray``, ``"cardiac"`` ``out/phantom_cardiac_mri``,
-    ``"all"`` both (see :mod:`medcl_lite.data.prepared`). Returns the folders written.
+    ``"abdomen"`` ``out/phantom_abdomen_ct``, ``"all"`` all three (see
+    :mod:`medcl_lite.data.prepared`). Returns the folders written.
     """
     from medcl_lite.data.prepared import write_prepared
 
@@ -44,6 +56,7 @@ def write_phantoms(
     makers = {
         "phantom_xray": lambda: make_chest_xrays(size=size, seed=seed),
         "phantom_cardiac_mri": lambda: make_cardiac_volumes(size=size, seed=seed, modality="mri"),
+        "phantom_abdomen_ct": lambda: make_abdominal_volumes(size=size, seed=seed),
     }
     out = Path(out)
     return [
