@@ -18,11 +18,6 @@ e. ours batched on CUDA (when available).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -30,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import RESULTS, header, machine, write_result
 
 from medcl_lite.data.spatial import SPATIAL_PRESETS, SpatialAugment, rescale_elastic
 
@@ -121,48 +117,22 @@ def bench_size(size: int, seconds: float, batch: int, threads: int) -> dict:
     return out
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 352])
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
     parser.add_argument("--batch", type=int, default=32, help="batch of the batched runs")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     threads = torch.get_num_threads()
     record = {
-        "benchmark": "bench_augment",
-        "date": datetime.date.today().isoformat(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **header("bench_augment"),
         "machine": machine(),
         "unit": "views per second",
         "results": [bench_size(size, args.seconds, args.batch, threads) for size in args.sizes],
     }
-    text = json.dumps(record, indent=2)
-    print(text)
     name = "augment_cuda.json" if torch.cuda.is_available() else "augment_cpu.json"
-    args.out.mkdir(parents=True, exist_ok=True)
-    tmp = args.out / f".{name}.tmp"
-    tmp.write_text(text + "\n")
-    tmp.replace(args.out / name)
+    write_result(record, args.out, name)
 
 
 if __name__ == "__main__":

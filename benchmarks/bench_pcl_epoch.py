@@ -18,17 +18,13 @@ epoch time of the ACDC and CHD pretraining pools (sizes assumed in ``POOLS``).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import math
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import RESULTS, header, machine, write_result
 from torch.utils.data import DataLoader
 
 from medcl_lite import get_device
@@ -124,30 +120,6 @@ def project(seconds_per_image: float, size: int) -> dict[str, dict]:
     return out
 
 
-def machine(device: torch.device) -> dict:
-    """Where it ran: versions, CPU model, cores, torch threads, GPU name."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "load_average_at_start": os.getloadavg(),
-    }
-
-
 def summarize(steps: list[float], augment: list[float], batch: int) -> dict:
     """Rates from per-step and per-batch seconds, the first of each dropped as warm-up."""
     timed, aug = steps[1:], augment[1:]
@@ -178,7 +150,7 @@ def main() -> None:
                         help="steps in the epoch, first dropped (default 4 on CPU, 20 on a GPU)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=32, help="images per step (PCL: 32)")
     parser.add_argument("--framework", default="simclr", choices=["simclr", "moco"])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     device = get_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -189,6 +161,7 @@ def main() -> None:
     if args.batch < 2 or args.workers < 0:
         parser.error(f"--batch must be >= 2 and --workers >= 0, got {args.batch}, {args.workers}")
 
+    info = machine(device)
     n_images = args.batch * steps
     start = time.perf_counter()
     data = phantom(args.size, n_images)
@@ -200,10 +173,8 @@ def main() -> None:
         args.batch,
     )
     record = {
-        "benchmark": "bench_pcl_epoch",
-        "date": datetime.date.today().isoformat(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine(device),
+        **header("bench_pcl_epoch"),
+        "machine": info,
         "config": to_dict(cfg),
         "data": {
             "phantom": "make_cardiac_volumes(sites=('A',), modality='mri', seed=0)",
@@ -216,13 +187,8 @@ def main() -> None:
         **measured,
         "projected_epochs": project(measured["seconds_per_image"], args.size),
     }
-    text = json.dumps(record, indent=2)
-    print(text)
     name = f"pcl_epoch_{device.type}_{args.size}px_{args.framework}_w{args.workers}.json"
-    args.out.mkdir(parents=True, exist_ok=True)
-    tmp = args.out / f".{name}.tmp"
-    tmp.write_text(text + "\n")
-    tmp.replace(args.out / name)
+    write_result(record, args.out, name)
 
 
 if __name__ == "__main__":

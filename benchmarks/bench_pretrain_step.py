@@ -12,13 +12,12 @@ Target (issue 2): overhead ratio <= 1.10 on a 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import RESULTS, flat_machine, machine, write_result
 
 from medcl_lite import get_device, seed_everything
 from medcl_lite.data.phantoms import make_chest_xrays
@@ -45,13 +44,15 @@ def bare_steps(size: int, batch: int, steps: int, device: torch.device, amp: boo
     return times
 
 
-def our_steps(data, size: int, batch: int, steps: int, device: torch.device, amp: bool, workers: int) -> list[float]:
+def our_steps(
+    data, size: int, batch: int, steps: int, device: torch.device, amp: bool, workers: int
+) -> list[float]:
     """Seconds per step of medcl_lite.train.pretrain (SimCLR), data loading included."""
     n_images = batch * steps
     cfg = PretrainConfig(
         framework="simclr", max_epochs=1, batch_size=batch, device=str(device), amp=amp,
         progress=False, num_workers=workers, warmup_epochs=0,
-    )
+    )  # fmt: skip
     result = pretrain(cfg, data, index=np.arange(n_images))
     return np.diff(np.concatenate([[0.0], result.history["seconds"].to_numpy()])).tolist()
 
@@ -69,9 +70,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     device = get_device(args.device)
+    info = machine(device)
     amp = device.type == "cuda"
     seed_everything(0)
     n_patients = max(10, (args.batch * (args.steps + 3)) // 4 + 1)
@@ -80,13 +82,11 @@ def main() -> None:
     ours, bare = [], []
     for _ in range(args.rounds):  # interleave so that machine noise hits both alike
         bare += bare_steps(args.size, args.batch, args.steps + warm, device, amp)[warm:]
-        ours += our_steps(data, args.size, args.batch, args.steps + warm, device, amp, args.workers)[warm:]
+        ours += our_steps(
+            data, args.size, args.batch, args.steps + warm, device, amp, args.workers
+        )[warm:]
     result = {
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        "cpu_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
+        **flat_machine(info),
         "image_size": args.size,
         "batch_images": args.batch,
         "views_per_step": 2 * args.batch,
@@ -95,12 +95,10 @@ def main() -> None:
         "bare_median_s": float(np.median(bare)),
         "ours_median_s": float(np.median(ours)),
         "overhead_ratio": float(np.median(ours) / np.median(bare)),
+        "machine": info,
     }
-    print(json.dumps(result, indent=2))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     tag = f"pretrain_step_{device.type}_{args.size}px_b{args.batch}_w{args.workers}.json"
-    (out / tag).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, args.out, tag)
 
 
 if __name__ == "__main__":

@@ -21,16 +21,13 @@ CUDA. Writes ``benchmarks/results/region_loss_{device}_b{B}.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _common import RESULTS, flat_machine, machine, write_result
 from torch import Tensor, nn
 
 from medcl_lite import get_device
@@ -152,15 +149,6 @@ def bench_size(args, size: int, device: torch.device) -> dict:
     return row
 
 
-def write_json(path: Path, record: dict) -> None:
-    """Atomic write: temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -173,26 +161,23 @@ def main() -> None:
     parser.add_argument("--naive-repeats", type=int, default=2, help="0 skips the naive loop")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = get_device(args.device)
+    info = machine(device)
     record = {
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        "cpu_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
+        **flat_machine(info),
         "batch": args.batch,
         "channels": args.channels,
         "per_image": args.per_image,
         "min_pixels": args.min_pixels,
         "timing": "median seconds per forward + backward call",
         "results": [bench_size(args, s, device) for s in args.sizes],
+        "machine": info,
     }
-    print(json.dumps(record, indent=2))
-    write_json(Path(args.out) / f"region_loss_{device.type}_b{args.batch}.json", record)
+    write_result(record, args.out, f"region_loss_{device.type}_b{args.batch}.json")
 
 
 if __name__ == "__main__":

@@ -14,18 +14,14 @@ single-threaded). Writes ``<out-dir>/superpixels_cpu_<size>.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import skimage
+from _common import RESULTS, header, machine, write_result
 
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.superpixels import (
@@ -54,26 +50,6 @@ def phantom(size: int, n_slices: int, seed: int) -> tuple[SliceSet, str]:
         if len(data) >= n_slices:
             return data.subset(np.arange(n_slices)), maker
         patients = max(patients + 1, int(np.ceil(patients * n_slices / max(len(data), 1))))
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scikit-image": skimage.__version__,
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-    }
 
 
 def bench_size(size: int, args: argparse.Namespace, params: FelzenszwalbParams) -> dict:
@@ -126,25 +102,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sigma", type=float, default=FelzenszwalbParams.sigma)
     parser.add_argument("--min-size", type=int, default=FelzenszwalbParams.min_size)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.slices < 1 or args.epochs < 1:
         parser.error("--slices and --epochs must be >= 1")
     params = FelzenszwalbParams(args.scale, args.sigma, args.min_size)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    versions = {"numpy": np.__version__, "scikit-image": skimage.__version__}
     for size in args.size:
         record = {
-            "benchmark": "superpixels",
-            "date": datetime.date.today().isoformat(),
-            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+            **header("superpixels", argv),
             "params": {"scale": params.scale, "sigma": params.sigma, "min_size": params.min_size},
-            "machine": machine(),
+            "machine": machine(versions=versions),
             **bench_size(size, args, params),
         }
-        text = json.dumps(record, indent=2)
-        print(text)
-        (out_dir / f"superpixels_cpu_{size}.json").write_text(text + "\n", encoding="utf-8")
+        write_result(record, args.out_dir, f"superpixels_cpu_{size}.json")
 
 
 if __name__ == "__main__":

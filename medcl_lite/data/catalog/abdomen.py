@@ -26,16 +26,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from medcl_lite.data.catalog._common import Scan, source_folder
-from medcl_lite.data.catalog.volumes import (
-    VolumeItem,
-    _build,
-    _first_patients,
-    _nifti_files,
-    _stem,
-)
+from medcl_lite.data.catalog.volumes import VolumeItem, _nifti_files, _prepare_scanned, _stem
 from medcl_lite.data.phantoms.abdomen import ABDOMEN_CLASSES
 from medcl_lite.data.sliceset import SliceSet
 
@@ -167,23 +162,8 @@ def prepare_btcv(
     """BTCV abdominal CT -> SliceSet; ``classes="phantom"`` (:data:`ABDOMEN_CLASSES`, other
     organs background) or ``"all"`` (the 13 organs of :data:`BTCV_ORGANS`). ``max_patients``
     keeps the first volumes by number."""
-    label_map, names = organ_label_map(BTCV_ORGANS, classes)
-    source = source_folder(source)
-    scan = scan_btcv(source)
-    scan.raise_problems("btcv", source)
-    items = _first_patients(scan.items, max_patients)
-    data = _build(
-        items,
-        size,
-        name="btcv",
-        modality="ct",
-        spacing_mm=spacing_mm,
-        label_map=label_map,
-        classes=names,
-        progress=progress,
-    )
-    data.info.update({"classes_mode": classes, "label_source": _label_source("BTCV", classes)})
-    return data
+    return _prepare_organs("BTCV", scan_btcv, BTCV_ORGANS, source, size, progress, classes,
+                           spacing_mm, max_patients)  # fmt: skip
 
 
 # --- AMOS 2022 --------------------------------------------------------------------------------
@@ -266,26 +246,41 @@ def prepare_amos(
     ``max_patients`` keeps the first cases by number; all 300 CT cases at 256 px take several
     GB of memory.
     """
-    label_map, names = organ_label_map(AMOS_ORGANS, classes)
+    return _prepare_organs("AMOS", scan_amos, AMOS_ORGANS, source, size, progress, classes,
+                           spacing_mm, max_patients)  # fmt: skip
+
+
+def _prepare_organs(
+    title: str,
+    scan: Callable[[Path], Scan],
+    organs: dict[int, str],
+    source: str | Path,
+    size: int,
+    progress: bool,
+    classes: str,
+    spacing_mm: float | None,
+    max_patients: int | None,
+) -> SliceSet:
+    """``prepare_btcv`` / ``prepare_amos``: dataset ``title`` ("BTCV", named ``title.lower()``)
+    laid out as ``scan`` checks, its ``organs`` mapped to ``classes`` (:func:`organ_label_map`);
+    ``info`` gets ``classes_mode`` and ``label_source``."""
+    label_map, names = organ_label_map(organs, classes)
     source = source_folder(source)
-    scan = scan_amos(source)
-    scan.raise_problems("amos", source)
-    items = _first_patients(scan.items, max_patients)
-    data = _build(
-        items,
+    data = _prepare_scanned(
+        scan(source),
+        source,
         size,
-        name="amos",
+        name=title.lower(),
         modality="ct",
         spacing_mm=spacing_mm,
         label_map=label_map,
         classes=names,
         progress=progress,
+        max_patients=max_patients,
     )
-    data.info.update({"classes_mode": classes, "label_source": _label_source("AMOS", classes)})
-    return data
-
-
-def _label_source(name: str, classes: str) -> str:
     if classes == "phantom":
-        return f"{name} organ labels mapped to the abdominal phantom's classes; others background"
-    return f"{name} organ labels kept as stored (value = class index)"
+        label_source = "organ labels mapped to the abdominal phantom's classes; others background"
+    else:
+        label_source = "organ labels kept as stored (value = class index)"
+    data.info.update({"classes_mode": classes, "label_source": f"{title} {label_source}"})
+    return data

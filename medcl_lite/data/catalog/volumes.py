@@ -189,11 +189,9 @@ def prepare_acdc(
     256 px need about 10 GB of memory.
     """
     source = source_folder(source)
-    scan = scan_acdc(source, frames)
-    scan.raise_problems("acdc", source)
-    items = _first_patients(scan.items, max_patients)
-    data = _build(
-        items,
+    data = _prepare_scanned(
+        scan_acdc(source, frames),
+        source,
         size,
         name="acdc",
         modality="mri",
@@ -201,6 +199,7 @@ def prepare_acdc(
         label_map=ACDC_TO_CARDIAC if frames == "labelled" else None,
         classes=CARDIAC_CLASSES,
         progress=progress,
+        max_patients=max_patients,
     )
     data.info.update({"frames": frames, "label_source": "ACDC 1 RV, 2 MYO, 3 LV remapped"})
     return data
@@ -287,10 +286,9 @@ def prepare_nifti_pairs(
     ``background, label_1, ... label_K`` (K the largest value found).
     """
     source = source_folder(source)
-    scan = scan_nifti_pairs(source, image_suffix, label_suffix)
-    scan.raise_problems(name, source)
-    return _build(
-        scan.items,
+    return _prepare_scanned(
+        scan_nifti_pairs(source, image_suffix, label_suffix),
+        source,
         size,
         name=name,
         modality=modality,
@@ -335,10 +333,9 @@ def prepare_hvsmr(
     """HVSMR 2016 cardiovascular MR, one ``view`` (see :func:`scan_hvsmr`), z-scored as MRI (no
     percentile clip); stored label values kept. Column ``view`` names the HVSMR view."""
     source = source_folder(source)
-    scan = scan_hvsmr(source, view)
-    scan.raise_problems("hvsmr", source)
-    data = _build(
-        scan.items,
+    data = _prepare_scanned(
+        scan_hvsmr(source, view),
+        source,
         size,
         name="hvsmr",
         modality="mri",
@@ -567,6 +564,22 @@ def _first_patients(items: list[VolumeItem], max_patients: int | None) -> list[V
         raise ValueError(f"max_patients must be an integer >= 1 or None, got {max_patients!r}")
     keep = sorted({i.patient_id for i in items})[:max_patients]
     return [i for i in items if i.patient_id in keep]
+
+
+def _prepare_scanned(
+    scan: Scan,
+    source: Path,
+    size: int,
+    *,
+    name: str,
+    max_patients: int | None = None,
+    **build,
+) -> SliceSet:
+    """What every ``prepare_*`` does after its scan: raise the ``scan``'s problems (of the
+    ``source`` folder, dataset ``name``), keep the first ``max_patients`` patients and
+    :func:`_build` the rest (``build``: its keyword arguments)."""
+    scan.raise_problems(name, source)
+    return _build(_first_patients(scan.items, max_patients), size, name=name, **build)
 
 
 def _build(

@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.fft as sfft
 from scipy import ndimage
 
-from medcl_lite.data.phantoms import _draw
+from medcl_lite.data.phantoms import _common, _draw
 from medcl_lite.data.sliceset import SliceSet
 
 ABDOMEN_CLASSES = ("background", "liver", "spleen", "kidney_right", "kidney_left", "stomach")
@@ -481,46 +481,22 @@ def make_abdominal_volumes(
     (mm) and ``modality`` ("ct"). Images are the CT window ``info["hu_window"]`` mapped to
     [0, 1] (HU = lo + image * (hi - lo) inside it).
     """
-    for name, value, low in (("n_patients", n_patients, 1), ("size", size, 32)):
-        if not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    sites = tuple(sites)
-    unknown = [s for s in sites if s not in ABDOMEN_SITES]
-    if not sites or unknown or len(set(sites)) != len(sites):
-        raise ValueError(
-            f"sites must be distinct names from {sorted(ABDOMEN_SITES)}, got {sites!r}"
-        )
-    if len(tuple(slices)) != 2 or not 2 <= int(slices[0]) <= int(slices[1]):
-        raise ValueError(f"slices must be (min, max) with 2 <= min <= max, got {slices!r}")
-    lo, hi = int(slices[0]), int(slices[1])
+    _common.check_ints(n_patients=(n_patients, 1), size=(size, 32))
+    sites = _common.check_sites(sites, ABDOMEN_SITES)
+    lo, hi = _common.check_slices(slices)
     images, masks, rows = [], [], []
-    for p, patient_seed in enumerate(np.random.SeedSequence(seed).spawn(n_patients)):
+    for p, site_name, patient_seed in _common.patients(seed, n_patients, sites):
         rng = np.random.default_rng(patient_seed)
         anat = _sample_anatomy(rng)
-        site_name = sites[p % len(sites)]
         n_slices = int(rng.integers(lo, hi + 1))
         volume, labels = _render_volume(anat, ABDOMEN_SITES[site_name], n_slices, size, rng)
         images.append(volume)
         masks.append(labels)
-        volume_id = f"abdomen-ct-p{p:03d}"
         spacing_xy = anat.body_width_mm / (anat.body_radii[0] * anat.body_scale * size)
-        for k in range(n_slices):
-            rows.append(
-                {
-                    "sample_id": f"{volume_id}-s{k:02d}",
-                    "patient_id": f"abdomen-p{p:03d}",
-                    "site": site_name,
-                    "time": 0,
-                    "volume_id": volume_id,
-                    "slice_index": k,
-                    "n_slices": n_slices,
-                    "depth": (k + 1) / n_slices,
-                    "spacing_x": spacing_xy,
-                    "spacing_y": spacing_xy,
-                    "spacing_z": SLICE_SPACING_MM,
-                    "modality": "ct",
-                }
-            )
+        rows += _common.volume_rows(
+            f"abdomen-ct-p{p:03d}", f"abdomen-p{p:03d}", site_name, n_slices,
+            spacing_xy, SLICE_SPACING_MM, "ct",
+        )  # fmt: skip
     info = {
         "modality": "ct",
         "source": "medcl_lite built-in phantom (procedural; no patient data)",

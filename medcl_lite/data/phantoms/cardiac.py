@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from medcl_lite.data.phantoms import _draw
+from medcl_lite.data.phantoms import _common, _draw
 from medcl_lite.data.sliceset import SliceSet
 
 CARDIAC_CLASSES = ("background", "lv", "myocardium", "rv")
@@ -313,48 +313,25 @@ def make_cardiac_volumes(
     ``modality="ct"`` gives contrast CT in the window ``info["hu_window"]`` (HU = lo + image *
     (hi - lo) inside it).
     """
-    for name, value, low in (("n_patients", n_patients, 1), ("size", size, 32)):
-        if not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    _common.check_ints(n_patients=(n_patients, 1), size=(size, 32))
     if modality not in CARDIAC_SITES:
         raise ValueError(f"modality must be one of {sorted(CARDIAC_SITES)}, got {modality!r}")
     profiles = CARDIAC_SITES[modality]
-    sites = tuple(sites)
-    unknown = [s for s in sites if s not in profiles]
-    if not sites or unknown or len(set(sites)) != len(sites):
-        raise ValueError(f"sites must be distinct names from {sorted(profiles)}, got {sites!r}")
-    if len(tuple(slices)) != 2 or not 2 <= int(slices[0]) <= int(slices[1]):
-        raise ValueError(f"slices must be (min, max) with 2 <= min <= max, got {slices!r}")
-    lo, hi = int(slices[0]), int(slices[1])
+    sites = _common.check_sites(sites, profiles)
+    lo, hi = _common.check_slices(slices)
     images, masks, rows = [], [], []
-    for p, patient_seed in enumerate(np.random.SeedSequence(seed).spawn(n_patients)):
+    for p, site_name, patient_seed in _common.patients(seed, n_patients, sites):
         rng = np.random.default_rng(patient_seed)
         anat = _sample_anatomy(rng)
-        site_name = sites[p % len(sites)]
         n_slices = int(rng.integers(lo, hi + 1))
         volume, labels = _render_volume(anat, profiles[site_name], modality, n_slices, size, rng)
         images.append(volume)
         masks.append(labels)
-        volume_id = f"{modality}-p{p:03d}"
-        spacing_xy = anat.fov_mm / size
         spacing_z = (anat.coverage[1] - anat.coverage[0]) * anat.long_axis_mm / n_slices
-        for k in range(n_slices):
-            rows.append(
-                {
-                    "sample_id": f"{volume_id}-s{k:02d}",
-                    "patient_id": f"cardiac-p{p:03d}",
-                    "site": site_name,
-                    "time": 0,
-                    "volume_id": volume_id,
-                    "slice_index": k,
-                    "n_slices": n_slices,
-                    "depth": (k + 1) / n_slices,
-                    "spacing_x": spacing_xy,
-                    "spacing_y": spacing_xy,
-                    "spacing_z": spacing_z,
-                    "modality": modality,
-                }
-            )
+        rows += _common.volume_rows(
+            f"{modality}-p{p:03d}", f"cardiac-p{p:03d}", site_name, n_slices,
+            anat.fov_mm / size, spacing_z, modality,
+        )  # fmt: skip
     info = {
         "modality": modality,
         "source": "medcl_lite built-in phantom (procedural; no patient data)",

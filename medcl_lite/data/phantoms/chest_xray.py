@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from medcl_lite.data.phantoms import _draw
+from medcl_lite.data.phantoms import _common, _draw
 from medcl_lite.data.sliceset import SliceSet
 
 XRAY_CLASSES = ("background", "right_lung", "left_lung")
@@ -575,22 +575,12 @@ def make_chest_xrays(
     Extra meta columns: ``finding``, ``finding_side``, ``finding_zone``, ``devices`` (count),
     ``report`` (templated text), ``exposure``, ``rotation_deg``, ``inspiration``.
     """
-    for name, value, low in (
-        ("n_patients", n_patients, 1),
-        ("n_times", n_times, 1),
-        ("size", size, 32),
-    ):
-        if not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    sites = tuple(sites)
-    unknown = [s for s in sites if s not in XRAY_SITES]
-    if not sites or unknown or len(set(sites)) != len(sites):
-        raise ValueError(f"sites must be distinct names from {sorted(XRAY_SITES)}, got {sites!r}")
+    _common.check_ints(n_patients=(n_patients, 1), n_times=(n_times, 1), size=(size, 32))
+    sites = _common.check_sites(sites, XRAY_SITES)
     images = np.empty((n_patients * n_times, size, size), np.float32)
     masks = np.empty((n_patients * n_times, size, size), np.uint8)
     rows = []
-    for p, patient_seed in enumerate(np.random.SeedSequence(seed).spawn(n_patients)):
-        site_name = sites[p % len(sites)]
+    for p, site_name, patient_seed in _common.patients(seed, n_patients, sites):
         site = XRAY_SITES[site_name]
         anat = _sample_anatomy(np.random.default_rng(patient_seed))
         texture = _draw.smooth_noise(
