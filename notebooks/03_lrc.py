@@ -298,8 +298,7 @@ _, counts2 = lrc.region_pool(d2, batch["regions2"], num_regions=counts1.shape[1]
 image_idx, region_idx = lrc.sample_regions(counts1, counts2, regions_per_image, region_min_pixels,
                                            generator=torch.Generator().manual_seed(seed))
 ticks = [f"{i}:{r}" for i, r in zip(image_idx.tolist(), region_idx.tolist(), strict=True)]
-same = (image_idx[:, None] == image_idx[None, :]) & (region_idx[:, None] == region_idx[None, :])
-fig = viz.show_mask(same, title=f"{len(ticks)} sampled regions (image:region): positive = same region, other view",
+fig = viz.show_mask(lrc.region_positive_mask(image_idx, region_idx), title=f"{len(ticks)} sampled regions (image:region): positive = same region, other view",
                     tick_labels=ticks)
 viz.save_figure(fig, run_dir / "figures" / "region_mask.png")
 
