@@ -93,7 +93,7 @@ env = medcl_lite.print_env()
 # %% tags=["parameters"]
 # Parameters: papermill overrides these (medcl reproduce 03_lrc -f notebooks/params/lrc/...)
 smoke = None  # None: smoke run on a CPU, teaching run on a GPU; True or False forces it
-preset = "auto"  # size when not smoke: cpu (about 30 min on 2 cores), gpu, or auto
+preset = "auto"  # size when not smoke: cpu (a 2-core CPU, under an hour), gpu, or auto
 seed = 0  # data, split and pretraining seed
 device = "auto"  # auto, cpu, cuda or mps
 out_dir = ""  # run folder; empty: MEDCL_RUNS/lrc-SIZE (default ~/.cache/medcl_lite/runs)
@@ -135,7 +135,7 @@ ft_augment = "light"  # "none" | "light"
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
-# that everything runs; numbers mean little), **cpu** (about 30 minutes on a 2-core laptop) and
+# that everything runs; numbers mean little), **cpu** (a 2-core CPU; a full run is over half an hour) and
 # **gpu** (a Colab GPU: 128² slices, longer pretraining, 5 folds).
 
 # %%
