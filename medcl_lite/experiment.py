@@ -22,6 +22,7 @@ from medcl_lite.config import to_dict
 from medcl_lite.data.datasets import Fold, Protocol, choose_labelled_by
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.metrics import summarize
+from medcl_lite.semi import SemiConfig, finetune_two_stream
 from medcl_lite.train import FinetuneConfig, finetune
 
 __all__ = [
@@ -44,7 +45,7 @@ def run_finetune_grid(
     encoders: dict[str, dict | None],
     label_counts: Sequence[int | str],
     seeds: Sequence[int],
-    base: FinetuneConfig,
+    base: FinetuneConfig | SemiConfig,
     out_dir: str | Path | None = None,
     progress: bool = True,
     unit: str = "images",
@@ -61,6 +62,8 @@ def run_finetune_grid(
         seeds: fine-tuning seeds; a seed fixes the labelled subset (nested across counts) and the
             decoder's initialisation, so every initialisation sees the same images.
         base: the fine-tuning settings shared by all runs (``init``/``seed``/``out_dir`` are set here).
+            A :class:`~medcl_lite.semi.SemiConfig` runs IDEAL's two-stream semi-supervised
+            fine-tuning instead: the rest of the fold's label pool is its unlabelled data.
         out_dir: folder for one sub-folder per run; finished runs found there are reused.
         unit: what a budget counts: ``"images"`` (CL-TCI), ``"volumes"`` or ``"patients"`` (PCL);
             see :data:`~medcl_lite.data.datasets.LABEL_UNITS`.
@@ -77,15 +80,15 @@ def run_finetune_grid(
         labelled = choose_labelled_by(unit, data.meta, split.label_pool, n_labelled, seed)
         name = _run_name(init, n_labelled, seed, f if numbered else None)
         run_dir = Path(out_dir) / name if out_dir else None
-        cfg = replace(
-            base,
-            init="random" if encoders[init] is None else "pretrained",
-            seed=seed,
-            out_dir=str(run_dir) if run_dir else "",
-            progress=False,
-        )
+        semi = isinstance(base, SemiConfig)
+        starts = {} if semi else {"init": "random" if encoders[init] is None else "pretrained"}
+        cfg = replace(base, seed=seed, out_dir=str(run_dir) if run_dir else "", progress=False, **starts)
         metrics = _load_finished(run_dir, cfg, len(labelled))
-        if metrics is None:
+        if metrics is None and semi:
+            unlabelled = np.setdiff1d(split.label_pool, labelled)
+            result = finetune_two_stream(cfg, data, labelled, unlabelled, split.val, split.test, encoders[init])
+            metrics = result.metrics
+        elif metrics is None:
             result = finetune(cfg, data, labelled, split.val, split.test, encoder_state=encoders[init])
             metrics = result.metrics
         row = {**metrics, "init": init, "n_labelled": str(n_labelled), "n_images": len(labelled), "seed": seed}
@@ -106,14 +109,18 @@ def _load_finished(run_dir: Path | None, cfg: FinetuneConfig, n_train: int) -> d
 
 
 def load_predictions(
-    out_dir: str | Path, init: str, n_labelled: int | str, seed: int, fold: int | None = None
+    out_dir: str | Path, init: str, n_labelled: int | str, seed: int, fold: int | None = None, stream: str = ""
 ) -> np.ndarray:
-    """Test-set label maps ``[N, H, W]`` saved by one run of :func:`run_finetune_grid`."""
+    """Test-set label maps ``[N, H, W]`` saved by one run of :func:`run_finetune_grid`;
+    ``stream`` (``"unet"`` or ``"fpn"``): one stream of a two-stream run instead of their average."""
     path = Path(out_dir) / _run_name(init, n_labelled, seed, fold) / "test_pred.npz"
     if not path.is_file():
         raise FileNotFoundError(f"no saved predictions for {init!r}, n={n_labelled}, seed={seed}: {path}")
+    key = f"pred_{stream}" if stream else "pred"
     with np.load(path) as saved:
-        return saved["pred"]
+        if key not in saved:
+            raise KeyError(f"{path} holds {sorted(saved.files)}, not {key!r} (stream={stream!r})")
+        return saved[key]
 
 
 def load_grid(out_dir: str | Path) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""Segmentation metrics: Dice (per image, pooled over slices, per volume), HD95, result summaries.
+"""Segmentation metrics: Dice (per image, pooled over slices, per volume), HD95 (per mask pair
+and per volume), result summaries.
 
 Three Dice numbers answer three questions, and papers mix them up (METHODS.md, "PCL caveats"):
 
@@ -27,7 +28,15 @@ from scipy import ndimage
 
 from medcl_lite.utils import as_numpy
 
-__all__ = ["dice_per_image", "dice_per_volume", "dice_pooled", "hd95", "summarize"]
+__all__ = [
+    "dice_per_image",
+    "dice_per_volume",
+    "dice_pooled",
+    "hd95",
+    "hd95_per_volume",
+    "summarize",
+    "summarize_hd95",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,15 +180,10 @@ def dice_per_volume(
         ``mean`` (mean over the classes, NaN ignored).
     """
     pred, target = _label_maps(pred, target, num_classes, include_background)
-    ids = as_numpy(volume_ids, "volume_ids")
-    if ids.ndim != 1 or len(ids) != len(pred):
-        raise ValueError(
-            f"volume_ids must be one id per slice ({len(pred)}), got shape {ids.shape}"
-        )
+    codes, volumes = _volume_codes(volume_ids, len(pred))
     classes = _classes(num_classes, include_background)
-    columns = _dice_column_names(classes, num_classes, class_names)
+    columns = _class_column_names(classes, num_classes, class_names, "dice_", _DICE_RESERVED)
 
-    codes, volumes = pd.factorize(pd.Series(ids), sort=True)
     intersection, sizes = _overlap_counts(pred, target, classes)
     volume_intersection = np.zeros((len(volumes), len(classes)), dtype=np.int64)
     volume_sizes = np.zeros_like(volume_intersection)
@@ -188,17 +192,35 @@ def dice_per_volume(
     dice = _dice_from_counts(volume_intersection, volume_sizes)
 
     table = pd.DataFrame(dice, columns=columns)
-    table.insert(0, "volume_id", np.asarray(volumes))
+    table.insert(0, "volume_id", volumes)
     table.insert(1, "n_slices", np.bincount(codes, minlength=len(volumes)))
     table["mean"] = _row_nanmean(dice)
     return table
 
 
-def _dice_column_names(
-    classes: list[int], num_classes: int, class_names: Sequence[str] | None
+_DICE_RESERVED = ("volume_id", "n_slices", "mean")
+_HD95_RESERVED = (*_DICE_RESERVED, "n_undefined")
+
+
+def _volume_codes(volume_ids, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Volume index of each of ``n`` slices ``[n]`` and the sorted distinct volume ids."""
+    ids = as_numpy(volume_ids, "volume_ids")
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(f"volume_ids must be one id per slice ({n}), got shape {ids.shape}")
+    codes, volumes = pd.factorize(pd.Series(ids), sort=True)
+    return codes, np.asarray(volumes)
+
+
+def _class_column_names(
+    classes: list[int],
+    num_classes: int,
+    class_names: Sequence[str] | None,
+    prefix: str,
+    reserved: Sequence[str],
 ) -> list[str]:
+    """Table column of each scored class: ``class_names`` or ``f"{prefix}{class_index}"``."""
     if class_names is None:
-        return [f"dice_{c}" for c in classes]
+        return [f"{prefix}{c}" for c in classes]
     names = [str(name) for name in class_names]
     if len(names) == num_classes:
         names = [names[c] for c in classes]
@@ -207,7 +229,7 @@ def _dice_column_names(
             f"class_names must have {num_classes} names (all classes) or {len(classes)} "
             f"(the scored ones), got {len(names)}"
         )
-    reserved = {"volume_id", "n_slices", "mean"} & set(names)
+    reserved = set(reserved) & set(names)
     if reserved or len(set(names)) != len(names):
         raise ValueError(f"class_names must be unique and not {sorted(reserved)}, got {names}")
     return names
@@ -284,6 +306,191 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     """Voxels of ``mask`` with a face neighbour outside it (or on the array's edge)."""
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+
+
+# --------------------------------------------------------------------------------------------
+# HD95 per volume
+# --------------------------------------------------------------------------------------------
+_SPACING_COLUMNS = ("spacing_z", "spacing_y", "spacing_x")  # SliceSet.meta names, [D, H, W] order
+
+
+def hd95_per_volume(
+    pred,
+    target,
+    volume_ids,
+    slice_index,
+    num_classes: int,
+    spacing=None,
+    include_background: bool = False,
+    class_names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """3-D HD95 of every volume and class, from its 2-D slices stacked in ``slice_index`` order.
+
+    The slices of a volume may come in any order and need not be contiguous in N; they are
+    stacked into ``[D, H, W]`` sorted by ``slice_index`` and scored with :func:`hd95` (boundary
+    distances in 3-D; the volume is the unit, as for :func:`dice_per_volume`). A volume must be a
+    contiguous run of slices (any start, no gap, no repeat): the distance across a missing slice
+    would be wrong, so a gap is an error naming the volume. A one-slice volume is a slab one
+    voxel thick, all of it surface (3-D convention): its HD95 can differ from the 2-D one.
+
+    Args:
+        pred, target: integer label maps ``[N, H, W]`` of 2-D slices, numpy or torch.
+        volume_ids: ``[N]`` volume of each slice (e.g. ``SliceSet.meta["volume_id"]``).
+        slice_index: ``[N]`` integer position of each slice in its volume (``meta["slice_index"]``).
+        num_classes: number of classes including the background.
+        spacing: voxel size in mm, in array-axis order **(z, y, x)** = ``[D, H, W]`` = (between
+            slices, rows, columns), as ``medcl_lite.data.io`` returns it. ``None``: 1 (distances
+            in voxels); one number or one ``(z, y, x)`` triple for all volumes; or per slice an
+            ``[N, 3]`` array-like ``(z, y, x)``, e.g. ``meta[["spacing_z", "spacing_y",
+            "spacing_x"]]``. A DataFrame holding all three ``spacing_*`` columns (``meta``
+            itself) is read by column name. Per-slice spacing must be constant within a volume.
+        include_background: also score class 0.
+        class_names: column names, as in :func:`dice_per_volume`; default ``hd95_1``, ...
+
+    Returns:
+        One row per volume, sorted by volume id: ``volume_id``, ``n_slices``, one HD95 column
+        per class (unit of ``spacing``; NaN where pred or target lacks the class in the volume),
+        ``mean`` (over classes, NaN ignored) and ``n_undefined`` (number of NaN classes).
+        Summarise with :func:`summarize_hd95`, which reports the undefined cases too.
+    """
+    pred, target = _label_volumes(pred, target, num_classes, include_background)
+    codes, volumes = _volume_codes(volume_ids, len(pred))
+    positions = _slice_positions(slice_index, len(pred))
+    spacings = _slice_spacings(spacing, len(pred))
+    classes = _classes(num_classes, include_background)
+    columns = _class_column_names(classes, num_classes, class_names, "hd95_", _HD95_RESERVED)
+
+    values = np.full((len(volumes), len(classes)), np.nan)
+    n_slices = np.zeros(len(volumes), dtype=np.int64)
+    for v, volume_id in enumerate(volumes):
+        rows = _volume_rows(codes == v, positions, volume_id)
+        sampling = _volume_spacing(spacings[rows], volume_id)
+        n_slices[v] = len(rows)
+        for k, c in enumerate(classes):
+            values[v, k] = hd95(pred[rows] == c, target[rows] == c, spacing=sampling)
+
+    table = pd.DataFrame(values, columns=columns)
+    table.insert(0, "volume_id", volumes)
+    table.insert(1, "n_slices", n_slices)
+    table["mean"] = _row_nanmean(values)
+    table["n_undefined"] = np.isnan(values).sum(axis=1)
+    return table
+
+
+def summarize_hd95(table: pd.DataFrame) -> dict:
+    """Honest summary of a :func:`hd95_per_volume` table: mean of the defined values AND the
+    number of undefined ones (NaN: a class missing from pred or target of a volume).
+
+    Leaving NaN out of a mean silently hides the worst failures (a missed structure has no
+    finite HD95), so the count of undefined cases must be reported next to the mean.
+
+    Args:
+        table: output of :func:`hd95_per_volume` (one row per volume, one column per class).
+
+    Returns:
+        ``mean``: mean over all defined (volume, class) values; ``n_defined``, ``n_undefined``,
+        ``n_cases`` (volumes x classes); ``per_class``: class column -> mean over volumes of
+        the defined values; ``per_class_undefined``: class column -> NaN count; ``text``: e.g.
+        ``"4.21 (defined for 18 of 20 volume-class cases; 2 undefined)"``.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    missing = [column for column in _HD95_RESERVED if column not in table.columns]
+    if missing:
+        raise ValueError(
+            f"summarize_hd95: table has no column(s) {missing}; pass hd95_per_volume's output"
+        )
+    class_columns = [column for column in table.columns if column not in _HD95_RESERVED]
+    values = table[class_columns].to_numpy(dtype=np.float64)
+    defined = ~np.isnan(values)
+    n_defined, n_cases = int(defined.sum()), int(values.size)
+    mean = float(values[defined].mean()) if n_defined else float("nan")
+    per_class = _row_nanmean(values.T) if len(values) else np.full(len(class_columns), np.nan)
+    mean_text = "–" if np.isnan(mean) else f"{mean:.2f}"
+    return {
+        "mean": mean,
+        "n_defined": n_defined,
+        "n_undefined": n_cases - n_defined,
+        "n_cases": n_cases,
+        "per_class": dict(zip(class_columns, per_class.tolist(), strict=True)),
+        "per_class_undefined": dict(
+            zip(class_columns, (~defined).sum(axis=0).tolist(), strict=True)
+        ),
+        "text": f"{mean_text} (defined for {n_defined} of {n_cases} volume-class cases; "
+        f"{n_cases - n_defined} undefined)",
+    }
+
+
+def _label_volumes(
+    pred, target, num_classes: int, include_background: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checked label maps ``[N, H, W]`` (exactly 3-D; same shape, not only the same size)."""
+    shapes = [as_numpy(x, name).shape for name, x in (("pred", pred), ("target", target))]
+    for name, shape in zip(("pred", "target"), shapes, strict=True):
+        if len(shape) != 3:
+            raise ValueError(f"{name} must be 2-D slices [N, H, W], got shape {shape}")
+    if shapes[0] != shapes[1]:
+        raise ValueError(f"pred and target shapes differ: {shapes[0]} vs {shapes[1]}")
+    flat = _label_maps(pred, target, num_classes, include_background)
+    return flat[0].reshape(shapes[0]), flat[1].reshape(shapes[1])
+
+
+def _slice_positions(slice_index, n: int) -> np.ndarray:
+    """``slice_index`` as ``[n]`` int64, checked to hold one integer per slice."""
+    positions = as_numpy(slice_index, "slice_index")
+    if positions.ndim != 1 or len(positions) != n:
+        raise ValueError(
+            f"slice_index must be one integer per slice ({n}), got shape {positions.shape}"
+        )
+    if not np.issubdtype(positions.dtype, np.integer):
+        if not (np.issubdtype(positions.dtype, np.floating) and np.all(positions % 1 == 0)):
+            raise ValueError(
+                f"slice_index must hold integers, got dtype {positions.dtype}: {positions[:5]}"
+            )
+    return positions.astype(np.int64)
+
+
+def _slice_spacings(spacing, n: int) -> np.ndarray:
+    """Spacing ``(z, y, x)`` of every slice, ``[n, 3]`` float64 (see :func:`hd95_per_volume`)."""
+    if isinstance(spacing, pd.DataFrame) and set(_SPACING_COLUMNS) <= set(spacing.columns):
+        spacing = spacing[list(_SPACING_COLUMNS)]
+    values = None if spacing is None else as_numpy(spacing, "spacing")
+    if values is None or values.ndim < 2:
+        return np.tile(_spacing(spacing, 3), (n, 1))
+    if values.shape != (n, 3):
+        raise ValueError(
+            f"spacing must be one (z, y, x) triple or one per slice [{n}, 3], got shape "
+            f"{values.shape}"
+        )
+    return values.astype(np.float64)
+
+
+def _volume_rows(in_volume: np.ndarray, positions: np.ndarray, volume_id) -> np.ndarray:
+    """Rows of one volume sorted by slice position, ``[D]``; error on a gap or a repeat."""
+    rows = np.flatnonzero(in_volume)
+    rows = rows[np.argsort(positions[rows], kind="stable")]
+    steps = np.diff(positions[rows])
+    if np.any(steps != 1):
+        index = positions[rows].tolist()
+        problem = "repeats a slice_index" if np.any(steps == 0) else "has a gap in slice_index"
+        raise ValueError(
+            f"volume {volume_id!r} {problem} ({index[:20]}); HD95 needs contiguous slices "
+            "(pass whole volumes, or score the sub-volumes separately with different ids)"
+        )
+    return rows
+
+
+def _volume_spacing(spacings: np.ndarray, volume_id) -> tuple[float, ...]:
+    """The one ``(z, y, x)`` spacing of a volume's slices ``[D, 3]``; error if they differ."""
+    if not np.allclose(spacings, spacings[0], rtol=1e-6, atol=0.0, equal_nan=True):
+        distinct = np.unique(spacings, axis=0)[:3].tolist()
+        raise ValueError(
+            f"spacing must be constant within a volume; volume {volume_id!r} has {distinct}"
+        )
+    try:
+        return _spacing(spacings[0], 3)
+    except ValueError as error:
+        raise ValueError(f"volume {volume_id!r}: {error}") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "ARCHITECTURES",
+    "DenseProjectionHead",
     "EncoderWithHead",
     "ProjectionHead",
     "RegionHead",
@@ -120,20 +121,54 @@ class RegionHead(nn.Module):
         return self.layers(pooled)
 
 
+class DenseProjectionHead(nn.Module):
+    """IDEAL's dense projection: 1x1 convolutions on a feature map, no pooling (METHODS.md "IDEAL").
+
+    ``[B, C, h, w] -> [B, dim, h, w]``: one embedding per location. ``hidden=None`` is one 1x1
+    convolution (IDEAL: "a 1x1 convolution, no MLP"); ``hidden=n`` is DenseCL's dense head,
+    conv1x1(C, n) -> ReLU -> conv1x1(n, dim) (no BatchNorm, as DenseCL). Every location is
+    projected on its own, so an input change at one location changes only that output location.
+    """
+
+    def __init__(self, in_channels: int, dim: int = 128, hidden: int | None = None) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("dim", dim), ("hidden", hidden)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"DenseProjectionHead: {name} must be an int >= 1, got {value!r}")
+        if hidden is None:
+            self.layers = nn.Sequential(nn.Conv2d(in_channels, dim, kernel_size=1))
+        else:
+            self.layers = nn.Sequential(
+                nn.Conv2d(in_channels, hidden, kernel_size=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, dim, kernel_size=1),
+            )
+
+    def forward(self, features: Tensor) -> Tensor:
+        if features.ndim != 4:
+            raise ValueError(
+                f"DenseProjectionHead: features must be [B, C, h, w], got {tuple(features.shape)}"
+            )
+        return self.layers(features)
+
+
 class SegmenterWithHeads(nn.Module):
     """A whole smp segmenter with a global head on its bottleneck and a region head (LRC).
 
+    ``dense_head`` (optional, IDEAL): :class:`DenseProjectionHead` on the decoder or bottleneck map.
     ``forward(x)`` -> ``[B, D]`` global embedding (as :class:`EncoderWithHead`, so the SimCLR and
     MoCo objectives are unchanged); ``forward_dense(x)`` -> that embedding and the decoder's
     feature map ``[B, C_dec, H, W]`` from one pass; ``segment(x)`` -> logits ``[B, K, H, W]``
     (supervised pretraining). Fine-tuning takes ``encoder`` and ``decoder`` (:func:`load_pretrained`).
     """
 
-    def __init__(self, segmenter: nn.Module, head: nn.Module, region_head: nn.Module) -> None:
+    def __init__(
+        self, segmenter: nn.Module, head: nn.Module, region_head: nn.Module, dense_head: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.encoder, self.decoder = segmenter.encoder, segmenter.decoder
         self.segmentation_head = segmenter.segmentation_head
-        self.head, self.region_head = head, region_head
+        self.head, self.region_head, self.dense_head = head, region_head, dense_head
 
     def features(self, x: Tensor) -> Tensor:
         """Global-average-pooled bottleneck ``[B, C]`` (what the embedding plots show)."""
@@ -145,6 +180,12 @@ class SegmenterWithHeads(nn.Module):
     def forward_dense(self, x: Tensor) -> tuple[Tensor, Tensor]:
         stages = self.encoder(x)
         return self.head(stages[-1]), self.decoder(stages)
+
+    def forward_levels(self, x: Tensor, decode: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One pass -> global embedding ``[B, D]``, bottleneck map ``[B, C_enc, h, w]`` and, with
+        ``decode``, the decoder's map ``[B, C_dec, H, W]`` (IDEAL's dense term reads either level)."""
+        stages = self.encoder(x)
+        return self.head(stages[-1]), stages[-1], self.decoder(stages) if decode else None
 
     def segment(self, x: Tensor) -> Tensor:
         return self.segmentation_head(self.decoder(self.encoder(x)))

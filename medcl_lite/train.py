@@ -36,9 +36,17 @@ from medcl_lite.data.samplers import PatientBatchSampler
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.superpixels import FelzenszwalbParams, superpixels
 from medcl_lite.data.transforms import joint_transform, view_transform
+from medcl_lite.dense import dense_loss
 from medcl_lite.losses import MoCoQueue, info_nce, nt_xent
-from medcl_lite.metrics import dice_per_image, dice_per_volume, dice_pooled
+from medcl_lite.metrics import (
+    dice_per_image,
+    dice_per_volume,
+    dice_pooled,
+    hd95_per_volume,
+    summarize_hd95,
+)
 from medcl_lite.models import (
+    DenseProjectionHead,
     EncoderWithHead,
     ProjectionHead,
     RegionHead,
@@ -57,7 +65,7 @@ __all__ = [
     "PretrainConfig",
     "PretrainResult",
     "build_contrastive",
-    "dense_loss",
+    "local_loss",
     "embed",
     "finetune",
     "moco_loss",
@@ -80,6 +88,7 @@ class PretrainConfig:
     """Contrastive pretraining of a segmenter's encoder (the papers' values in the presets)."""
 
     framework: str = "simclr"  # "simclr" | "moco" | "supervised" (masks of the data, LRC Sec. 4)
+    supervised_loss: str = "ce+dice"  # framework="supervised": "ce" | "ce+dice" (as fine-tuning's loss)
     pairing: str = "instance"  # "instance" | "temporal" | "positional" | "partition"
     threshold: float = 0.1  # positional: |Δdepth| < θ (PCL: 0.1 CHD, 0.35 ACDC)
     parts: int = 4  # partition: depth bins per volume (GCL: 4)
@@ -110,6 +119,13 @@ class PretrainConfig:
     sp_sigma: float = 0.5
     sp_min_size: int = 20
     superpixel_cache: str = ""  # folder of cached superpixels; "" = <out_dir>/superpixels (none without out_dir)
+    # IDEAL (unpublished choices, ours: chapter 04, medcl_lite.dense): + dense_weight * L_dense
+    dense_weight: float = 0.0  # λ_dense; 0 = no dense term
+    dense_level: str = "decoder"  # feature map of the dense head: "decoder" (last U-Net stage) | "encoder"
+    dense_per_image: int = 64  # query locations sampled per image
+    dense_temperature: float = 0.2
+    dense_dim: int = 128  # dense embedding size (1x1 conv)
+    dense_queue_size: int = 0  # MoCo: queue of dense keys (0 = negatives from the batch only)
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA only
@@ -119,12 +135,24 @@ class PretrainConfig:
     checkpoint_every: int = 1  # epochs
     progress: bool = True
 
+    @property
+    def trains_decoder(self) -> bool:
+        """Whether a loss reaches the decoder: supervised, region (LRC) or decoder-level dense (IDEAL)."""
+        dense_decoder = self.dense_weight > 0 and self.dense_level == "decoder"
+        return self.framework == "supervised" or self.region_weight > 0 or dense_decoder
+
+    @property
+    def uses_feature_maps(self) -> bool:
+        """Whether pretraining needs the whole segmenter (:class:`SegmenterWithHeads`)."""
+        return self.trains_decoder or self.dense_weight > 0
+
     def __post_init__(self) -> None:
         name = type(self).__name__
         check_choice(name, "framework", self.framework, {"simclr", "moco", "supervised"})
         check_choice(name, "pairing", self.pairing, set(pairing.STRATEGIES))
         check_choice(name, "optimizer", self.optimizer, {"sgd", "adam"})
         check_choice(name, "sampler", self.sampler, {"random", "patient"})
+        check_choice(name, "supervised_loss", self.supervised_loss, {"ce", "ce+dice"})
         check_range(name, "threshold", self.threshold, 1e-6, 1.0)
         for key in ("parts", "max_epochs", "batch_size", "proj_dim", "queue_size", "checkpoint_every"):
             check_range(name, key, getattr(self, key), 1)
@@ -136,6 +164,14 @@ class PretrainConfig:
         check_range(name, "moco_momentum", self.moco_momentum, 0.0, 1.0)
         check_range(name, "warmup_epochs", self.warmup_epochs, 0)
         check_range(name, "region_weight", self.region_weight, 0.0)
+        check_range(name, "dense_weight", self.dense_weight, 0.0)
+        check_choice(name, "dense_level", self.dense_level, {"decoder", "encoder"})
+        for key in ("dense_per_image", "dense_dim"):
+            check_range(name, key, getattr(self, key), 1)
+        check_range(name, "dense_temperature", self.dense_temperature, 1e-12)
+        check_range(name, "dense_queue_size", self.dense_queue_size, 0)
+        if self.dense_queue_size and self.framework != "moco":
+            raise ConfigError(f"{name}: dense_queue_size needs framework='moco', got {self.framework!r}")
         for key in ("regions_per_image", "region_min_pixels", "region_dim", "sp_min_size"):
             check_range(name, key, getattr(self, key), 1)
         for key in ("region_temperature", "sp_scale"):
@@ -255,49 +291,69 @@ def moco_objective(q: Tensor, k: Tensor, queue: MoCoQueue, meta: dict[str, Tenso
     return loss
 
 
-def dense_loss(
+def local_loss(
     net: SegmenterWithHeads,
     key_net: SegmenterWithHeads | None,
-    queue: MoCoQueue | None,
+    queues: dict[str, MoCoQueue],
     batch: dict[str, Tensor],
     cfg: PretrainConfig,
     device,
+    image_width: int,
 ) -> tuple[Tensor, dict[str, float]]:
-    """A step that also trains the decoder: L = L_global + λ·L_region (LRC, Sec. 3).
+    """A step with feature-map terms: L = L_global + λ·L_region + λ_dense·L_dense.
 
     L_global is SimCLR's or MoCo's objective above on the bottleneck embedding, or, with
-    ``framework="supervised"``, cross-entropy on both views' masks. L_region
-    (:func:`medcl_lite.regions.region_loss`) contrasts superpixel regions pooled from the decoder
-    features: the same region in the other view is the positive (MoCo: the key view's features
-    come from the momentum network). Returns the loss and its parts for the history.
+    ``framework="supervised"``, the segmentation loss on both views' masks (``cfg.supervised_loss``:
+    cross-entropy alone lets a short run settle on background and the largest organ).
+    L_region (LRC Sec. 3, :func:`medcl_lite.regions.region_loss`) contrasts superpixel regions
+    pooled from the decoder features; L_dense (IDEAL, :func:`medcl_lite.dense.dense_loss`)
+    contrasts locations of the dense projection, the corresponding location of the other view
+    being the positive. With MoCo the key view's maps come from the momentum network.
+    ``queues``: ``"global"`` (MoCo) and ``"dense"`` (MoCo with ``dense_queue_size``).
+    Returns the loss and its parts for the history.
     """
     v1, v2 = batch["view1"].to(device), batch["view2"].to(device)
     meta = batch_meta(batch, device)
-    if cfg.framework == "supervised":
-        stages = net.encoder(torch.cat([v1, v2]))
-        dense = net.decoder(stages)
-        masks = torch.cat([batch["mask1"], batch["mask2"]]).to(device).long()
-        main = nn.functional.cross_entropy(net.segmentation_head(dense).float(), masks)
-        d1, d2 = dense.chunk(2)
-    elif key_net is None:
-        z, dense = net.forward_dense(torch.cat([v1, v2]))
-        (z1, z2), (d1, d2) = z.chunk(2), dense.chunk(2)
-        main = simclr_objective(z1, z2, meta, cfg)
+    decode = cfg.region_weight > 0 or cfg.framework == "supervised" or cfg.dense_level == "decoder"
+    if cfg.framework == "supervised" or key_net is None:
+        z, bottleneck, decoded = net.forward_levels(torch.cat([v1, v2]), decode)
+        b1, b2 = bottleneck.chunk(2)
+        d1, d2 = decoded.chunk(2) if decoded is not None else (None, None)
+        if cfg.framework == "supervised":
+            masks = torch.cat([batch["mask1"], batch["mask2"]]).to(device).long()
+            main = _segmentation_loss(net.segmentation_head(decoded), masks, cfg.supervised_loss)
+        else:
+            main = simclr_objective(*z.chunk(2), meta, cfg)
+        dense_key_net = net
     else:
-        q, d1 = net.forward_dense(v1)
+        q, b1, d1 = net.forward_levels(v1, decode)
         with torch.no_grad():
             momentum_update(net, key_net, cfg.moco_momentum)
-            k, d2 = key_net.forward_dense(v2)
-        main = moco_objective(q, k, queue, meta, cfg)
-    parts = {"global_loss": float(main.detach())}
-    if cfg.region_weight == 0:
-        return main, parts
-    region, n_regions = region_loss(
-        d1.float(), d2.float(), batch["regions1"].to(device), batch["regions2"].to(device), net.region_head,
-        per_image=cfg.regions_per_image, min_pixels=cfg.region_min_pixels, temperature=cfg.region_temperature,
-    )  # fmt: skip
-    parts.update(region_loss=float(region.detach()), regions=n_regions)
-    return main + cfg.region_weight * region, parts
+            k, b2, d2 = key_net.forward_levels(v2, decode)
+        main = moco_objective(q, k, queues["global"], meta, cfg)
+        dense_key_net = key_net
+    loss, parts = main, {"global_loss": float(main.detach())}
+    if cfg.region_weight > 0:
+        region, n_regions = region_loss(
+            d1.float(), d2.float(), batch["regions1"].to(device), batch["regions2"].to(device), net.region_head,
+            per_image=cfg.regions_per_image, min_pixels=cfg.region_min_pixels, temperature=cfg.region_temperature,
+        )  # fmt: skip
+        parts.update(region_loss=float(region.detach()), regions=n_regions)
+        loss = loss + cfg.region_weight * region
+    if cfg.dense_weight > 0:
+        f1, f2 = (d1, d2) if cfg.dense_level == "decoder" else (b1, b2)
+        k_map = dense_key_net.dense_head(f2.float())
+        dense_queue = queues.get("dense")
+        out = dense_loss(
+            net.dense_head(f1.float()), k_map, batch["pixels1"].to(device), batch["pixels2"].to(device),
+            per_image=cfg.dense_per_image, temperature=cfg.dense_temperature,
+            queue=dense_queue.keys.clone() if dense_queue is not None else None, image_width=image_width,
+        )  # fmt: skip
+        if dense_queue is not None and out.n_pairs:
+            dense_queue.enqueue(out.keys)
+        parts.update(dense_loss=float(out.loss.detach()), dense_pairs=out.n_pairs)
+        loss = loss + cfg.dense_weight * out.loss
+    return loss, parts
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,7 +384,7 @@ class PretrainResult:
 
     @property
     def trains_decoder(self) -> bool:
-        return self.config.framework == "supervised" or self.config.region_weight > 0
+        return self.config.trains_decoder
 
 
 def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
@@ -355,10 +411,14 @@ def build_contrastive(cfg: PretrainConfig, classes: int = 1) -> EncoderWithHead 
     or supervised pretraining with ``classes`` output classes)."""
     segmenter = build_segmenter(cfg.arch, cfg.encoder, cfg.in_channels, classes=classes)
     head = ProjectionHead(segmenter.encoder.out_channels[-1], cfg.proj_dim)
-    if cfg.framework != "supervised" and cfg.region_weight == 0:
+    if not cfg.uses_feature_maps:
         return EncoderWithHead(segmenter.encoder, head)
     decoder_channels = segmenter.segmentation_head[0].in_channels
-    return SegmenterWithHeads(segmenter, head, RegionHead(decoder_channels, cfg.region_dim))
+    dense_head = None
+    if cfg.dense_weight > 0:
+        level = decoder_channels if cfg.dense_level == "decoder" else segmenter.encoder.out_channels[-1]
+        dense_head = DenseProjectionHead(level, cfg.dense_dim)
+    return SegmenterWithHeads(segmenter, head, RegionHead(decoder_channels, cfg.region_dim), dense_head)
 
 
 def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarray | None = None) -> PretrainResult:
@@ -382,6 +442,7 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
     dataset = TwoViewDataset(
         data, view_transform(data.image_size[0], cfg.augment), index=index,
         regions=regions if cfg.region_weight > 0 else None, masks=cfg.framework == "supervised",
+        correspondence=cfg.dense_weight > 0,
     )  # fmt: skip
     if len(dataset) < cfg.batch_size:
         raise ConfigError(f"PretrainConfig: batch_size={cfg.batch_size} exceeds the {len(dataset)} images")
@@ -390,6 +451,9 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
     net = build_contrastive(cfg, classes=len(data.classes) if cfg.framework == "supervised" else 1).to(device)
     key_net = momentum_copy(net) if cfg.framework == "moco" else None
     queue = MoCoQueue(cfg.queue_size, cfg.proj_dim).to(device) if key_net is not None else None
+    queues = {"global": queue} if queue is not None else {}
+    if cfg.dense_queue_size:
+        queues["dense"] = MoCoQueue(cfg.dense_queue_size, cfg.dense_dim, fields=()).to(device)
     optimizer = _make_optimizer(net.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     steps_per_epoch = len(loader)
     total = cfg.max_epochs * steps_per_epoch
@@ -407,7 +471,8 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
         net.load_state_dict(state["net"])
         if key_net is not None:
             key_net.load_state_dict(state["key_net"])
-            queue.load_state_dict(state["queue"])
+            for name, q in queues.items():
+                q.load_state_dict(state["queue" if name == "global" else f"{name}_queue"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -428,7 +493,7 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
             parts = {}
             with torch.autocast(device.type, enabled=use_amp):
                 if isinstance(net, SegmenterWithHeads):
-                    loss, parts = dense_loss(net, key_net, queue, batch, cfg, device)
+                    loss, parts = local_loss(net, key_net, queues, batch, cfg, device, data.image_size[1])
                 elif key_net is None:
                     loss = simclr_loss(net, batch, cfg, device)
                 else:
@@ -460,7 +525,8 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
             }
             if key_net is not None:
                 state["key_net"] = key_net.state_dict()
-                state["queue"] = queue.state_dict()
+                for name, q in queues.items():
+                    state["queue" if name == "global" else f"{name}_queue"] = q.state_dict()
             save_checkpoint(state, out / "checkpoint.pt")
     bar.close()
     result = PretrainResult(net, pd.DataFrame(history), cfg, out, time.perf_counter() - t0)
@@ -576,10 +642,15 @@ def embed(net: EncoderWithHead, data: SliceSet, index=None, batch_size: int = 12
     return np.concatenate(feats)
 
 
-def evaluate(model: nn.Module, data: SliceSet, index) -> tuple[dict, np.ndarray]:
+def evaluate(model: nn.Module, data: SliceSet, index, hd95: bool = False) -> tuple[dict, np.ndarray]:
     """Dice of ``model`` on rows ``index``: per image (mean over images and classes), pooled over
     all slices (the papers' way) and, when every row is a slice of a volume, per 3-D volume
-    (``dice_volume``: mean over volumes of the volume's mean class Dice, the honest number)."""
+    (``dice_volume``: mean over volumes of the volume's mean class Dice, the honest number).
+
+    With ``hd95`` (volumes only): HD95 of every stacked volume and class in mm when the rows carry
+    ``spacing_x/y/z`` (:func:`~medcl_lite.metrics.hd95_per_volume`): ``hd95_volume``, the mean of
+    the defined values, ``hd95_undefined``, how many (volume, class) cases had an empty prediction
+    or truth, and ``hd95_<class>``."""
     pred = predict(model, data, index)
     target = data.masks[np.asarray(index)]
     per_image = dice_per_image(pred, target, len(data.classes))  # [N, K], NaN = absent in both
@@ -591,12 +662,25 @@ def evaluate(model: nn.Module, data: SliceSet, index) -> tuple[dict, np.ndarray]
     volumes = data.meta["volume_id"].astype(str).to_numpy()[np.asarray(index)]
     if len(volumes) and (volumes != "").all():
         metrics["dice_volume"] = float(dice_per_volume(pred, target, volumes, len(data.classes))["mean"].mean())
+        if hd95:
+            metrics.update(_hd95_metrics(pred, target, data, np.asarray(index), volumes))
     for k, name in enumerate(data.classes[1:]):
         metrics[f"dice_{name}"] = float(np.nanmean(per_image[:, k]))
     sites = data.meta["site"].to_numpy()[np.asarray(index)]
     for site in sorted(set(sites)):
         metrics[f"dice_site_{site}"] = float(np.nanmean(per_image[sites == site]))
     return metrics, pred
+
+
+def _hd95_metrics(pred: np.ndarray, target: np.ndarray, data: SliceSet, index: np.ndarray, volumes) -> dict:
+    """``hd95_volume``, ``hd95_undefined`` and ``hd95_<class>`` of the stacked test volumes."""
+    meta = data.meta.iloc[index]
+    spacing = meta if {"spacing_x", "spacing_y", "spacing_z"} <= set(meta.columns) else None
+    table = hd95_per_volume(pred, target, volumes, meta["slice_index"].to_numpy(), len(data.classes),
+                            spacing=spacing, class_names=data.classes)  # fmt: skip
+    summary = summarize_hd95(table)
+    out = {"hd95_volume": summary["mean"], "hd95_undefined": summary["n_undefined"]}
+    return out | {f"hd95_{name.removeprefix('hd95_')}": v for name, v in summary["per_class"].items()}
 
 
 def finetune(
@@ -665,7 +749,7 @@ def finetune(
         metrics.update(paper_test_dice_pooled=float(top["test_dice_pooled"]), paper_best_step=int(top["step"]))
     test_pred = None
     if test_index is not None and len(test_index):
-        test_metrics, test_pred = evaluate(model, data, test_index)
+        test_metrics, test_pred = evaluate(model, data, test_index, hd95=True)
         metrics.update({f"test_{k}": v for k, v in test_metrics.items()})
     result = FinetuneResult(model, metrics, pd.DataFrame(history), cfg, test_pred)
     if cfg.out_dir:

@@ -28,6 +28,7 @@ __all__ = [
     "plot_dice_vs_labels",
     "plot_embeddings",
     "save_figure",
+    "show_correspondences",
     "show_images",
     "show_mask",
     "show_overlays",
@@ -172,6 +173,36 @@ def show_pairs(
         axes[row, 0].set_ylabel(label)
     if suptitle:
         fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def show_correspondences(view1, view2, points1, points2, title: str | None = None) -> Figure:
+    """Two views side by side with lines joining corresponding locations (IDEAL's dense positives).
+
+    Args:
+        view1, view2: ``[H, W]`` (or ``[1, H, W]``) images of one slice under two augmentations.
+        points1, points2: ``[M, 2]`` (row, column) pixel positions in ``view1`` / ``view2``; point
+            ``m`` of one view is the positive of point ``m`` of the other.
+        title: figure title.
+    """
+    left, right = (_image_stack(v, name)[0] for v, name in ((view1, "view1"), (view2, "view2")))
+    p1, p2 = (np.asarray(as_numpy(p, name), dtype=float) for p, name in ((points1, "points1"), (points2, "points2")))
+    if p1.ndim != 2 or p1.shape[1] != 2 or p1.shape != p2.shape:
+        raise ValueError(f"points1 and points2 must both be [M, 2] (row, column), got {p1.shape} and {p2.shape}")
+    gap = left.shape[1] // 8
+    canvas = np.full((max(left.shape[0], right.shape[0]), left.shape[1] + gap + right.shape[1]), np.nan)
+    canvas[: left.shape[0], : left.shape[1]] = left
+    canvas[: right.shape[0], left.shape[1] + gap :] = right
+    fig, ax = plt.subplots(figsize=(2 * _PANEL_INCHES * 1.6, _PANEL_INCHES * 1.6))
+    ax.imshow(canvas, cmap="gray", **_grey_range(np.stack([left, right])))
+    colours = plt.get_cmap("hsv")(np.linspace(0, 1, len(p1), endpoint=False))
+    offset = left.shape[1] + gap
+    for (r1, c1), (r2, c2), colour in zip(p1, p2, colours, strict=True):
+        ax.plot([c1, c2 + offset], [r1, r2], "-", color=colour, lw=0.8, alpha=0.8)
+        ax.plot([c1, c2 + offset], [r1, r2], "o", color=colour, ms=2.5)
+    _bare(ax)
+    ax.set_title(title or "view 1  |  view 2: lines join corresponding locations", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -107,7 +107,8 @@ encoder = "resnet18"  # smp encoder of the U-Net
 image_size = 0  # 0: the size's image side (phantom only)
 pretrain_epochs = 0  # 0: the size's value
 pretrain_batch = 0  # 0: the size's value
-lr = 0.0  # pretraining lr, 0: the size's value (SGD, momentum 0.9, wd 1e-5)
+lr = 0.0  # contrastive pretraining lr, 0: the size's value (SGD, momentum 0.9, wd 1e-5)
+supervised_lr = 1e-3  # supervised pretraining: Adam at this lr with CE + Dice (section 5 says why)
 warmup_epochs = -1  # -1: the size's value
 queue_size = 0  # MoCo queue, 0: the size's value
 moco_momentum = 0.0  # 0: the size's value
@@ -150,10 +151,10 @@ SIZES = {
                   ft_lr=1e-3, sp_scale=60.0, sp_min=20),
     "cpu": dict(image=64, patients=32, slices=(14, 20), epochs=15, batch=32, lr=0.05, warmup=1,
                 queue=256, m=0.99, proj=128, methods=ALL_METHODS, counts=[1, 2, 4], folds=3,
-                ft_steps=60, ft_batch=8, ft_lr=1e-3, sp_scale=60.0, sp_min=20),
+                ft_steps=200, ft_batch=8, ft_lr=1e-3, sp_scale=60.0, sp_min=20),
     "gpu": dict(image=128, patients=60, slices=(16, 28), epochs=100, batch=32, lr=0.05, warmup=5,
                 queue=1024, m=0.99, proj=128, methods=ALL_METHODS, counts=[1, 2, 4, 8], folds=5,
-                ft_steps=300, ft_batch=10, ft_lr=1e-3, sp_scale=120.0, sp_min=40),
+                ft_steps=600, ft_batch=10, ft_lr=1e-3, sp_scale=120.0, sp_min=40),
 }
 if size not in SIZES:
     raise ValueError(f"preset={preset!r}: choose one of {sorted(SIZES)} or 'auto'")
@@ -308,18 +309,23 @@ viz.save_figure(fig, run_dir / "figures" / "region_mask.png")
 # - **MoCo + LRC**: the same plus λ·L_region on the last U-Net decoder stage (16 channels at full
 #   resolution; our choice of level: the features segmentation reads). The key view's region
 #   features come from the momentum network.
-# - **Supervised**: cross-entropy on the fully labelled site-B volumes (both views, same geometry
-#   for the masks).
+# - **Supervised**: segmentation of the fully labelled site-B volumes (both views, same geometry
+#   for the masks), with the fine-tuning recipe: Adam and cross-entropy + Dice. Our choice, measured
+#   on this phantom (64², 15 epochs, Dice on held-out site-A slices): SGD at the contrastive lr with
+#   cross-entropy alone learns background and liver only (liver 0.91, every other organ 0.00);
+#   Adam 1e-3 with CE + Dice reaches liver 0.92, spleen 0.82, right kidney 0.80, stomach 0.66
+#   and, still, left kidney 0.00 (30 epochs: all five organs 0.85-0.96).
 # - **Supervised + LRC**: the same plus λ·L_region (LRC Sec. 4: LRC also helps supervised pretraining).
 #
 # The LRC variants and supervised pretraining train encoder **and** decoder; fine-tuning keeps both.
 
 # %%
+supervised_optim = {"optimizer": "adam", "lr": supervised_lr, "supervised_loss": "ce+dice"}
 METHODS = {
     "MoCo": dict(framework="moco", region_weight=0.0),
     "MoCo + LRC": dict(framework="moco", region_weight=region_weight),
-    "Supervised": dict(framework="supervised", region_weight=0.0),
-    "Supervised + LRC": dict(framework="supervised", region_weight=region_weight),
+    "Supervised": dict(framework="supervised", region_weight=0.0, **supervised_optim),
+    "Supervised + LRC": dict(framework="supervised", region_weight=region_weight, **supervised_optim),
 }
 common = {
     "max_epochs": pick(pretrain_epochs, S["epochs"]), "batch_size": pick(pretrain_batch, S["batch"]),

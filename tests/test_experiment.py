@@ -126,3 +126,30 @@ def test_compare_to_baseline_uses_the_spread():
     assert abs(first.delta - 0.11) < 1e-9 and abs(first.spread - 0.02) < 1e-9 and first.beyond_spread
     close = compare_to_baseline(rows[rows.init != "A"], ["setting", "n_labelled"])
     assert close.best.iloc[0] == "B" and not close.beyond_spread.iloc[0]  # -0.005 within 0.01
+
+
+def test_grid_runs_two_stream_semi_supervised_fine_tuning(tiny_set, tmp_path, monkeypatch):
+    from medcl_lite.semi import SemiConfig
+
+    protocol = make_protocol(tiny_set.meta, labelled_sites=("A", "B"), val_fraction=0.2, test_fraction=0.3, seed=0)
+    seen = {}
+    real = experiment.finetune_two_stream
+
+    def spy(cfg, data, labelled, unlabelled, *args):
+        seen[len(labelled)] = set(unlabelled.tolist())
+        assert not set(labelled.tolist()) & seen[len(labelled)]
+        return real(cfg, data, labelled, unlabelled, *args)
+
+    monkeypatch.setattr(experiment, "finetune_two_stream", spy)
+    base = SemiConfig(max_steps=2, eval_every=1, batch_size=2, unlabelled_batch=2, rampup_steps=1, progress=False)
+    rows = run_finetune_grid(tiny_set, protocol, {"random init": None}, [1, "all"], [0], base, tmp_path, progress=False)
+    assert seen[1] == set(protocol.label_pool.tolist()) - set(np.setdiff1d(protocol.label_pool, list(seen[1])).tolist())
+    assert len(seen[1]) == len(protocol.label_pool) - 1 and seen[len(protocol.label_pool)] == set()
+    assert {"test_unet_dice", "test_fpn_dice", "unlabelled_disagreement"} <= set(rows.columns)
+    unet, mean = (load_predictions(tmp_path, "random init", 1, 0, stream=s) for s in ("unet", ""))
+    assert unet.shape == mean.shape == (len(protocol.test), 32, 32)
+    with pytest.raises(KeyError, match="pred_other"):
+        load_predictions(tmp_path, "random init", 1, 0, stream="other")
+    monkeypatch.setattr(experiment, "finetune_two_stream", None)  # finished runs are reused
+    again = run_finetune_grid(tiny_set, protocol, {"random init": None}, [1, "all"], [0], base, tmp_path, progress=False)
+    np.testing.assert_allclose(again.test_dice.to_numpy(), rows.test_dice.to_numpy())

@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from medcl_lite.metrics import dice_per_image, dice_per_volume, dice_pooled, hd95, summarize
+from medcl_lite.metrics import (
+    dice_per_image,
+    dice_per_volume,
+    dice_pooled,
+    hd95,
+    hd95_per_volume,
+    summarize,
+    summarize_hd95,
+)
 
 
 def square(size: int = 40, top: int = 10, left: int = 10, side: int = 12) -> np.ndarray:
@@ -206,6 +214,187 @@ def test_hd95_bad_input():
         hd95(square(40), square(30))
     with pytest.raises(ValueError, match="boolean"):
         hd95(square().astype(int) * 2, square())
+
+
+# --------------------------------------------------------------------------------------------
+# HD95 per volume
+# --------------------------------------------------------------------------------------------
+def box_volume(
+    depth: int = 8, size: int = 32, z=(2, 6), y=(8, 20), x=(8, 20), label: int = 1
+) -> np.ndarray:
+    """Label map ``[depth, size, size]`` with one box of ``label``."""
+    volume = np.zeros((depth, size, size), dtype=np.int64)
+    volume[z[0] : z[1], y[0] : y[1], x[0] : x[1]] = label
+    return volume
+
+
+def one_volume(pred, target, **kwargs) -> pd.DataFrame:
+    ids, index = np.zeros(len(pred), dtype=int), np.arange(len(pred))
+    return hd95_per_volume(pred, target, ids, index, **kwargs)
+
+
+@pytest.mark.parametrize("shift", [1, 3])
+def test_hd95_per_volume_of_shifted_boxes_is_the_shift_times_spacing(shift):
+    target = box_volume()
+    along_x = box_volume(x=(8 + shift, 20 + shift))
+    along_z = box_volume(z=(2 + shift, 6 + shift))
+    assert one_volume(along_x, target, num_classes=2).loc[0, "hd95_1"] == pytest.approx(shift)
+    # spacing is (z, y, x): an x shift scales with the last entry, a z shift with the first
+    anisotropic = (2.5, 0.5, 0.7)
+    table = one_volume(along_x, target, num_classes=2, spacing=anisotropic)
+    assert table.loc[0, "hd95_1"] == pytest.approx(0.7 * shift)
+    table = one_volume(along_z, target, num_classes=2, spacing=anisotropic)
+    assert table.loc[0, "hd95_1"] == pytest.approx(2.5 * shift)
+
+
+def test_hd95_per_volume_table_layout_and_empty_prediction():
+    target = box_volume() + box_volume(x=(22, 28), label=2)  # LV box and RV box
+    pred = box_volume(x=(10, 22))  # LV shifted by 2, RV missed
+    table = one_volume(pred, target, num_classes=3)
+    assert list(table.columns) == [
+        "volume_id",
+        "n_slices",
+        "hd95_1",
+        "hd95_2",
+        "mean",
+        "n_undefined",
+    ]
+    assert table.loc[0, "n_slices"] == 8
+    assert table.loc[0, "hd95_1"] == pytest.approx(2.0)
+    assert math.isnan(table.loc[0, "hd95_2"])
+    assert table.loc[0, "mean"] == pytest.approx(2.0)  # NaN class ignored ...
+    assert table.loc[0, "n_undefined"] == 1  # ... and counted
+    named = one_volume(pred, target, num_classes=3, class_names=["bg", "LV", "RV"])
+    assert list(named.columns[2:4]) == ["LV", "RV"]
+    with_background = one_volume(pred, target, num_classes=3, include_background=True)
+    assert list(with_background.columns[2:5]) == ["hd95_0", "hd95_1", "hd95_2"]
+    empty = one_volume(np.zeros_like(target), target, num_classes=3)
+    assert math.isnan(empty.loc[0, "mean"])
+    assert empty.loc[0, "n_undefined"] == 2
+
+
+def random_boxes(rng: np.random.Generator, depth: int, size: int = 12) -> np.ndarray:
+    """``[depth, size, size]`` with a random box of class 1, then one of class 2 over it."""
+    volume = np.zeros((depth, size, size), dtype=np.int64)
+    for label in (1, 2):
+        z0, y0, x0 = rng.integers(0, depth - 1), *rng.integers(0, size - 4, size=2)
+        z1, y1, x1 = rng.integers(z0 + 1, depth + 1), *rng.integers((y0, x0), size + 1) + 2
+        volume[z0:z1, y0:y1, x0:x1] = label
+    return volume
+
+
+def test_hd95_per_volume_matches_stacked_3d_reference_and_ignores_row_order():
+    rng = np.random.default_rng(3)
+    depths = {"v1": 5, "v0": 7, "v2": 4}
+    pred, target, ids, index = [], [], [], []
+    for volume_id, depth in depths.items():
+        pred.append(random_boxes(rng, depth))
+        target.append(random_boxes(rng, depth))
+        ids += [volume_id] * depth
+        index += list(range(10, 10 + depth))  # any start is fine, only gaps are not
+    pred, target = np.concatenate(pred), np.concatenate(target)
+    ids, index = np.array(ids), np.array(index)
+    spacing = (3.0, 0.8, 1.1)
+    table = hd95_per_volume(pred, target, ids, index, 3, spacing=spacing)
+    assert list(table["volume_id"]) == ["v0", "v1", "v2"]
+    assert list(table["n_slices"]) == [7, 5, 4]
+    for row in table.itertuples():  # loop reference: hd95 of the stacked [D, H, W] volume
+        rows = ids == row.volume_id
+        for c in (1, 2):
+            expected = hd95(pred[rows] == c, target[rows] == c, spacing=spacing)
+            assert getattr(row, f"hd95_{c}") == pytest.approx(expected)
+    order = rng.permutation(len(ids))  # volumes interleaved, slices shuffled
+    shuffled = hd95_per_volume(
+        pred[order], torch.from_numpy(target[order]), ids[order], index[order], 3, spacing=spacing
+    )
+    pd.testing.assert_frame_equal(table, shuffled)
+    # the order really matters: stacking in row order instead of slice_index changes HD95
+    # (a permutation of slice_index within each volume, same for pred and target)
+    scrambled_index = index.copy()
+    for volume_id in depths:
+        rows = ids == volume_id
+        scrambled_index[rows] = rng.permutation(index[rows])
+    scrambled = hd95_per_volume(pred, target, ids, scrambled_index, 3, spacing=spacing)
+    assert not np.allclose(table[["hd95_1", "hd95_2"]], scrambled[["hd95_1", "hd95_2"]])
+
+
+def test_hd95_per_volume_per_slice_spacing():
+    target = np.concatenate([box_volume(depth=6), box_volume(depth=6)])
+    pred = np.concatenate([box_volume(depth=6, z=(3, 7)), box_volume(depth=6, z=(3, 7))])
+    ids, index = np.repeat(["a", "b"], 6), np.tile(np.arange(6), 2)
+    # meta-like table with the columns in x, y, z order: read by name, not by position
+    meta = pd.DataFrame({"spacing_x": 0.5, "spacing_y": 0.5, "spacing_z": np.repeat([2.0, 4.0], 6)})
+    by_name = hd95_per_volume(pred, target, ids, index, 2, spacing=meta)
+    np.testing.assert_allclose(by_name["hd95_1"], [2.0, 4.0])  # z shift of 1 slice
+    as_array = meta[["spacing_z", "spacing_y", "spacing_x"]].to_numpy()
+    by_array = hd95_per_volume(pred, target, ids, index, 2, spacing=as_array)
+    pd.testing.assert_frame_equal(by_name, by_array)
+    with pytest.raises(ValueError, match="constant within a volume; volume 'b'"):
+        bad = as_array.copy()
+        bad[-1, 0] = 3.0
+        hd95_per_volume(pred, target, ids, index, 2, spacing=bad)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"slice_index": [0, 1, 3, 0, 1, 2]}, "volume 'a' has a gap"),
+        ({"slice_index": [0, 1, 1, 0, 1, 2]}, "volume 'a' repeats"),
+        ({"slice_index": [0.0, 1.5, 2, 0, 1, 2]}, "slice_index must hold integers"),
+        ({"slice_index": [0, 1, 2]}, "slice_index must be one integer per slice"),
+        ({"volume_ids": ["a"] * 5}, "volume_ids"),
+        ({"pred": np.zeros((6, 8, 8), int)}, "shapes differ"),
+        ({"pred": np.zeros((6, 4, 16), int)}, "shapes differ"),  # same size, other shape
+        ({"pred": np.zeros((6, 64), int), "target": np.zeros((6, 64), int)}, r"\[N, H, W\]"),
+        ({"pred": np.full((6, 4, 4), 2)}, "outside"),
+        ({"spacing": (1.0, 1.0)}, "spacing"),
+        ({"spacing": np.ones((5, 3))}, r"spacing must be .* \[6, 3\]"),
+        ({"spacing": np.full((6, 3), -1.0)}, "volume 'a': spacing"),
+        ({"class_names": ["x", "n_undefined"]}, "class_names"),
+    ],
+)
+def test_hd95_per_volume_bad_input(change, message):
+    args = {
+        "pred": np.zeros((6, 4, 4), int),
+        "target": np.zeros((6, 4, 4), int),
+        "volume_ids": ["a"] * 3 + ["b"] * 3,
+        "slice_index": [0, 1, 2, 0, 1, 2],
+        "num_classes": 2,
+    }
+    with pytest.raises(ValueError, match=message):
+        hd95_per_volume(**{**args, **change})
+
+
+def test_summarize_hd95_reports_mean_of_defined_and_undefined_count():
+    table = pd.DataFrame(
+        {
+            "volume_id": ["a", "b", "c"],
+            "n_slices": [8, 8, 8],
+            "LV": [1.0, 3.0, np.nan],
+            "RV": [np.nan, 5.0, np.nan],
+        }
+    )
+    table["mean"] = [1.0, 4.0, np.nan]
+    table["n_undefined"] = [1, 0, 2]
+    summary = summarize_hd95(table)
+    assert summary["mean"] == pytest.approx(3.0)  # (1 + 3 + 5) / 3 defined cases
+    assert (summary["n_defined"], summary["n_undefined"], summary["n_cases"]) == (3, 3, 6)
+    assert summary["per_class"] == pytest.approx({"LV": 2.0, "RV": 5.0})
+    assert summary["per_class_undefined"] == {"LV": 1, "RV": 2}
+    assert summary["text"] == "3.00 (defined for 3 of 6 volume-class cases; 3 undefined)"
+    all_nan = summarize_hd95(table.iloc[[2]])
+    assert math.isnan(all_nan["mean"]) and all_nan["n_undefined"] == 2
+    assert math.isnan(all_nan["per_class"]["LV"])
+    with pytest.raises(ValueError, match="n_undefined"):
+        summarize_hd95(table.drop(columns="n_undefined"))
+
+
+def test_summarize_hd95_on_a_real_table():
+    target = box_volume() + box_volume(x=(22, 28), label=2)
+    table = one_volume(box_volume(x=(10, 22)), target, num_classes=3)
+    summary = summarize_hd95(table)
+    assert summary["mean"] == pytest.approx(2.0)
+    assert summary["per_class_undefined"] == {"hd95_1": 0, "hd95_2": 1}
 
 
 # --------------------------------------------------------------------------------------------

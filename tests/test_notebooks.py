@@ -70,7 +70,7 @@ def test_quickstart_reproduce_smoke(tmp_path):
 
 
 PARAM_FILES = sorted((NOTEBOOKS / "params").glob("*/*.yaml"))
-PAPER_OF = {"quickstart": "00_quickstart", "cl_tci": "01_cl_tci", "pcl": "02_pcl", "lrc": "03_lrc"}
+PAPER_OF = {"quickstart": "00_quickstart", "cl_tci": "01_cl_tci", "pcl": "02_pcl", "lrc": "03_lrc", "ideal": "04_ideal"}
 
 
 @pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -132,3 +132,17 @@ def test_lrc_real_data_presets_mark_every_unpublished_value():
         _assert_commented(path, unpublished)
         text = {line.split(":")[0]: line for line in path.read_text().splitlines() if ":" in line}
         assert all("ours" in text[k] for k in unpublished), path.name
+
+
+def test_ideal_real_data_presets_carry_the_paper_budgets_and_mark_our_values():
+    budgets = {"acdc_semi": ("patients", [1, 2, 8, "all"]), "mmwhs_semi": ("volumes", [2, 4, 8, "all"])}
+    papers = sorted(p for p in (NOTEBOOKS / "params" / "ideal").glob("*.yaml") if p.stem not in ("smoke", "cpu", "gpu"))
+    assert sorted(p.stem for p in papers) == sorted(budgets)
+    for path in papers:
+        params = repro.load_params([str(path)])
+        assert (params["label_unit"], params["label_counts"]) == budgets[path.stem]
+        assert {"MoCo", "IDEAL dense"} <= set(params["methods"]) and params["dense_weight"] > 0
+        ours = ["dense_per_image", "dense_temperature", "cps_threshold", "cps_rampup", "ft_steps", "pretrain_epochs"]
+        _assert_commented(path, [*ours, "dense_level", "label_counts"])
+        text = {line.split(":")[0]: line for line in path.read_text().splitlines() if ":" in line}
+        assert all("ours" in text[k] for k in ours), path.name

@@ -267,10 +267,75 @@ def test_supervised_pretraining_without_region_loss_uses_the_masks(tiny_set):
         _cfg(framework="supervised", pairing="temporal")
 
 
+def test_supervised_pretraining_loss_choice(tiny_set):
+    ce = pretrain(_cfg(framework="supervised", supervised_loss="ce", max_epochs=1), tiny_set).history.loss
+    both = pretrain(_cfg(framework="supervised", supervised_loss="ce+dice", max_epochs=1), tiny_set).history.loss
+    dice_term = both.iloc[0] - ce.iloc[0]  # same init and first batch: the CE parts are equal
+    assert 0.05 < dice_term <= 1.0
+    with pytest.raises(ConfigError, match="supervised_loss"):
+        _cfg(framework="supervised", supervised_loss="dice")
+
+
 def test_lrc_resume_continues_exactly(tiny_set, tmp_path, monkeypatch):
     _assert_resume_is_exact(tiny_set, tmp_path, monkeypatch, framework="moco", queue_size=8, max_epochs=2, **LRC)
+
+
+# ------------------------------------------------------------------------------------------- IDEAL
+DENSE = {"dense_weight": 1.0, "dense_per_image": 8, "dense_dim": 8}
+
+
+@pytest.mark.parametrize("framework", ["simclr", "moco"])
+def test_dense_loss_at_the_decoder_trains_and_transfers_it(tiny_set, tmp_path, framework):
+    cfg = _cfg(tmp_path, framework=framework, queue_size=8, max_epochs=1, **DENSE)
+    torch.manual_seed(0)
+    before = train.build_contrastive(cfg).decoder.state_dict()
+    result = pretrain(cfg, tiny_set)
+    h = result.history
+    assert np.isfinite(h.dense_loss).all() and (h.dense_pairs > 0).all()
+    np.testing.assert_allclose(h.loss, h.global_loss + h.dense_loss, rtol=1e-5)
+    assert result.trains_decoder and set(result.transfer_state) == {"encoder", "decoder"}
+    after = result.transfer_state["decoder"]
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
+
+def test_dense_loss_at_the_encoder_transfers_the_encoder_only(tiny_set):
+    result = pretrain(_cfg(framework="moco", queue_size=8, max_epochs=1, dense_level="encoder", **DENSE), tiny_set)
+    assert np.isfinite(result.history.dense_loss).all()
+    assert not result.trains_decoder and "decoder" not in result.transfer_state
+
+
+def test_dense_queue_resume_continues_exactly(tiny_set, tmp_path, monkeypatch):
+    _assert_resume_is_exact(tiny_set, tmp_path, monkeypatch, framework="moco", queue_size=8, dense_queue_size=16,
+                            **DENSE)
+    state = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    assert state["dense_queue"]["keys"].shape == (16, 8) and int(state["dense_queue"]["filled"]) == 16
+
+
+def test_dense_config_is_checked():
+    with pytest.raises(ConfigError, match="dense_level"):
+        _cfg(dense_weight=1.0, dense_level="bottleneck")
+    with pytest.raises(ConfigError, match="dense_queue_size"):
+        _cfg(framework="simclr", dense_weight=1.0, dense_queue_size=8)
 
 
 def test_global_pretraining_transfers_the_encoder_only(tiny_set):
     result = pretrain(_cfg(max_epochs=1), tiny_set)
     assert not result.trains_decoder and result.transfer_state.keys() == result.encoder_state.keys()
+
+
+def test_finetune_reports_hd95_per_volume_in_mm():
+    from medcl_lite.data.phantoms import make_cardiac_volumes
+
+    data = make_cardiac_volumes(n_patients=3, sites=("A",), size=32, slices=(4, 4), seed=0)
+    rows = np.arange(len(data))
+    ft = finetune(FinetuneConfig(max_steps=2, eval_every=1, batch_size=2, progress=False), data, rows[:4], rows[4:8],
+                  rows[8:])
+    m = ft.metrics
+    assert {"test_hd95_volume", "test_hd95_undefined", "test_hd95_lv", "test_hd95_rv"} <= set(m)
+    assert m["test_hd95_undefined"] >= 0 and (np.isnan(m["test_hd95_volume"]) or m["test_hd95_volume"] >= 0)
+    from medcl_lite.metrics import hd95_per_volume, summarize_hd95
+
+    meta = data.meta.iloc[rows[8:]]
+    table = hd95_per_volume(ft.test_pred, data.masks[rows[8:]], meta.volume_id, meta.slice_index, 4, spacing=meta)
+    np.testing.assert_equal(m["test_hd95_volume"], summarize_hd95(table)["mean"])
+    assert "hd95_volume" not in train.evaluate(ft.model, data, rows[8:])[0]  # only on request

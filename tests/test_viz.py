@@ -51,6 +51,20 @@ def test_show_pairs_two_rows_with_labels():
         viz.show_pairs(images(4), images(3))
 
 
+def test_show_correspondences_joins_points_across_the_views():
+    view = images(1)[0]
+    points = np.array([[2.0, 3.0], [10.0, 5.0], [7.0, 1.0]])
+    fig = viz.show_correspondences(view, torch.from_numpy(view[None]), points, points[::-1])
+    ax = fig.axes[0]
+    offset = view.shape[-1] + view.shape[-1] // 8
+    lines = [line for line in ax.lines if line.get_linestyle() == "-"]
+    assert len(lines) == 3
+    np.testing.assert_allclose(lines[0].get_xdata(), [3.0, points[::-1][0, 1] + offset])
+    np.testing.assert_allclose(lines[0].get_ydata(), [2.0, points[::-1][0, 0]])
+    with pytest.raises(ValueError, match="points1 and points2"):
+        viz.show_correspondences(view, view, points, points[:2])
+
+
 def test_show_mask_draws_the_mask_and_counts_positives():
     mask = np.eye(4, dtype=bool) | np.eye(4, k=1, dtype=bool)
     fig = viz.show_mask(torch.from_numpy(mask), title="temporal", tick_labels=list("ABCD"))

@@ -111,6 +111,12 @@ class TwoViewDataset(_SliceSetItems):
     masks are sampled nearest-neighbour, so ids stay exact, and intensity steps leave them alone).
     Pixels from outside the image get -1 (no region). Batches: ``[B, H', W']``.
 
+    With ``correspondence=True`` (IDEAL's dense loss, :mod:`medcl_lite.dense`), items also hold
+    ``pixels1`` and ``pixels2``: ``[H', W']`` int64, for every view pixel the index ``y * W + x``
+    of the original pixel it shows (-1 outside the image). It is the *pixel index map* of the
+    slice, made on the fly and warped like a region map in the same transform call, so two views'
+    correspondences are exact. Works together with ``regions`` and ``masks``.
+
     Args:
         data: the images (all sites and patients the pairing should see).
         transform: ``[1, H, W] -> [1, H', W']``, random on each call, e.g. ``view_transform(64)``;
@@ -121,6 +127,8 @@ class TwoViewDataset(_SliceSetItems):
             ``data`` (not of ``index``).
         masks: also serve ``mask1`` / ``mask2`` (``[H', W']`` int64 class maps warped with each
             view, background outside the image) for supervised pretraining.
+        correspondence: also serve ``pixels1`` / ``pixels2`` (original pixel per view pixel);
+            needs ``H * W < 2**24`` (indices stay exact through float resampling).
     """
 
     def __init__(
@@ -130,12 +138,16 @@ class TwoViewDataset(_SliceSetItems):
         index: Sequence[int] | np.ndarray | None = None,
         regions: np.ndarray | Tensor | None = None,
         masks: bool = False,
+        correspondence: bool = False,
     ) -> None:
         if not callable(transform):
             raise ValueError(
                 f"transform must be callable (e.g. view_transform(size)), got {transform!r}"
             )
+        if correspondence:
+            _check_pixel_count(data)
         super().__init__(data, index)
+        self.correspondence = bool(correspondence)
         self.transform = transform
         self.regions = None if regions is None else _check_regions(regions, data)
         if masks and data.masks is None:
@@ -149,13 +161,16 @@ class TwoViewDataset(_SliceSetItems):
         maps = []
         if self.regions is not None:
             maps.append(self.regions[row].to(torch.int64) + 1)  # 0 = padding
+        if self.correspondence:
+            maps.append(_pixel_index_map(*image.shape[-2:]) + 1)  # 0 = padding
         if self.masks is not None:
             maps.append(self.masks[row].to(torch.int64))
         try:
             out = self.transform(tv_tensors.Image(image), tv_tensors.Mask(torch.stack(maps)))
         except TypeError as err:
             raise TypeError(
-                "with regions or masks, transform must accept (image, mask) as view_transform"
+                "with regions, masks or correspondence, transform must accept (image, mask) as"
+                " view_transform"
                 f" does; {self.transform!r} failed: {err}"
             ) from err
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
@@ -173,6 +188,8 @@ class TwoViewDataset(_SliceSetItems):
         named = {}
         if self.regions is not None:
             named["regions"] = mapped[0] - 1
+        if self.correspondence:
+            named["pixels"] = mapped[int(self.regions is not None)] - 1
         if self.masks is not None:
             named["mask"] = mapped[-1]
         return view, named
@@ -180,7 +197,7 @@ class TwoViewDataset(_SliceSetItems):
     def __getitem__(self, i: int) -> dict[str, Tensor | int]:
         row = self._row(i)
         image = self.images[row].unsqueeze(0)
-        if self.regions is None and self.masks is None:
+        if self.regions is None and self.masks is None and not self.correspondence:
             return {
                 "view1": _plain_float(self.transform(image)),
                 "view2": _plain_float(self.transform(image)),
@@ -192,6 +209,21 @@ class TwoViewDataset(_SliceSetItems):
         for name in maps1:
             item[f"{name}1"], item[f"{name}2"] = maps1[name], maps2[name]
         return item | self._meta(row)
+
+
+def _pixel_index_map(height: int, width: int) -> Tensor:
+    """``[H, W]`` int64 map holding ``y * W + x`` at pixel ``(y, x)`` (IDEAL's correspondence)."""
+    return torch.arange(height * width, dtype=torch.int64).reshape(height, width)
+
+
+def _check_pixel_count(data: SliceSet) -> None:
+    """Pixel indices must stay exact through float resampling: ``H * W < 2**24``."""
+    height, width = data.image_size
+    if height * width >= 2**24:
+        raise ValueError(
+            f"correspondence=True needs H * W < 2**24 (pixel indices exact in float32), but "
+            f"{data.name!r} has images of {height} x {width}"
+        )
 
 
 def _check_regions(regions: np.ndarray | Tensor, data: SliceSet) -> Tensor:
