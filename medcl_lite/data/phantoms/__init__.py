@@ -10,16 +10,23 @@ from medcl_lite.data.phantoms.abdomen import (
     make_abdominal_volumes,
 )
 from medcl_lite.data.phantoms.cardiac import CARDIAC_SITES, make_cardiac_volumes
-from medcl_lite.data.phantoms.chest_xray import XRAY_SITES, make_chest_xrays
+from medcl_lite.data.phantoms.chest_xray import (
+    FINDINGS,
+    XRAY_SITES,
+    make_chest_xray_reports,
+    make_chest_xrays,
+)
 
 __all__ = [
     "ABDOMEN_CLASSES",
     "ABDOMEN_SITES",
     "CARDIAC_SITES",
+    "FINDINGS",
     "PHANTOM_KINDS",
     "XRAY_SITES",
     "make_abdominal_volumes",
     "make_cardiac_volumes",
+    "make_chest_xray_reports",
     "make_chest_xrays",
     "write_phantoms",
 ]

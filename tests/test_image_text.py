@@ -1,0 +1,84 @@
+"""Image–report training (CLIP baseline and LRCLR) and zero-shot evaluation on tiny data."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medcl_lite.config import ConfigError
+from medcl_lite.data.sliceset import SliceSet
+from medcl_lite.image_text import (
+    ImageTextConfig,
+    ReportDataset,
+    collate_reports,
+    train_image_text,
+    zero_shot_table,
+)
+from medcl_lite.text import Tokenizer
+
+REPORTS = ["Patchy opacity in the right lower zone. Heart size is normal.",
+           "The heart is enlarged. No pleural effusion.", "The lungs are clear. Heart size is normal.",
+           "Left pleural effusion. Heart size is normal."]
+
+
+@pytest.fixture
+def reports_set():
+    rng = np.random.default_rng(0)
+    n = 12
+    images = rng.random((n, 64, 64), dtype=np.float32)
+    texts = [REPORTS[i % 4] for i in range(n)]
+    for i, text in enumerate(texts):  # an image cue per finding, so there is something to learn
+        images[i, :16, :16] += 0.5 * ("opacity" in text)
+        images[i, 40:, 40:] += 0.5 * ("effusion" in text and "No" not in text)
+    meta = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
+                         "site": "A", "time": 0, "volume_id": "", "slice_index": 0, "n_slices": 1, "depth": np.nan,
+                         "report": texts, "opacity": ["opacity" in t for t in texts],
+                         "effusion": [("effusion" in t and "No" not in t) for t in texts]})
+    return SliceSet(images, None, meta, ("background",), "reports")
+
+
+def _cfg(tmp_path=None, **kw):
+    base = dict(dim=16, regions=2, text_dim=16, text_layers=1, text_heads=2, max_len=24, epochs=2, batch_size=4,
+                progress=False, augment="none")
+    return ImageTextConfig(**{**base, **kw}, out_dir=str(tmp_path) if tmp_path else "")
+
+
+def test_collate_groups_sentences_by_report(reports_set):
+    tok = Tokenizer.fit(REPORTS)
+    items = [ReportDataset(reports_set)[i] for i in range(3)]
+    batch = collate_reports(items, tok, 24)
+    assert batch["images"].shape == (3, 1, 64, 64) and batch["report_ids"].shape[0] == 3
+    assert batch["owner"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert batch["sentence_ids"].shape[0] == 6 and tok.decode(batch["sentence_ids"][2]) == "the heart is enlarged."
+
+
+@pytest.mark.parametrize("use_regions", [True, False])
+def test_training_lowers_the_loss_and_writes_files(reports_set, tmp_path, use_regions):
+    result = train_image_text(_cfg(tmp_path, use_regions=use_regions, epochs=6, lr=1e-3), reports_set)
+    h = result.history
+    assert len(h) == 6 * 3 and np.isfinite(h.loss).all()
+    assert ("region" in h) == use_regions
+    assert h.loss.iloc[-3:].mean() < h.loss.iloc[:3].mean()
+    for name in ("config.json", "history.csv", "tokenizer.json", "model.pt"):
+        assert (tmp_path / name).is_file(), name
+    state = torch.load(tmp_path / "model.pt", weights_only=True)["model"]
+    assert any("selector" in k for k in state) == use_regions
+
+
+def test_zero_shot_table_scores_every_finding(reports_set):
+    result = train_image_text(_cfg(epochs=1), reports_set)
+    table, scores = zero_shot_table(result, reports_set, np.arange(12), ["opacity", "effusion"])
+    assert list(table.finding) == ["opacity", "effusion"] and table.auc.between(0, 1).all()
+    assert (table.positives == [3, 3]).all() and scores["opacity"].shape == (12,)
+    with pytest.raises(ValueError, match="no label column 'nodule'"):
+        zero_shot_table(result, reports_set, np.arange(12), ["nodule"])
+
+
+def test_bad_input_is_named(reports_set):
+    with pytest.raises(ConfigError, match="text_dim"):
+        _cfg(text_dim=10, text_heads=4)
+    with pytest.raises(ConfigError, match="batch_size"):
+        train_image_text(_cfg(batch_size=16), reports_set)
+    no_reports = SliceSet(reports_set.images, None, reports_set.meta.drop(columns="report"), ("background",), "x")
+    with pytest.raises(ValueError, match="no 'report' column"):
+        ReportDataset(no_reports)
