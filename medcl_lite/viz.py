@@ -27,8 +27,10 @@ __all__ = [
     "plot_curves",
     "plot_dice_vs_labels",
     "plot_embeddings",
+    "plot_roc",
     "save_figure",
     "show_correspondences",
+    "show_heatmaps",
     "show_images",
     "show_mask",
     "show_overlays",
@@ -338,6 +340,79 @@ def plot_curves(
     ax.legend(title="run")
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_roc(scores: Mapping[str, np.ndarray], labels, title: str | None = None) -> Figure:
+    """ROC curves of several scorers of one binary label (zero-shot findings, LRCLR chapter).
+
+    Args:
+        scores: name -> ``[N]`` scores (higher = finding more likely), e.g. CLIP and LRCLR.
+        labels: ``[N]`` 0/1 truth.
+        title: axis title.
+    Returns:
+        One axis: a curve per scorer with its AUC in the legend, and the chance diagonal.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    truth = np.asarray(as_numpy(labels, "labels")).astype(bool).ravel()
+    if truth.all() or not truth.any():
+        raise ValueError("labels must hold both classes to draw a ROC curve")
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    for name, values in scores.items():
+        values = np.asarray(as_numpy(values, f"scores[{name!r}]"), dtype=float).ravel()
+        if values.shape != truth.shape:
+            raise ValueError(f"scores[{name!r}] has {values.shape[0]} values for {truth.shape[0]} labels")
+        fpr, tpr, _ = roc_curve(truth, values)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(truth, values):.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_aspect("equal")
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_heatmaps(images, heatmaps, boxes=None, titles: Sequence[str] | None = None, ncols: int = 4) -> Figure:
+    """Images with a heat map over each (e.g. what a report sentence attends to) and boxes.
+
+    Args:
+        images: ``[N, H, W]`` grey images; heatmaps: ``[N, H, W]`` non-negative maps (each
+            scaled to its own maximum for display).
+        boxes: per image ``None`` or a ``(row0, col0, row1, col1)`` half-open pixel box drawn in
+            green (e.g. where the finding is).
+        titles: one title per image (short: the sentence).
+        ncols: images per row.
+    """
+    from matplotlib.patches import Rectangle
+
+    stack, heat = _image_stack(images, "images"), _image_stack(heatmaps, "heatmaps")
+    if stack.shape != heat.shape:
+        raise ValueError(f"images and heatmaps must have one shape, got {stack.shape} and {heat.shape}")
+    boxes = [None] * len(stack) if boxes is None else list(boxes)
+    if len(boxes) != len(stack):
+        raise ValueError(f"boxes must have one entry per image ({len(stack)}), got {len(boxes)}")
+    titles = _check_titles(titles, len(stack))
+    ncols = max(1, min(ncols, len(stack)))
+    nrows = math.ceil(len(stack) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.4 * nrows + 0.3), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(stack):
+            fig.delaxes(ax)
+            continue
+        ax.imshow(stack[i], cmap="gray", **_grey_range(stack[i : i + 1]))
+        peak = float(heat[i].max())
+        ax.imshow(heat[i] / peak if peak > 0 else heat[i], cmap="inferno", alpha=0.45, vmin=0, vmax=1)
+        if boxes[i] is not None:
+            r0, c0, r1, c1 = boxes[i]
+            ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, edgecolor="lime", lw=1.2))
+        _bare(ax)
+        if titles[i] is not None:
+            ax.set_title(str(titles[i]), fontsize=7)
     fig.tight_layout()
     return fig
 

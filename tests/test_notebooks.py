@@ -70,7 +70,7 @@ def test_quickstart_reproduce_smoke(tmp_path):
 
 
 PARAM_FILES = sorted((NOTEBOOKS / "params").glob("*/*.yaml"))
-PAPER_OF = {"quickstart": "00_quickstart", "cl_tci": "01_cl_tci", "pcl": "02_pcl", "lrc": "03_lrc", "ideal": "04_ideal"}
+PAPER_OF = {"quickstart": "00_quickstart", "cl_tci": "01_cl_tci", "pcl": "02_pcl", "lrc": "03_lrc", "ideal": "04_ideal", "lrclr": "05_lrclr"}
 
 
 @pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")

@@ -197,3 +197,22 @@ def test_save_figure_writes_png_atomically(tmp_path, monkeypatch):
     assert sorted(p.name for p in target.parent.iterdir()) == ["views.png"]
     with pytest.raises(ValueError, match="suffix"):
         viz.save_figure(fig, tmp_path / "no_suffix")
+
+
+def test_plot_roc_one_curve_per_scorer_with_its_auc():
+    labels = np.array([0, 0, 1, 1])
+    fig = viz.plot_roc({"a": np.array([0.1, 0.4, 0.35, 0.8]), "b": torch.tensor([0.9, 0.8, 0.1, 0.2])}, labels)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert texts == ["a (AUC 0.750)", "b (AUC 0.000)", "chance"]
+    with pytest.raises(ValueError, match="both classes"):
+        viz.plot_roc({"a": np.ones(3)}, np.ones(3))
+    with pytest.raises(ValueError, match="3 values for 4 labels"):
+        viz.plot_roc({"a": np.ones(3)}, labels)
+
+
+def test_show_heatmaps_draws_boxes_where_given():
+    fig = viz.show_heatmaps(images(3), images(3), boxes=[(1, 2, 5, 9), None, (0, 0, 4, 4)], titles=list("xyz"))
+    patches = [len(ax.patches) for ax in fig.axes]
+    assert patches == [1, 0, 1] and fig.axes[0].patches[0].get_width() == 7
+    with pytest.raises(ValueError, match="one entry per image"):
+        viz.show_heatmaps(images(3), images(3), boxes=[None])

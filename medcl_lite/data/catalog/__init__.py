@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medcl_lite.data.catalog import abdomen, pools, volumes, xray
+from medcl_lite.data.catalog import abdomen, pools, reports, volumes, xray
 from medcl_lite.data.download import RemoteFile, data_home, extract, fetch
 from medcl_lite.data.prepared import is_complete, write_prepared
 
@@ -233,6 +233,80 @@ CATALOG: dict[str, DatasetEntry] = {
             labels="none (pretraining pool)",
             scan=pools.scan_mimic_cxr,
             prepare=pools.prepare_mimic_cxr,
+        ),
+        DatasetEntry(
+            name="iu-xray",
+            title="IU X-ray (OpenI): 3,955 chest X-ray reports with 7,470 images (frontal kept)",
+            modality="xray",
+            access="public",
+            licence="CC BY-NC-ND 4.0 as commonly stated (e.g. MONAI's Open-I tutorial README);"
+            " check the OpenI FAQ: non-commercial, no shared derivatives, attribute, cite",
+            citation="Demner-Fushman D, Kohli MD, Rosenman MB, et al. Preparing a collection of"
+            " radiology examinations for distribution and retrieval. J Am Med Inform Assoc"
+            " 2016;23(2):304-310.",
+            homepage="https://openi.nlm.nih.gov/faq",
+            files=(
+                # No sha256 is published by OpenI and none was found pinned by a reliable third
+                # party: unpinned, so `download` refuses it unless --allow-unpinned, which logs
+                # the measured sha256 to pin here (medcl_lite.data.download.fetch).
+                RemoteFile(
+                    name="NLMCXR_png.tgz",
+                    url="https://openi.nlm.nih.gov/imgs/collections/NLMCXR_png.tgz",
+                    sha256=None,
+                ),
+                RemoteFile(
+                    name="NLMCXR_reports.tgz",
+                    url="https://openi.nlm.nih.gov/imgs/collections/NLMCXR_reports.tgz",
+                    sha256=None,
+                ),
+            ),
+            instructions=(
+                "Public: `medcl data download iu-xray --allow-unpinned` fetches NLMCXR_png.tgz"
+                " (PNG images, over 1 GB) and NLMCXR_reports.tgz (XML reports) from OpenI; no"
+                " sha256 is published, so the measured hashes are logged for you to check and"
+                " pin. A copy you downloaded yourself: unpack both into DIR (any depth:"
+                " DIR/.../ecgen-radiology/N.xml and DIR/.../CXR1_1_IM-0001-3001.png), then"
+                " `medcl data check iu-xray --source DIR` and"
+                " `medcl data prepare iu-xray --source DIR`. report = FINDINGS + IMPRESSION;"
+                " patient_id = the report id (one study per patient). The views are not stated,"
+                " so the frontal image is the most left-right symmetric image of each report (a"
+                " heuristic: a report with one lateral image keeps it). Options: views=frontal"
+                " or all, max_reports=null."
+            ),
+            labels="none (no masks); report text; bool opacity, nodule, cardiomegaly, effusion"
+            " are " + reports.WEAK_LABELS,
+            scan=reports.scan_iu_xray,
+            prepare=reports.prepare_iu_xray,
+        ),
+        DatasetEntry(
+            name="mimic-cxr-reports",
+            title="MIMIC-CXR-JPG with reports: frontal image + FINDINGS/IMPRESSION per study",
+            modality="xray",
+            access="registration",
+            licence="PhysioNet Credentialed Health Data License (credentialed access, data use"
+            " agreement, training)",
+            citation="Johnson AEW, Pollard TJ, Berkowitz SJ, et al. MIMIC-CXR, a de-identified"
+            " publicly available database of chest radiographs with free-text reports. Sci Data"
+            " 2019;6:317. Johnson AEW et al. MIMIC-CXR-JPG, arXiv:1901.07042, 2019.",
+            homepage="https://physionet.org/content/mimic-cxr/",
+            files=(),
+            instructions=(
+                "Credentialed PhysioNet access: MIMIC-CXR-JPG as for mimic-cxr (DIR holds"
+                " mimic-cxr-2.0.0-metadata.csv.gz and files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg) plus"
+                " the reports of MIMIC-CXR (mimic-cxr-reports.zip from"
+                " https://physionet.org/content/mimic-cxr/): leave the zip in DIR or unpack it"
+                " there (files/pXX/pSUBJECT/sSTUDY.txt). Optional:"
+                " mimic-cxr-2.0.0-chexpert.csv.gz in DIR fills the finding columns (CheXpert 1"
+                " -> True; 0, -1, blank -> False). One image per study (PA, else AP); report ="
+                " FINDINGS + IMPRESSION (studies with neither skipped); time = study rank."
+                " Options: views=[PA, AP], max_studies=1000, labels=auto (chexpert when the"
+                " table is there, else keywords), allow_missing=false."
+            ),
+            labels="none (no masks); report text; bool opacity (Lung Opacity or Consolidation),"
+            " nodule (Lung Lesion), cardiomegaly, effusion (Pleural Effusion) from CheXpert"
+            " labels, else " + reports.WEAK_LABELS,
+            scan=reports.scan_mimic_cxr_reports,
+            prepare=reports.prepare_mimic_cxr_reports,
         ),
         DatasetEntry(
             name="acdc",

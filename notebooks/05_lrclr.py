@@ -1,0 +1,353 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · LRCLR: chest X-ray regions contrasted with report sentences, zero-shot findings
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/medcl-lite/medcl_lite/blob/main/notebooks/05_lrclr.ipynb)
+#
+# **Paper.** S. A. Rizvi, R. Tang, X. Jiang, X. Ma, X. Hu, *Local Contrastive Learning for Medical
+# Image Recognition*, AMIA 2023 (arXiv:2303.14153). Image–text contrast: A. Radford et al., *CLIP*,
+# ICML 2021; zero-shot scoring with prompt pairs: E. Tiu et al., *CheXzero*, Nat. Biomed. Eng.
+# 2022. Details: `METHODS.md`, LRCLR.
+#
+# > **Which pairs are positive?** CLIP: an image and **its own report** (every other report of the
+# > batch is a negative). LRCLR adds a local answer: a report **sentence** and the image **region**
+# > it attends to most, after a layer has selected the image's significant regions and a
+# > cross-attention block has let them read the sentences.
+#
+# No labels are used for training: the reports are the supervision. The model is then asked,
+# zero-shot, whether an unseen image shows a finding, by comparing it with a positive and a
+# negative prompt ("Left pleural effusion." / "No pleural effusion.").
+#
+# What you will do, on built-in phantom chest X-rays with findings and templated reports:
+# 1. read reports, split them into sentences, tokenize them with a vocabulary built here (no download);
+# 2. see the image side: every cell of the encoder's last map is a region; a learned score keeps
+#    the top k; cross-attention ties them to sentences;
+# 3. train the CLIP baseline and LRCLR with the same data, seeds and schedule;
+# 4. evaluate zero-shot on held-out patients: AUC per finding with seed spreads, ROC curves;
+# 5. look at heat maps: which regions a sentence attends to, against where the finding is.
+
+# %% [markdown]
+# ## Setup
+# On Colab this installs the package (Colab already has torch); elsewhere `pip install -e .`.
+
+# %%
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/medcl-lite/medcl_lite"],
+        check=True,
+    )
+
+# %%
+import inspect
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+import medcl_lite
+from medcl_lite import crossmodal, text, viz
+from medcl_lite.checkpoint import atomic_write_text
+from medcl_lite.config import from_params, pick
+from medcl_lite.data.datasets import split_by_patient
+from medcl_lite.data.phantoms import FINDINGS, make_chest_xray_reports
+from medcl_lite.data.prepared import open_prepared
+from medcl_lite.image_text import (
+    ImageTextConfig,
+    ReportDataset,
+    build_model,
+    collate_reports,
+    train_image_text,
+    zero_shot_table,
+)
+
+env = medcl_lite.print_env()
+
+# %% tags=["parameters"]
+# Parameters: papermill overrides these (medcl reproduce 05_lrclr -f notebooks/params/lrclr/...)
+smoke = None  # None: smoke run on a CPU, teaching run on a GPU; True or False forces it
+preset = "auto"  # size when not smoke: cpu (a 2-core CPU), gpu, or auto
+seeds = []  # training seeds (one model per seed and method), empty: the size's
+device = "auto"  # auto, cpu, cuda or mps
+out_dir = ""  # run folder; empty: MEDCL_RUNS/lrclr-SIZE (default ~/.cache/medcl_lite/runs)
+progress = True  # tqdm progress bars
+data = "phantom"  # "phantom" (built in) or a prepared image-report folder (e.g. iu-xray-256)
+image_size = 0  # phantom image side, 0: the size's
+n_patients = 0  # phantom patients (one image each), 0: the size's
+test_fraction = 0.3  # held-out patients for zero-shot evaluation
+methods = []  # empty: ["CLIP", "LRCLR"]
+encoder = "resnet18"  # smp encoder of the image side
+# LRCLR (unpublished in the paper: our choices, section 2 says why)
+regions = 8  # k regions kept by the selection layer
+region_weight = 1.0  # weight of the region-sentence term
+dim = 128  # joint embedding size
+temperature = 0.07  # τ of both InfoNCE terms (CLIP's initial value, fixed)
+identical_positive = True  # identical templated reports (and sentences) are positives of each other
+text_dim = 128  # text encoder width
+text_layers = 2  # text encoder depth
+max_len = 48  # tokens per report or sentence
+epochs = 0  # 0: the size's value
+batch_size = 0  # 0: the size's value
+lr = 0.0  # AdamW, 0: the size's value
+augment = "light"  # "none" | "light" (small affine and intensity; never a flip: sides are findings)
+
+# %% [markdown]
+# Values derived from the parameters. Three sizes: **smoke** (a minute on a CPU: checks that
+# everything runs; numbers mean little), **cpu** (a 2-core CPU: 128² images, 3 seeds) and **gpu**
+# (a Colab GPU: 256² images, more patients and epochs).
+
+# %%
+run_device = medcl_lite.get_device(device)
+if smoke is None:
+    smoke = run_device.type == "cpu"
+size = "smoke" if smoke else (preset if preset != "auto" else ("gpu" if run_device.type == "cuda" else "cpu"))
+SIZES = {
+    "smoke": dict(image=64, patients=48, seeds=[0], epochs=1, batch=16, lr=1e-3, k=2),
+    "cpu": dict(image=128, patients=600, seeds=[0, 1, 2], epochs=20, batch=32, lr=3e-4, k=regions),
+    "gpu": dict(image=256, patients=2000, seeds=[0, 1, 2], epochs=40, batch=64, lr=3e-4, k=regions),
+}
+if size not in SIZES:
+    raise ValueError(f"preset={preset!r}: choose one of {sorted(SIZES)} or 'auto'")
+S = SIZES[size]
+seeds = list(pick(seeds, S["seeds"]))
+methods = list(pick(methods, ["CLIP", "LRCLR"]))
+if sorted(set(methods) - {"CLIP", "LRCLR"}):
+    raise ValueError(f"unknown methods {sorted(set(methods) - {'CLIP', 'LRCLR'})}; choose from CLIP, LRCLR")
+runs_root = Path(os.environ.get("MEDCL_RUNS", Path.home() / ".cache" / "medcl_lite" / "runs"))
+run_dir = Path(out_dir) if out_dir else runs_root / f"lrclr-{size}"
+(run_dir / "figures").mkdir(parents=True, exist_ok=True)
+medcl_lite.seed_everything(seeds[0])
+print(f"size={size}  device={run_device}  methods={methods}  seeds={seeds}  k={S['k']}  run folder: {run_dir}")
+
+# %% [markdown]
+# ## 1 · The data
+# Phantom chest X-rays (one study per patient; three sites with their own exposure and noise; AP
+# films at one site) with up to four findings: **opacity** in a named lung zone, **nodule**,
+# **cardiomegaly** (an enlarged heart, only assessable on PA films) and **effusion** at a
+# costophrenic angle. The report names each finding and its place with one of several
+# paraphrases, denies some absent findings ("No pleural effusion."), and shuffles its sentences.
+# Labels exist only to evaluate: training sees images and reports.
+
+# %%
+if data == "phantom":
+    dataset = make_chest_xray_reports(n_patients=pick(n_patients, S["patients"]), size=pick(image_size, S["image"]),
+                                      seed=seeds[0])
+else:
+    dataset = open_prepared(data)
+findings = [f for f in FINDINGS if f in dataset.meta]
+split = split_by_patient(dataset.meta, {"train": 1 - test_fraction, "test": test_fraction}, seed=seeds[0])
+train_rows, test_rows = split["train"], split["test"]
+print(f"{dataset.name}: {len(dataset)} images of {dataset.meta.patient_id.nunique()} patients; "
+      f"train {len(train_rows)}, held-out test {len(test_rows)}")
+display(dataset.meta[findings].mean().rename("fraction of images").to_frame().T.round(3))
+shown = [int(np.flatnonzero(dataset.meta[f].to_numpy())[0]) for f in findings if dataset.meta[f].any()]
+fig = viz.show_images(dataset.images[shown], titles=[f for f in findings if dataset.meta[f].any()], ncols=4)
+viz.save_figure(fig, run_dir / "figures" / "findings.png")
+for row in shown:
+    print(f"- {dataset.meta.report.iloc[row]}")
+
+# %% [markdown]
+# ## 2 · Text side: sentences, tokens, a small encoder trained from scratch
+# Reports are split into sentences (`text.split_sentences`), words become ids with a vocabulary
+# built from the training reports and the prompts (`text.Tokenizer`; no hub download), and a
+# 2-layer transformer (`text.TextEncoder`) trained from scratch with the image side turns tokens
+# into vectors (mean over real tokens). LRCLR publishes no text-encoder size; ours is small so a
+# CPU trains it in minutes.
+
+# %%
+report = dataset.meta.report.iloc[shown[0]]
+sentences = text.split_sentences(report)
+tokenizer = text.Tokenizer.fit(list(dataset.meta.report.iloc[train_rows]))
+ids = tokenizer.encode(sentences[0])
+print(f"report: {report}\nsentences: {sentences}\nfirst sentence -> ids {ids}\n  -> back: {tokenizer.decode(ids)!r}")
+print(f"vocabulary: {tokenizer.vocab_size} tokens (4 special)")
+for finding in findings:
+    positives, negatives = text.prompts(finding)
+    print(f"zero-shot prompts for {finding}: + {positives}  - {negatives}")
+
+# %% [markdown]
+# ## 3 · Image side: regions, their selection, cross-attention
+# Every cell of the encoder's last feature map is a region (`crossmodal.region_features`); a
+# linear score per region keeps the top k (`RegionSelector`; the kept features are multiplied by
+# the sigmoid of their score, so the score learns through the loss); the kept regions attend to
+# the report's sentences (`CrossModalAttention`). The shapes on one batch:
+
+# %%
+cfg_probe = from_params(ImageTextConfig, regions=S["k"], max_len=max_len, dim=dim, text_dim=text_dim,
+                        text_layers=text_layers)
+probe_tok = text.Tokenizer.fit(list(dataset.meta.report))
+probe = build_model(cfg_probe, probe_tok.vocab_size)
+batch = collate_reports([ReportDataset(dataset, train_rows)[i] for i in range(4)], probe_tok, max_len)
+with torch.no_grad():
+    out = probe(batch["images"], batch["sentence_ids"], batch["sentence_mask"], batch["owner"],
+                batch["report_ids"], batch["report_mask"])
+display(pd.Series({k: str(tuple(v.shape)) for k, v in out.items() if torch.is_tensor(v)}, name="shape").to_frame())
+print(f"last map {out['grid'][0]}x{out['grid'][1]} = {out['scores'].shape[1]} regions per image, {S['k']} kept")
+
+# %% [markdown]
+# **The losses**, both through the package's one masked InfoNCE: image ↔ report (CLIP's
+# symmetric loss; identical templated reports are positives of each other, or the loss would push
+# apart two images that say the same thing), and sentence ↔ region (the positive region of a
+# sentence is the kept region of its own image it attends to most; the other kept regions of the
+# batch are negatives):
+
+# %%
+print(inspect.getsource(crossmodal.region_sentence_loss).split('"""')[-1])
+
+# %% [markdown]
+# ## 4 · Training: CLIP baseline vs LRCLR
+# Same images, reports, tokenizer, schedule and seeds; LRCLR adds the region path and its loss.
+# Unpublished choices (ours): k regions, the region weight, τ, the text encoder's size, the
+# schedule; `regions`, `region_weight`, `temperature`, ... in the parameters cell.
+
+# %%
+results = {}
+for seed in seeds:
+    for method in methods:
+        cfg = from_params(ImageTextConfig, {
+            "use_regions": method == "LRCLR", "encoder": encoder, "dim": dim, "regions": S["k"],
+            "region_weight": region_weight, "temperature": temperature, "identical_positive": identical_positive,
+            "text_dim": text_dim, "text_layers": text_layers, "max_len": max_len, "augment": augment,
+            "epochs": pick(epochs, S["epochs"]), "batch_size": pick(batch_size, S["batch"]), "lr": pick(lr, S["lr"]),
+            "seed": seed, "device": device, "progress": progress,
+            "out_dir": str(run_dir / f"{method.lower()}_s{seed}"),
+        })
+        results[(method, seed)] = train_image_text(cfg, dataset, train_rows)
+        h = results[(method, seed)].history
+        print(f"{method:5s} seed {seed}: {len(h)} steps in {results[(method, seed)].seconds:.0f} s, "
+              f"loss {h.loss.iloc[:3].mean():.3f} -> {h.loss.iloc[-3:].mean():.3f}")
+fig = viz.plot_curves({f"{m} (seed {s})": r.history for (m, s), r in results.items()}, title="training loss")
+viz.save_figure(fig, run_dir / "figures" / "loss.png")
+
+# %% [markdown]
+# ## 5 · Zero-shot evaluation on held-out patients
+# Score = cos(image, mean positive prompt) − cos(image, mean negative prompt), from the global
+# image embedding (the region path needs the report, which zero-shot has not; LRCLR changes the
+# shared encoder and text space it uses). AUC per finding, mean ± std over seeds; cardiomegaly
+# only on PA films (an AP film cannot show it).
+
+# %%
+def eval_rows(finding: str) -> np.ndarray:
+    if finding == "cardiomegaly" and "projection" in dataset.meta:
+        return test_rows[dataset.meta.projection.iloc[test_rows].to_numpy() == "PA"]
+    return test_rows
+
+
+rows, all_scores = [], {}
+for (method, seed), result in results.items():
+    for finding in findings:
+        table, scores = zero_shot_table(result, dataset, eval_rows(finding), [finding])
+        rows.append(table.assign(method=method, seed=seed))
+        all_scores[(method, seed, finding)] = scores[finding]
+auc = pd.concat(rows, ignore_index=True)
+atomic_write_text(run_dir / "results.csv", auc.to_csv(index=False))
+summary = auc.groupby(["finding", "method"], sort=False).auc.agg(["mean", "std"]).unstack("method")
+summary_text = summary.apply(lambda r: {m: f"{r['mean'][m]:.3f}" + ("" if np.isnan(r["std"][m]) else f" ± {r['std'][m]:.3f}")
+                                        for m in methods}, axis=1, result_type="expand")
+summary_text.insert(0, "positives / images", [f"{int(auc[auc.finding == f].positives.iloc[0])} / "
+                                              f"{int(auc[auc.finding == f].images.iloc[0])}" for f in summary.index])
+display(summary_text.rename_axis("zero-shot AUC"))
+for finding in findings:
+    labels = dataset.meta[finding].to_numpy(dtype=bool)[eval_rows(finding)]
+    if labels.any() and not labels.all():
+        fig = viz.plot_roc({m: all_scores[(m, seeds[0], finding)] for m in methods}, labels,
+                           title=f"{finding} (seed {seeds[0]})")
+        viz.save_figure(fig, run_dir / "figures" / f"roc_{finding}.png")
+
+# %% [markdown]
+# ## 6 · Reading the result
+# Computed from this run: LRCLR minus CLIP per finding, against the spread over seeds.
+
+
+# %%
+def verdict(summary: pd.DataFrame) -> str:
+    if not {"CLIP", "LRCLR"} <= set(methods):
+        return "(one method only: nothing to compare)"
+    lines = []
+    for finding, r in summary.iterrows():
+        delta = r["mean"]["LRCLR"] - r["mean"]["CLIP"]
+        if len(seeds) < 2:
+            lines.append(f"- {finding}: LRCLR {delta:+.3f} AUC vs CLIP (one seed: no spread to judge it by)")
+            continue
+        spread = np.nanmax([r["std"]["LRCLR"], r["std"]["CLIP"]])
+        word = "larger than" if abs(delta) > spread else "within"
+        lines.append(f"- {finding}: LRCLR {delta:+.3f} AUC vs CLIP ({word} the seed spread {spread:.3f}); "
+                     f"chance is 0.5")
+    return "\n".join(lines)
+
+
+reading = verdict(summary)
+display(Markdown(reading))
+
+# %% [markdown]
+# ## 7 · Which regions does a sentence attend to?
+# For held-out images with a finding, LRCLR (seed 0) reads the image with its report: the heat map
+# is the attention of the finding's sentence over the kept regions; the green box is where the
+# phantom drew the finding. The pointing game counts how often the most attended region lies in
+# the box (against the box's share of the image: what a random region would score).
+
+# %%
+if "LRCLR" in methods and f"{findings[0]}_box" in dataset.meta:
+    model = results[("LRCLR", seeds[0])]
+    cases = [(int(r), f) for f in findings for r in test_rows
+             if dataset.meta[f].iloc[r] and dataset.meta[f"{f}_sentence"].iloc[r]][:200]
+    hits, chance, pictures = [], [], []
+    model.model.eval()
+    for row, finding in cases:
+        item = {"image": torch.from_numpy(dataset.images[row])[None], "report": dataset.meta.report.iloc[row]}
+        batch = collate_reports([item], model.tokenizer, max_len)
+        batch = {k: v.to(next(model.model.parameters()).device) for k, v in batch.items()}
+        with torch.no_grad():
+            out = model.model(batch["images"], batch["sentence_ids"], batch["sentence_mask"], batch["owner"],
+                              batch["report_ids"], batch["report_mask"])
+        sentences = text.split_sentences(dataset.meta.report.iloc[row])
+        s = sentences.index(dataset.meta[f"{finding}_sentence"].iloc[row])
+        heat = crossmodal.sentence_heatmap(out["attention"][0, :, s].cpu(), out["index"][0].cpu(), out["grid"],
+                                           dataset.image_size).numpy()
+        r0, c0, r1, c1 = dataset.meta[f"{finding}_box"].iloc[row]
+        peak = np.unravel_index(heat.argmax(), heat.shape)
+        hits.append(r0 <= peak[0] < r1 and c0 <= peak[1] < c1)
+        chance.append((r1 - r0) * (c1 - c0) / heat.size)
+        if len(pictures) < 8:
+            pictures.append((dataset.images[row], heat, (r0, c0, r1, c1), sentences[s]))
+    if pictures:
+        fig = viz.show_heatmaps([p[0] for p in pictures], [p[1] for p in pictures], [p[2] for p in pictures],
+                                titles=[p[3][:40] for p in pictures])
+        viz.save_figure(fig, run_dir / "figures" / "heatmaps.png")
+        print(f"pointing game on {len(hits)} finding sentences: {np.mean(hits):.2f} hits "
+              f"(a random region: {np.mean(chance):.2f})")
+
+# %%
+md = [
+    f"# LRCLR results ({size}, {env['device']}, torch {env['torch']})",
+    "",
+    f"Data: {dataset.name}, {len(train_rows)} training and {len(test_rows)} held-out images; k={S['k']}, "
+    f"region weight={region_weight}, τ={temperature}; seeds {seeds}; zero-shot AUC, mean ± std over seeds.",
+    "",
+    summary_text.to_markdown(),
+    "",
+    reading,
+    "",
+]
+atomic_write_text(run_dir / "results.md", "\n".join(md))
+print((run_dir / "results.md").read_text())
