@@ -307,6 +307,9 @@ class LRCLRModel(nn.Module):
         image_channels: C of the last map; default ``image_encoder.out_channels[-1]``.
         text_dim: Dt; default ``text_encoder.dim``.
         heads: cross-attention heads.
+        region_level: encoder stage whose cells are the regions (-1: the last map, as LRCLR;
+            -2: the stage before, twice as fine, e.g. 8x8 instead of 4x4 at 128², our option for
+            small images where a last-map cell covers a quarter of a lung).
     """
 
     def __init__(
@@ -319,17 +322,25 @@ class LRCLRModel(nn.Module):
         image_channels: int | None = None,
         text_dim: int | None = None,
         heads: int = 4,
+        region_level: int = -1,
     ) -> None:
         super().__init__()
-        channels = image_channels or _attribute(image_encoder, "out_channels", "image_channels")
-        channels = channels[-1] if isinstance(channels, list | tuple) else channels
+        stage_channels = image_channels or _attribute(image_encoder, "out_channels", "image_channels")
+        if not isinstance(stage_channels, list | tuple):
+            if region_level != -1:
+                raise ValueError(f"region_level={region_level} needs an encoder with stages (out_channels list)")
+            stage_channels = [stage_channels]
+        if not -len(stage_channels) <= region_level < 0:
+            raise ValueError(f"region_level must be in [-{len(stage_channels)}, -1], got {region_level}")
+        channels = stage_channels[-1]
+        self.region_level = region_level
         text_dim = text_dim or _attribute(text_encoder, "dim", "text_dim")
         self.image_encoder, self.text_encoder = image_encoder, text_encoder
         self.use_regions, self.dim = use_regions, dim
         self.image_proj = nn.Linear(channels, dim)
         self.text_proj = nn.Linear(text_dim, dim)
         if use_regions:
-            self.region_proj = nn.Linear(channels, dim)
+            self.region_proj = nn.Linear(stage_channels[region_level], dim)
             self.selector = RegionSelector(dim, k)
             self.cross = CrossModalAttention(dim, heads)
 
@@ -341,6 +352,13 @@ class LRCLRModel(nn.Module):
         """``[B, in, H, W]`` -> ``(global embedding [B, dim], last map [B, C, h, w])``."""
         last = _last_map(self.image_encoder(images))
         return self.image_proj(last.mean(dim=(2, 3))), last
+
+    def _embed_image_and_regions(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Global embedding ``[B, dim]`` and the ``region_level`` map ``[B, C_r, h, w]``, one pass."""
+        features = self.image_encoder(images)
+        last = _last_map(features)
+        level = features[self.region_level] if isinstance(features, list | tuple) else features
+        return self.image_proj(last.mean(dim=(2, 3))), level
 
     def forward(
         self,
@@ -359,7 +377,7 @@ class LRCLRModel(nn.Module):
         ``[B, k, S]`` (zero where image b does not own sentence s), ``index`` ``[B, k]``,
         ``scores`` ``[B, N]``, ``grid`` ``(h, w)``.
         """
-        image, last = self.embed_image(images)
+        image, last = self._embed_image_and_regions(images)
         out = {
             "image": image,
             "report": self.embed_text(report_ids, report_mask),

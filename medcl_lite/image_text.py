@@ -53,6 +53,7 @@ class ImageTextConfig:
     encoder: str = "resnet18"  # smp encoder of the image side
     dim: int = 128  # joint embedding
     regions: int = 8  # k regions kept by the selector
+    region_level: int = -1  # encoder stage whose cells are regions (-1 last, as LRCLR; -2 twice as fine)
     region_weight: float = 1.0  # weight of the region–sentence term
     temperature: float = 0.07  # CLIP's initial τ, fixed here
     identical_positive: bool = True  # identical (templated) reports / sentences are positives
@@ -136,7 +137,8 @@ def build_model(cfg: ImageTextConfig, vocab_size: int) -> LRCLRModel:
     scratch + LRCLR's heads (global only when ``use_regions=False``)."""
     image_encoder = build_segmenter("unet", cfg.encoder, 1, classes=2).encoder
     text_encoder = TextEncoder(vocab_size, cfg.text_dim, cfg.text_layers, cfg.text_heads, cfg.max_len)
-    return LRCLRModel(image_encoder, text_encoder, cfg.dim, cfg.regions, cfg.use_regions)
+    return LRCLRModel(image_encoder, text_encoder, cfg.dim, cfg.regions, cfg.use_regions,
+                      region_level=cfg.region_level)  # fmt: skip
 
 
 @dataclass

@@ -345,3 +345,27 @@ def test_sentence_heatmap_from_model_output():
     assert math.isclose(
         float(heat.sum()), out["attention"][1, :, 1].sum().item() * 16, rel_tol=1e-5
     )
+
+
+def test_region_level_takes_a_finer_stage():
+    from medcl_lite.crossmodal import LRCLRModel
+    from medcl_lite.models import build_segmenter
+
+    class Text(torch.nn.Module):
+        dim = 8
+
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(20, 8)
+
+        def forward(self, ids, mask):
+            tokens = self.emb(ids) * mask[..., None]
+            return tokens, tokens.sum(1) / mask.sum(1, keepdim=True)
+
+    encoder = build_segmenter("unet", "resnet18", 1, classes=2).encoder
+    model = LRCLRModel(encoder, Text(), dim=8, k=4, region_level=-2)
+    ids, mask = torch.randint(1, 20, (3, 5)), torch.ones(3, 5, dtype=torch.bool)
+    out = model(torch.rand(2, 1, 64, 64), ids, mask, torch.tensor([0, 0, 1]), ids[:2], mask[:2])
+    assert out["grid"] == (4, 4) and out["scores"].shape == (2, 16)  # stride 16 at 64², not 2x2
+    with pytest.raises(ValueError, match="region_level"):
+        LRCLRModel(encoder, Text(), dim=8, k=4, region_level=-7)

@@ -41,11 +41,13 @@ from medcl_lite.data.catalog._common import (
     resize_image,
     source_folder,
 )
+from medcl_lite.data.phantoms.chest_xray import FINDINGS
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.text import split_sentences
 
 #: The chapter's findings, one bool meta column each (as the report phantom's ``FINDINGS``).
-FINDINGS = ("opacity", "nodule", "cardiomegaly", "effusion")
+# FINDINGS: the label set of the report phantom (medcl_lite.data.phantoms.FINDINGS), so real and
+# phantom data carry the same columns.
 
 #: Keyword rules of :func:`keyword_labels`: a finding is present when one of its patterns
 #: matches a clause outside a negation's scope.
