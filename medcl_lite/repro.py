@@ -4,7 +4,8 @@
 with the parameter file through papermill into ``runs/<name>/`` (executed notebook, parameters,
 metrics, figures, ``results.md`` / ``results.csv``) and prints the results table. The notebook
 resumes finished pieces of a crashed run (``resume``), so running the same command again
-continues rather than starts over.
+continues rather than starts over. ``medcl reproduce --grid FILE --out DIR [--dry-run] [--jobs N]``
+runs every cell of a grid of parameters and writes one results table (:mod:`medcl_lite.grid`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def find_notebook(name: str) -> Path:
     )
 
 
-def load_params(files: list[str] | None = None, overrides: list[tuple[str, str]] | None = None) -> dict:
+def load_params(
+    files: list[str] | None = None, overrides: list[tuple[str, str]] | None = None
+) -> dict:
     """Merge YAML parameter files (later wins), then ``-p KEY VALUE`` overrides (YAML-parsed)."""
     params: dict = {}
     for file in files or []:
@@ -99,12 +102,22 @@ def check_params(notebook: Path, params: dict) -> None:
         if key not in known and key != "out_dir":
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{notebook.name}: unknown parameter {key!r}{hint}; it has {sorted(known)}")
+            raise ValueError(
+                f"{notebook.name}: unknown parameter {key!r}{hint}; it has {sorted(known)}"
+            )
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.grid:
+        return _cmd_grid(args)
+    if args.notebook is None:
+        raise ValueError("reproduce needs a notebook (e.g. 00_quickstart) or --grid FILE")
+    if args.out or args.dry_run or args.jobs != 1:
+        raise ValueError("--out, --dry-run and --jobs go with --grid FILE")
     params = load_params(args.file, args.param)
-    out_dir = reproduce(args.notebook, params, args.name, args.runs_dir, not args.no_progress, args.kernel)
+    out_dir = reproduce(
+        args.notebook, params, args.name, args.runs_dir, not args.no_progress, args.kernel
+    )
     table = out_dir / "results.md"
     print(f"\nrun folder: {out_dir}  ({(out_dir / 'wall_time.txt').read_text().strip()})")
     if table.is_file():
@@ -112,6 +125,28 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     else:
         print("(this notebook wrote no results.md)")
     return 0
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    """``medcl reproduce --grid FILE --out DIR``: every cell of the grid, then its results table."""
+    from medcl_lite import grid
+
+    if args.notebook or args.name or args.file or args.param:
+        raise ValueError("--grid takes its notebook and parameters from the grid file only")
+    spec = grid.load_grid(args.grid)
+    out = Path(
+        args.out or Path(args.runs_dir) / f"{Path(args.grid).parent.name}-{Path(args.grid).stem}"
+    )
+    plan = grid.run_grid(spec, out, jobs=args.jobs, dry_run=args.dry_run)
+    if args.dry_run:
+        print(f"{len(plan)} runs; {sum(p['action'] != 'skip' for p in plan)} to run into {out}")
+        return 0
+    print(f"\ngrid folder: {out}")
+    print((out / "results.md").read_text())
+    failed = [p["id"] for p in plan if p["status"] == "failed"]
+    if failed:
+        print(f"failed cells (see their run.json): {failed}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -150,8 +185,12 @@ def _data_catalog_action(args: argparse.Namespace) -> int:
         return 0
     if args.data_action == "download":
         path = catalog.download(
-            args.name, home=args.home, size=args.size, overwrite=args.overwrite,
-            allow_unpinned=args.allow_unpinned, progress=not args.no_progress,
+            args.name,
+            home=args.home,
+            size=args.size,
+            overwrite=args.overwrite,
+            allow_unpinned=args.allow_unpinned,
+            progress=not args.no_progress,
         )
         print(f"prepared: {path}")
         return 0
@@ -162,8 +201,14 @@ def _data_catalog_action(args: argparse.Namespace) -> int:
             raise ValueError(f"option {item!r} must be KEY=VALUE, e.g. max_patients=200")
         options[key.strip()] = yaml.safe_load(value)
     path = catalog.prepare(
-        args.name, args.source, out=args.out, size=args.size, overwrite=args.overwrite,
-        home=args.home, progress=not args.no_progress, **options,
+        args.name,
+        args.source,
+        out=args.out,
+        size=args.size,
+        overwrite=args.overwrite,
+        home=args.home,
+        progress=not args.no_progress,
+        **options,
     )
     print(f"prepared: {path}")
     return 0
@@ -182,38 +227,89 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     rep = sub.add_parser("reproduce", help="run a notebook with parameter files through papermill")
-    rep.add_argument("notebook", help="e.g. 00_quickstart (looked up in notebooks/) or a path to an .ipynb")
-    rep.add_argument("-f", "--file", action="append", help="YAML parameter file (repeatable; later wins)")
-    rep.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override one parameter")
-    rep.add_argument("--name", help="run name: the folder under --runs-dir (default: the notebook name)")
+    rep.add_argument(
+        "notebook",
+        nargs="?",
+        help="e.g. 00_quickstart (looked up in notebooks/) or a path to an .ipynb",
+    )
+    rep.add_argument(
+        "-f", "--file", action="append", help="YAML parameter file (repeatable; later wins)"
+    )
+    rep.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        metavar=("KEY", "VALUE"),
+        help="override one parameter",
+    )
+    rep.add_argument(
+        "--name", help="run name: the folder under --runs-dir (default: the notebook name)"
+    )
     rep.add_argument("--runs-dir", default="runs", help="where run folders go (default: ./runs)")
     rep.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's)")
     rep.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
+    rep.add_argument(
+        "--grid", help="grid file (notebooks/params/<paper>/grid.yaml): run every cell"
+    )
+    rep.add_argument("--out", help="grid folder (default: RUNS_DIR/<paper>-<grid name>)")
+    rep.add_argument("--dry-run", action="store_true", help="list the grid's runs, run nothing")
+    rep.add_argument(
+        "--jobs", type=int, default=1, help="grid cells at once (one GPU each on CUDA)"
+    )
     rep.set_defaults(func=_cmd_reproduce)
 
-    data = sub.add_parser("data", help="datasets: list, download, check, prepare; write the phantoms")
+    data = sub.add_parser(
+        "data", help="datasets: list, download, check, prepare; write the phantoms"
+    )
     actions = data.add_subparsers(dest="data_action", required=True)
     actions.add_parser("list", help="built-in phantoms and the real datasets of the catalog")
     download = actions.add_parser("download", help="download and prepare a public dataset")
     download.add_argument("name", help="dataset name (see `medcl data list`)")
-    download.add_argument("--home", default=None, help="data folder (default: $MEDCL_DATA or the user cache)")
-    download.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
-    download.add_argument("--allow-unpinned", action="store_true", help="accept a file without a pinned sha256 (prints its hash to pin)")
-    download.add_argument("--overwrite", action="store_true", help="prepare again over an existing folder")
+    download.add_argument(
+        "--home", default=None, help="data folder (default: $MEDCL_DATA or the user cache)"
+    )
+    download.add_argument(
+        "--size", type=int, default=256, help="image size in pixels (default 256)"
+    )
+    download.add_argument(
+        "--allow-unpinned",
+        action="store_true",
+        help="accept a file without a pinned sha256 (prints its hash to pin)",
+    )
+    download.add_argument(
+        "--overwrite", action="store_true", help="prepare again over an existing folder"
+    )
     download.add_argument("--no-progress", action="store_true")
-    check = actions.add_parser("check", help="where to get a dataset; with --source, check a folder")
+    check = actions.add_parser(
+        "check", help="where to get a dataset; with --source, check a folder"
+    )
     check.add_argument("name", help="dataset name (see `medcl data list`)")
     check.add_argument("--source", default=None, help="folder holding the downloaded dataset")
-    prep = actions.add_parser("prepare", help="convert a downloaded dataset into the prepared format")
+    prep = actions.add_parser(
+        "prepare", help="convert a downloaded dataset into the prepared format"
+    )
     prep.add_argument("name", help="dataset name (see `medcl data list`)")
     prep.add_argument("--source", required=True, help="folder holding the downloaded dataset")
-    prep.add_argument("--out", default=None, help="output folder (default: HOME/prepared/NAME-SIZE)")
+    prep.add_argument(
+        "--out", default=None, help="output folder (default: HOME/prepared/NAME-SIZE)"
+    )
     prep.add_argument("--home", default=None, help="data folder for the default --out")
     prep.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
-    prep.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="preparer option, e.g. max_patients=200 (repeatable)")
-    prep.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
+    prep.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="preparer option, e.g. max_patients=200 (repeatable)",
+    )
+    prep.add_argument(
+        "--overwrite", action="store_true", help="replace an existing prepared folder"
+    )
     prep.add_argument("--no-progress", action="store_true")
-    phantom = actions.add_parser("phantoms", help="write the built-in phantoms in the prepared format")
+    phantom = actions.add_parser(
+        "phantoms", help="write the built-in phantoms in the prepared format"
+    )
     phantom.add_argument("--out", default="data", help="output folder (default: ./data)")
     phantom.add_argument("--kind", default="all", help="xray | cardiac | abdomen | all")
     phantom.add_argument("--size", type=int, default=128)

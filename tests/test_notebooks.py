@@ -69,7 +69,8 @@ def test_quickstart_reproduce_smoke(tmp_path):
     assert "random init" in (out / "results.md").read_text()
 
 
-PARAM_FILES = sorted((NOTEBOOKS / "params").glob("*/*.yaml"))
+PARAM_FILES = sorted(p for p in (NOTEBOOKS / "params").glob("*/*.yaml") if not p.stem.startswith("grid"))
+GRID_FILES = sorted((NOTEBOOKS / "params").glob("*/grid*.yaml"))
 PAPER_OF = {"quickstart": "00_quickstart", "cl_tci": "01_cl_tci", "pcl": "02_pcl", "lrc": "03_lrc", "ideal": "04_ideal", "lrclr": "05_lrclr"}
 
 
@@ -146,3 +147,12 @@ def test_ideal_real_data_presets_carry_the_paper_budgets_and_mark_our_values():
         _assert_commented(path, [*ours, "dense_level", "label_counts"])
         text = {line.split(":")[0]: line for line in path.read_text().splitlines() if ":" in line}
         assert all("ours" in text[k] for k in ours), path.name
+
+
+@pytest.mark.parametrize("path", GRID_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_grid_files_expand_to_known_parameters(path):
+    """Every grid file loads, and each of its cells names only parameters of its notebook."""
+    from medcl_lite import grid
+
+    cells = grid.expand_grid(grid.load_grid(path))
+    assert cells and len({c.id for c in cells}) == len(cells)
