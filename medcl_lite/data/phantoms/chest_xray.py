@@ -690,7 +690,12 @@ def make_chest_xrays(
                     "inspiration": study.inspiration,
                 }
             )
-    info = {
+    return SliceSet(images, masks, pd.DataFrame(rows), XRAY_CLASSES, "phantom_xray", _xray_info(size, seed, sites))
+
+
+def _xray_info(size: int, seed: int, sites: tuple[str, ...]) -> dict:
+    """``SliceSet.info`` of the chest X-ray phantoms."""
+    return {
         "modality": "xray",
         "source": "medcl_lite built-in phantom (procedural; no patient data)",
         "convention": "radiological: patient's right on the image left",
@@ -698,7 +703,6 @@ def make_chest_xrays(
         "seed": int(seed),
         "sites": {name: XRAY_SITES[name].description for name in sites},
     }
-    return SliceSet(images, masks, pd.DataFrame(rows), XRAY_CLASSES, "phantom_xray", info)
 
 
 # --- Findings with reports (LRCLR chapter) -----------------------------------------------------
@@ -1027,12 +1031,7 @@ def make_chest_xray_reports(
                 }
             )
     info = {
-        "modality": "xray",
-        "source": "medcl_lite built-in phantom (procedural; no patient data)",
-        "convention": "radiological: patient's right on the image left",
-        "pixel_spacing_mm": FIELD_OF_VIEW_MM / size,
-        "seed": int(seed),
-        "sites": {name: XRAY_SITES[name].description for name in sites},
+        **_xray_info(size, seed, sites),
         "findings": FINDINGS,
         "finding_rates": rates,
         "box_format": "(row0, col0, row1, col1), half-open: image[row0:row1, col0:col1]",
