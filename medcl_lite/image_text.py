@@ -30,7 +30,7 @@ from medcl_lite.crossmodal import LRCLRModel, finding_auc, zero_shot_scores
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.transforms import joint_transform
 from medcl_lite.models import build_segmenter
-from medcl_lite.text import TextEncoder, Tokenizer, prompts, split_sentences
+from medcl_lite.text import PROMPT_TEMPLATES, TextEncoder, Tokenizer, prompts, split_sentences
 from medcl_lite.train import _make_optimizer, _update, warmup_cosine
 from medcl_lite.utils import get_device, seed_everything
 
@@ -155,7 +155,7 @@ class ImageTextResult:
 def _fit_tokenizer(data: SliceSet, index: np.ndarray) -> Tokenizer:
     """Vocabulary of the training reports plus every prompt, so zero-shot prompts have no [UNK]."""
     texts = list(data.meta["report"].astype(str).to_numpy()[index])
-    for finding in ("opacity", "nodule", "cardiomegaly", "effusion"):
+    for finding in PROMPT_TEMPLATES:
         positives, negatives = prompts(finding)
         texts += positives + negatives
     return Tokenizer.fit(texts)

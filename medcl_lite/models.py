@@ -178,8 +178,8 @@ class SegmenterWithHeads(nn.Module):
         return self.head(self.encoder(x)[-1])
 
     def forward_dense(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        stages = self.encoder(x)
-        return self.head(stages[-1]), self.decoder(stages)
+        z, _, decoded = self.forward_levels(x)
+        return z, decoded
 
     def forward_levels(self, x: Tensor, decode: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
         """One pass -> global embedding ``[B, D]``, bottleneck map ``[B, C_enc, h, w]`` and, with

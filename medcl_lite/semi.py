@@ -340,7 +340,9 @@ def _loader(
 
 
 def _check_rows(name: str, index, allow_empty: bool = False) -> np.ndarray:
-    index = np.asarray(index, dtype=np.int64) if len(np.asarray(index)) == 0 else np.asarray(index)
+    index = np.asarray(index)
+    if index.size == 0:  # np.asarray([]) is float: keep an empty selection usable as row indices
+        index = index.astype(np.int64)
     if index.ndim != 1 or (len(index) == 0 and not allow_empty):
         kind = "1-D" if allow_empty else "non-empty 1-D"
         raise ValueError(f"finetune_two_stream: {name} must be a {kind} array of rows, got {index.shape}")

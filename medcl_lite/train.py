@@ -472,7 +472,7 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
         if key_net is not None:
             key_net.load_state_dict(state["key_net"])
             for name, q in queues.items():
-                q.load_state_dict(state["queue" if name == "global" else f"{name}_queue"])
+                q.load_state_dict(state[_queue_key(name)])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -526,7 +526,7 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
             if key_net is not None:
                 state["key_net"] = key_net.state_dict()
                 for name, q in queues.items():
-                    state["queue" if name == "global" else f"{name}_queue"] = q.state_dict()
+                    state[_queue_key(name)] = q.state_dict()
             save_checkpoint(state, out / "checkpoint.pt")
     bar.close()
     result = PretrainResult(net, pd.DataFrame(history), cfg, out, time.perf_counter() - t0)
@@ -535,6 +535,11 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
         save_checkpoint({**weights, "config": to_dict(cfg)}, out / "encoder.pt")
         atomic_write_text(out / "history.csv", result.history.to_csv(index=False))
     return result
+
+
+def _queue_key(name: str) -> str:
+    """Checkpoint key of a MoCo queue: ``"queue"`` (global, as before dense queues) or ``"<name>_queue"``."""
+    return "queue" if name == "global" else f"{name}_queue"
 
 
 def _pretrain_loader(dataset: TwoViewDataset, cfg: PretrainConfig, generator) -> DataLoader:

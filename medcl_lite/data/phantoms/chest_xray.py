@@ -672,14 +672,7 @@ def make_chest_xrays(
             masks[i] = labels * exposed
             rows.append(
                 {
-                    "sample_id": f"cxr-p{p:03d}-t{t}",
-                    "patient_id": f"cxr-p{p:03d}",
-                    "site": site_name,
-                    "time": t,
-                    "volume_id": "",
-                    "slice_index": 0,
-                    "n_slices": 1,
-                    "depth": np.nan,
+                    **_image_row(p, t, site_name),
                     "finding": study.finding,
                     "finding_side": study.finding_side,
                     "finding_zone": study.finding_zone,
@@ -691,6 +684,20 @@ def make_chest_xrays(
                 }
             )
     return SliceSet(images, masks, pd.DataFrame(rows), XRAY_CLASSES, "phantom_xray", _xray_info(size, seed, sites))
+
+
+def _image_row(p: int, t: int, site: str) -> dict:
+    """The meta columns every 2-D X-ray row shares (no volume: depth NaN, one slice)."""
+    return {
+        "sample_id": f"cxr-p{p:03d}-t{t}",
+        "patient_id": f"cxr-p{p:03d}",
+        "site": site,
+        "time": t,
+        "volume_id": "",
+        "slice_index": 0,
+        "n_slices": 1,
+        "depth": np.nan,
+    }
 
 
 def _xray_info(size: int, seed: int, sites: tuple[str, ...]) -> dict:
@@ -1012,14 +1019,7 @@ def make_chest_xray_reports(
             text, sentences = _findings_report(found, site.projection, study.devices, report)
             rows.append(
                 {
-                    "sample_id": f"cxr-p{p:03d}-t{t}",
-                    "patient_id": f"cxr-p{p:03d}",
-                    "site": site_name,
-                    "time": t,
-                    "volume_id": "",
-                    "slice_index": 0,
-                    "n_slices": 1,
-                    "depth": np.nan,
+                    **_image_row(p, t, site_name),
                     **_finding_columns(found, boxes, sentences),
                     "projection": site.projection,
                     "cardiothoracic_ratio": anat.cardiothoracic_ratio,
