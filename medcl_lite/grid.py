@@ -34,11 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.metrics import summarize
-from medcl_lite.repro import check_params, find_notebook, load_params, reproduce
+from medcl_lite.repro import check_params, find_notebook, load_params, read_yaml_mapping, reproduce
 
 __all__ = [
     "Cell",
@@ -78,11 +77,7 @@ class Cell:
 def load_grid(path: str | Path) -> dict:
     """Read and check a grid file; ``base`` paths become absolute (relative to the file)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"grid file not found: {path}")
-    spec = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(spec, dict):
-        raise ValueError(f"grid file {path} must hold a mapping (notebook, base, params, axes)")
+    spec = read_yaml_mapping(path, "grid file", "(notebook, base, params, axes)")
     base = spec.get("base") or []
     base = [base] if isinstance(base, str) else list(base)
     spec["base"] = [str(_resolve(path.parent, file)) for file in base]

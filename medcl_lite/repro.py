@@ -38,19 +38,24 @@ def find_notebook(name: str) -> Path:
     )
 
 
+def read_yaml_mapping(path: str | Path, kind: str, shape: str) -> dict:
+    """A YAML file holding a mapping; clear errors naming ``kind`` (e.g. "grid file") otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} not found: {path}")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{kind} {path} must hold a mapping {shape}")
+    return loaded
+
+
 def load_params(
     files: list[str] | None = None, overrides: list[tuple[str, str]] | None = None
 ) -> dict:
     """Merge YAML parameter files (later wins), then ``-p KEY VALUE`` overrides (YAML-parsed)."""
     params: dict = {}
     for file in files or []:
-        path = Path(file)
-        if not path.is_file():
-            raise FileNotFoundError(f"parameter file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"parameter file {path} must hold a mapping of name: value")
-        params.update(loaded)
+        params.update(read_yaml_mapping(file, "parameter file", "of name: value"))
     for key, value in overrides or []:
         params[key] = yaml.safe_load(value)
     return params
