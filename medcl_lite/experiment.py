@@ -112,7 +112,8 @@ def load_predictions(
     out_dir: str | Path, init: str, n_labelled: int | str, seed: int, fold: int | None = None, stream: str = ""
 ) -> np.ndarray:
     """Test-set label maps ``[N, H, W]`` saved by one run of :func:`run_finetune_grid`;
-    ``stream`` (``"unet"`` or ``"fpn"``): one stream of a two-stream run instead of their average."""
+    ``stream`` (``"unet"`` or the second stream's name, e.g. ``"linknet"``): one stream of a
+    two-stream run instead of their average."""
     path = Path(out_dir) / _run_name(init, n_labelled, seed, fold) / "test_pred.npz"
     if not path.is_file():
         raise FileNotFoundError(f"no saved predictions for {init!r}, n={n_labelled}, seed={seed}: {path}")

@@ -1,19 +1,32 @@
 """IDEAL's two-stream semi-supervised fine-tuning (METHODS.md, "IDEAL", "Fine-tune").
 
 One shared encoder feeds two decoders of different architecture: a U-Net decoder (stream
-``"unet"``) and an FPN decoder (stream ``"fpn"``), each with its own segmentation head. Labelled
-images train both streams with the supervised loss; on unlabelled images each stream's confident
-hard prediction (stop-gradient) is the pseudo-label of the other stream, in both directions, as in
-cross pseudo supervision (CPS, Chen et al., CVPR 2021). Inference averages the two streams.
+``"unet"``) and a second one chosen by ``SemiConfig.second_stream`` (default ``"linknet"``), each
+with its own segmentation head. Labelled images train both streams with the supervised loss; on
+unlabelled images each stream's confident hard prediction (stop-gradient) is the pseudo-label of
+the other stream, in both directions, as in cross pseudo supervision (CPS, Chen et al., CVPR
+2021). Inference averages the two streams.
 
-Why FPN and not DeepLabV3+: smp's DeepLabV3+ makes its encoder dilated (output stride 16), so a
-shared encoder would change for the U-Net stream too; FPN reads the plain encoder's stages 2-5,
-exactly the features the U-Net decoder reads, and still decodes them differently (top-down
-pyramid, summed and upsampled x4 instead of a skip-connected ladder).
+Which second decoder (:data:`SECOND_STREAMS`): every choice reads the plain encoder's stages, the
+features the U-Net decoder reads, and decodes them differently.
 
-**(unpublished — our choices)**: the confidence threshold (0.9), the ramp-up of the consistency
-weight (sigmoid, as Mean-Teacher and CPS) and the normalisation of the pseudo-label loss (mean
-over all unlabelled pixels, unconfident ones counting 0, as FixMatch / UniMatch).
+- ``"linknet"`` (LinkNet, Chaurasia & Culurciello 2017): skips *added*, not concatenated, light
+  residual-style blocks (0.5 M parameters on ResNet-18), full resolution. The default: a cheap,
+  different second opinion at full resolution.
+- ``"unetplusplus"`` (UNet++, Zhou et al. 2018): nested dense skip pathways, full resolution;
+  about 2.6x the U-Net decoder's time.
+- ``"fpn"`` (FPN, as the paper's "DeepLab/FPN heads"): top-down pyramid predicting at 1/4
+  resolution, upsampled x4. Measured on the 64² cardiac phantom: too coarse for the thin
+  myocardium (stream Dice .26 vs .60 for the U-Net stream), and averaging with it lowered the
+  result; use it at larger images.
+
+DeepLabV3+ is not offered: smp makes its encoder dilated (output stride 16), so a shared encoder
+would change for the U-Net stream too.
+
+**(unpublished — our choices)**: the second decoder, the confidence threshold (0.9), the ramp-up
+of the consistency weight (sigmoid, as Mean-Teacher and CPS) and the normalisation of the
+pseudo-label loss (mean over all unlabelled pixels, unconfident ones counting 0, as FixMatch /
+UniMatch).
 """
 
 from __future__ import annotations
@@ -51,7 +64,7 @@ from medcl_lite.train import (
 from medcl_lite.utils import get_device, seed_everything
 
 __all__ = [
-    "STREAMS",
+    "SECOND_STREAMS",
     "PseudoLabels",
     "SemiConfig",
     "SemiResult",
@@ -64,32 +77,41 @@ __all__ = [
     "two_stream_loss",
 ]
 
-#: The two streams, in the order ``TwoStreamSegmenter.forward`` returns them.
-STREAMS: tuple[str, str] = ("unet", "fpn")
+#: smp architectures offered as the second stream (the first is always ``"unet"``).
+SECOND_STREAMS: tuple[str, ...] = ("linknet", "unetplusplus", "fpn")
 
 
 # --------------------------------------------------------------------------------------------
 # The network
 # --------------------------------------------------------------------------------------------
 class TwoStreamSegmenter(nn.Module):
-    """One shared smp encoder, a U-Net and an FPN decoder with their own heads (IDEAL, fine-tune).
+    """One shared smp encoder, a U-Net decoder and a ``second`` decoder, each with its own head
+    (IDEAL, fine-tune).
 
-    ``forward(x [B, in, H, W]) -> (logits_unet, logits_fpn)``, each ``[B, K, H, W]``;
-    :meth:`predict_logits` averages the streams' softmax (inference). ``encoder`` and ``decoder``
-    (the U-Net stream's) have the names :func:`medcl_lite.models.load_pretrained` reads, so a
-    pretraining run's encoder (and U-Net decoder) loads as into a plain U-Net. The encoder's
-    parameters exist once (``parameters()`` and ``state_dict()`` hold them once).
+    ``forward(x [B, in, H, W]) -> (logits_unet, logits_second)``, each ``[B, K, H, W]``, in the
+    order of :attr:`streams`; :meth:`predict_logits` averages the streams' softmax (inference).
+    ``encoder`` and ``decoder`` (the U-Net stream's) have the names
+    :func:`medcl_lite.models.load_pretrained` reads, so a pretraining run's encoder (and U-Net
+    decoder) loads as into a plain U-Net. The encoder's parameters exist once (``parameters()``
+    and ``state_dict()`` hold them once).
     """
 
-    def __init__(self, encoder: str = "resnet18", in_channels: int = 1, classes: int = 2) -> None:
+    def __init__(
+        self, encoder: str = "resnet18", in_channels: int = 1, classes: int = 2, second: str = "linknet"
+    ) -> None:
         super().__init__()
+        if second not in SECOND_STREAMS:
+            raise ValueError(f"second={second!r} is not one of {list(SECOND_STREAMS)}")
         unet = build_segmenter("unet", encoder, in_channels, classes)
-        fpn = smp.FPN(
-            encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes
-        )  # its own encoder is dropped: the FPN decoder reads the U-Net's encoder
+        # smp's public constructor builds the second decoder for these encoder channels; its own
+        # encoder is dropped (a one-time cost): the decoder reads the U-Net's encoder.
+        other = smp.create_model(
+            second, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes
+        )
+        self.streams: tuple[str, str] = ("unet", second)
         self.encoder = unet.encoder
-        self.decoders = nn.ModuleDict({"unet": unet.decoder, "fpn": fpn.decoder})
-        self.heads = nn.ModuleDict({"unet": unet.segmentation_head, "fpn": fpn.segmentation_head})
+        self.decoders = nn.ModuleDict({"unet": unet.decoder, second: other.decoder})
+        self.heads = nn.ModuleDict({"unet": unet.segmentation_head, second: other.segmentation_head})
 
     @property
     def decoder(self) -> nn.Module:
@@ -106,14 +128,14 @@ class TwoStreamSegmenter(nn.Module):
         return self.encoder(x)
 
     def decode(self, features: list[Tensor], stream: str) -> Tensor:
-        """Logits ``[B, K, H, W]`` of one stream (``"unet"`` | ``"fpn"``) from encoder stages."""
-        if stream not in STREAMS:
-            raise ValueError(f"stream={stream!r} is not one of {list(STREAMS)}")
+        """Logits ``[B, K, H, W]`` of one stream (one of :attr:`streams`) from encoder stages."""
+        if stream not in self.streams:
+            raise ValueError(f"stream={stream!r} is not one of {list(self.streams)}")
         return self.heads[stream](self.decoders[stream](features))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         features = self._features(x)
-        return self.decode(features, "unet"), self.decode(features, "fpn")
+        return self.decode(features, self.streams[0]), self.decode(features, self.streams[1])
 
     def predict_logits(self, x: Tensor) -> Tensor:
         """Log of the streams' mean softmax ``[B, K, H, W]``: logits whose softmax is the average
@@ -123,7 +145,7 @@ class TwoStreamSegmenter(nn.Module):
         return torch.logsumexp(log_probs, dim=0) - math.log(2)
 
     def stream(self, name: str) -> StreamView:
-        """One-output view (``"unet"``, ``"fpn"`` or ``"mean"``) for ``train.predict``, ``evaluate``."""
+        """One-output view (a stream's name or ``"mean"``) for ``train.predict``, ``evaluate``."""
         return StreamView(self, name)
 
 
@@ -136,8 +158,8 @@ class StreamView(nn.Module):
 
     def __init__(self, model: TwoStreamSegmenter, name: str) -> None:
         super().__init__()
-        if name not in (*STREAMS, "mean"):
-            raise ValueError(f"stream name={name!r} is not one of {[*STREAMS, 'mean']}")
+        if name not in (*model.streams, "mean"):
+            raise ValueError(f"stream name={name!r} is not one of {[*model.streams, 'mean']}")
         self.model, self.name = model, name
         self.train(model.training)
 
@@ -230,6 +252,7 @@ class SemiConfig:
 
     encoder: str = "resnet18"
     in_channels: int = 1
+    second_stream: str = "linknet"  # the second decoder (SECOND_STREAMS); the first is a U-Net
     pretrained: str = ""  # path to a pretraining run's encoder.pt; "" = random (or the argument)
     augment: str = "light"  # joint_transform strength, labelled and unlabelled: "none" | "light"
     max_steps: int = 300
@@ -253,6 +276,7 @@ class SemiConfig:
     def __post_init__(self) -> None:
         name = type(self).__name__
         check_choice(name, "augment", self.augment, {"none", "light"})
+        check_choice(name, "second_stream", self.second_stream, set(SECOND_STREAMS))
         check_choice(name, "loss", self.loss, {"ce", "ce+dice"})
         check_choice(name, "optimizer", self.optimizer, {"sgd", "adam"})
         for key in ("in_channels", "max_steps", "batch_size", "unlabelled_batch", "eval_every"):
@@ -318,7 +342,7 @@ def _build_model(
 ) -> TwoStreamSegmenter:
     """The two-stream network; encoder (and U-Net decoder) from ``pretrained_state`` or
     ``cfg.pretrained`` when given (``models.load_pretrained``), else random."""
-    model = TwoStreamSegmenter(cfg.encoder, cfg.in_channels, classes)
+    model = TwoStreamSegmenter(cfg.encoder, cfg.in_channels, classes, cfg.second_stream)
     if pretrained_state is None and cfg.pretrained:
         pretrained_state = load_pretrained_encoder(cfg.pretrained)
     if pretrained_state is not None:
@@ -355,7 +379,7 @@ def _stream_metrics(
     """Test Dice (per image, pooled, per volume when volumes) of each stream alone, and each
     stream's label maps ``{stream: [N, H, W]}``."""
     out, preds = {}, {}
-    for stream in STREAMS:
+    for stream in model.streams:
         scores, preds[stream] = evaluate(model.stream(stream), data, test_index)
         for key in ("dice", "dice_pooled", "dice_volume"):
             if key in scores:
@@ -368,8 +392,8 @@ def _disagreement(model: TwoStreamSegmenter, data: SliceSet, index: np.ndarray) 
     (NaN without rows)."""
     if len(index) == 0:
         return math.nan
-    unet, fpn = (predict(model.stream(s), data, index) for s in STREAMS)
-    return float((unet != fpn).mean())
+    first, second = (predict(model.stream(s), data, index) for s in model.streams)
+    return float((first != second).mean())
 
 
 def _write_outputs(result: SemiResult, test_index) -> None:

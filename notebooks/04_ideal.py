@@ -129,6 +129,7 @@ unlabelled_batch = 0  # two-stream: unlabelled images per step, 0: ft_batch
 ft_lr = 0.0  # 0: the size's value (Adam)
 ft_loss = "ce+dice"  # "ce" | "ce+dice"
 ft_augment = "light"  # "none" | "light"
+second_stream = "linknet"  # two-stream: the second decoder (linknet, unetplusplus or fpn); the first is a U-Net
 cps_threshold = 0.9  # two-stream: pseudo-label confidence (max softmax)
 cps_weight = 1.0  # two-stream: weight of the pseudo-label loss after ramp-up
 cps_rampup = 0  # two-stream: ramp-up steps, 0: a third of the run
@@ -314,8 +315,11 @@ if curves:
 # ## 5 · Fine-tuning: supervised-only and two-stream semi-supervised
 # k-fold by patient; from each fold's label pool `n` patients are labelled (nested budgets), a
 # validation split picks the step, the held-out fold is scored once. **Supervised**: a U-Net on the
-# labelled slices. **Two-stream** (`semi.finetune_two_stream`): a shared encoder, a U-Net and an FPN
-# decoder; the labelled slices train both; on the rest of the fold's pool (unlabelled) each
+# labelled slices. **Two-stream** (`semi.finetune_two_stream`): a shared encoder, a U-Net decoder
+# and a second decoder of another architecture (`second_stream`; LinkNet by default: it adds skip
+# connections instead of concatenating them, and predicts at full resolution — an FPN, which
+# predicts at 1/4 resolution, was too coarse for the thin myocardium at 64², see `semi`'s
+# docstring); the labelled slices train both; on the rest of the fold's pool (unlabelled) each
 # stream learns the other's confident hard predictions, with a ramped-up weight:
 
 # %%
@@ -329,7 +333,7 @@ ft_base = from_params(FinetuneConfig, {
     "paper_selection": False, "eval_every": eval_every,
 })
 semi_base = from_params(SemiConfig, {
-    "max_steps": steps, "encoder": encoder, "batch_size": ft_base.batch_size,
+    "max_steps": steps, "encoder": encoder, "second_stream": second_stream, "batch_size": ft_base.batch_size,
     "unlabelled_batch": pick(unlabelled_batch, ft_base.batch_size), "lr": ft_base.lr, "loss": ft_loss,
     "augment": ft_augment, "device": device, "eval_every": eval_every, "threshold": cps_threshold,
     "consistency": cps_weight, "rampup_steps": pick(cps_rampup, max(1, steps // 3)),
@@ -426,7 +430,7 @@ display(Markdown(summary_text))
 # %% [markdown]
 # ## 7 · Both streams and their disagreement
 # Test slices of fold 0 at the smallest budget, fine-tuned two-stream from the best
-# initialisation: the U-Net stream, the FPN stream, their average (what inference uses), and the
+# initialisation: the U-Net stream, the second stream, their average (what inference uses), and the
 # pixels where the two streams disagree — where the pseudo-labels of one stream corrected the other
 # during training, and where uncertainty remains.
 
@@ -439,15 +443,15 @@ cell = rows[(rows.n_labelled == n_small) & (rows.scheme == "two-stream")]
 if len(cell):
     best = cell.groupby("init").test_dice_volume.mean().idxmax()
     preds = {s or "average": load_predictions(run_dir / "two_stream", best, n_small, seed, fold=0, stream=s)[at]
-             for s in ("unet", "fpn", "")}
+             for s in ("unet", second_stream, "")}
     for name, pred in preds.items():
         fig = viz.show_overlays(ft_data.images[show], ft_data.masks[show], pred, class_names=classes)
         fig.suptitle(f"{best}, two-stream, {name} stream" if name != "average" else f"{best}, two-stream, average",
                      y=1.03)
         viz.save_figure(fig, run_dir / "figures" / f"overlay_{name}.png")
-    disagreement = (preds["unet"] != preds["fpn"]).astype(np.float32)
+    disagreement = (preds["unet"] != preds[second_stream]).astype(np.float32)
     fig = viz.show_images(disagreement, titles=[f"{d.mean():.1%} of pixels" for d in disagreement],
-                          suptitle="where the U-Net and FPN streams disagree")
+                          suptitle=f"where the U-Net and {second_stream} streams disagree")
     viz.save_figure(fig, run_dir / "figures" / "disagreement.png")
 
 # %%
@@ -455,7 +459,7 @@ md = [
     f"# IDEAL results ({size}, {env['device']}, torch {env['torch']})",
     "",
     f"Data: pretrain={pretrain_data}, finetune={finetune_data}; dense λ={dense_weight}, level={dense_level}, "
-    f"{dense_per_image} locations/image, τ_dense={dense_temperature}; two-stream threshold={cps_threshold}, "
+    f"{dense_per_image} locations/image, τ_dense={dense_temperature}; two-stream {second_stream} stream, threshold={cps_threshold}, "
     f"weight={cps_weight}; budgets in {label_unit}; {n_folds}-fold cross-validation; mean ± std over folds.",
     "",
     table.to_markdown(),

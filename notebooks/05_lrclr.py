@@ -99,6 +99,7 @@ methods = []  # empty: ["CLIP", "LRCLR"]
 encoder = "resnet18"  # smp encoder of the image side
 # LRCLR (unpublished in the paper: our choices, section 2 says why)
 regions = 8  # k regions kept by the selection layer
+region_level = -1  # encoder stage whose cells are the regions: -1 the last map (as LRCLR), -2 twice as fine
 region_weight = 1.0  # weight of the region-sentence term
 dim = 128  # joint embedding size
 temperature = 0.07  # τ of both InfoNCE terms (CLIP's initial value, fixed)
@@ -226,6 +227,7 @@ for seed in seeds:
     for method in methods:
         cfg = from_params(ImageTextConfig, {
             "use_regions": method == "LRCLR", "encoder": encoder, "dim": dim, "regions": S["k"],
+            "region_level": region_level,
             "region_weight": region_weight, "temperature": temperature, "identical_positive": identical_positive,
             "text_dim": text_dim, "text_layers": text_layers, "max_len": max_len, "augment": augment,
             "epochs": pick(epochs, S["epochs"]), "batch_size": pick(batch_size, S["batch"]), "lr": pick(lr, S["lr"]),

@@ -145,7 +145,7 @@ def test_grid_runs_two_stream_semi_supervised_fine_tuning(tiny_set, tmp_path, mo
     rows = run_finetune_grid(tiny_set, protocol, {"random init": None}, [1, "all"], [0], base, tmp_path, progress=False)
     assert seen[1] == set(protocol.label_pool.tolist()) - set(np.setdiff1d(protocol.label_pool, list(seen[1])).tolist())
     assert len(seen[1]) == len(protocol.label_pool) - 1 and seen[len(protocol.label_pool)] == set()
-    assert {"test_unet_dice", "test_fpn_dice", "unlabelled_disagreement"} <= set(rows.columns)
+    assert {"test_unet_dice", "test_linknet_dice", "unlabelled_disagreement"} <= set(rows.columns)
     unet, mean = (load_predictions(tmp_path, "random init", 1, 0, stream=s) for s in ("unet", ""))
     assert unet.shape == mean.shape == (len(protocol.test), 32, 32)
     with pytest.raises(KeyError, match="pred_other"):

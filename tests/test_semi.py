@@ -11,6 +11,7 @@ from medcl_lite.checkpoint import save_checkpoint
 from medcl_lite.config import ConfigError, from_params
 from medcl_lite.models import build_segmenter, load_pretrained
 from medcl_lite.semi import (
+    SECOND_STREAMS,
     SemiConfig,
     TwoStreamSegmenter,
     consistency_weight,
@@ -48,9 +49,9 @@ def test_encoder_is_shared_and_counted_once(model):
 
 def test_both_streams_send_gradient_into_the_one_encoder(model):
     x = torch.rand(2, 1, 32, 32)
-    model.eval()  # no dropout (FPN decoder): the three passes compute the same function
+    model.eval()  # BatchNorm in eval mode: the three passes compute the same function
     per_stream = []
-    for i, other in enumerate(("fpn", "unet")):
+    for i, other in enumerate(("linknet", "unet")):
         model.zero_grad(set_to_none=True)
         model(x)[i].square().mean().backward()
         assert all(g is None for g in _grads(model.decoders[other]))  # the other decoder: untouched
@@ -63,6 +64,28 @@ def test_both_streams_send_gradient_into_the_one_encoder(model):
         torch.testing.assert_close(p.grad, g_a + g_b, rtol=1e-4, atol=1e-6)
     model.zero_grad(set_to_none=True)
     model.train()
+
+
+@pytest.mark.parametrize("second", SECOND_STREAMS)
+def test_every_second_stream_shares_the_encoder_at_full_resolution(second):
+    torch.manual_seed(0)
+    model = TwoStreamSegmenter("resnet18", 1, classes=3, second=second)
+    assert model.streams == ("unet", second) and set(model.decoders) == {"unet", second}
+    assert _numel(model) == sum(
+        _numel(m) for m in (model.encoder, *model.decoders.values(), *model.heads.values())
+    )
+    a, b = model(torch.rand(2, 1, 64, 64))
+    assert a.shape == b.shape == (2, 3, 64, 64)
+    b.square().mean().backward()
+    assert all(p.grad is None for p in model.decoders["unet"].parameters())
+    assert next(model.encoder.parameters()).grad.abs().sum() > 0
+
+
+def test_unknown_second_stream_is_refused():
+    with pytest.raises(ValueError, match="deeplabv3plus"):
+        TwoStreamSegmenter("resnet18", 1, classes=3, second="deeplabv3plus")
+    with pytest.raises(ConfigError, match="second_stream='deeplabv3plus'"):
+        SemiConfig(second_stream="deeplabv3plus")
 
 
 def test_forward_shapes_and_averaged_inference(model):
@@ -89,7 +112,7 @@ def test_stream_views_predict_label_maps(model, tiny_set):
         predict(model.stream("unet"), tiny_set, np.arange(3)), a.argmax(1).numpy()
     )
     np.testing.assert_array_equal(
-        predict(model.stream("fpn"), tiny_set, np.arange(3)), b.argmax(1).numpy()
+        predict(model.stream("linknet"), tiny_set, np.arange(3)), b.argmax(1).numpy()
     )
     np.testing.assert_array_equal(predict(model.stream("mean"), tiny_set, np.arange(3)), expected)
     assert not model.training  # the views keep the model's mode
@@ -104,7 +127,7 @@ def test_pretrained_encoder_and_unet_decoder_load(nested):
     unet = build_segmenter("unet", "resnet18", 1, classes=3)
     state = {"encoder": unet.encoder.state_dict(), "decoder": unet.decoder.state_dict()}
     model = TwoStreamSegmenter("resnet18", 1, classes=3)
-    fpn_before = {k: v.clone() for k, v in model.decoders["fpn"].state_dict().items()}
+    second_before = {k: v.clone() for k, v in model.decoders["linknet"].state_dict().items()}
     assert load_pretrained(model, state if nested else state["encoder"]) == (
         ["encoder", "decoder"] if nested else ["encoder"]
     )
@@ -112,7 +135,7 @@ def test_pretrained_encoder_and_unet_decoder_load(nested):
         torch.testing.assert_close(model.encoder.state_dict()[k], v)
     loaded = model.decoders["unet"].state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in state["decoder"].items()) == nested
-    assert all(torch.equal(model.decoders["fpn"].state_dict()[k], v) for k, v in fpn_before.items())
+    assert all(torch.equal(model.decoders["linknet"].state_dict()[k], v) for k, v in second_before.items())
 
 
 # --------------------------------------------------------------------------- pseudo supervision
@@ -186,7 +209,7 @@ def test_targets_are_stop_gradient_per_decoder(model):
                 torch.zeros_like(p) if p.grad is None else p.grad.clone()
                 for p in model.decoders[s].parameters()
             ]
-            for s in ("unet", "fpn")
+            for s in ("unet", "linknet")
         }
 
     def student(logits, teacher):
@@ -198,12 +221,12 @@ def test_targets_are_stop_gradient_per_decoder(model):
     b_only = decoder_grads(lambda a, b: student(b, a))
     for got, want in zip(both["unet"], a_only["unet"], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
-    for got, want in zip(both["fpn"], b_only["fpn"], strict=True):
+    for got, want in zip(both["linknet"], b_only["linknet"], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
     assert any(g.abs().sum() > 0 for g in both["unet"]) and any(
-        g.abs().sum() > 0 for g in both["fpn"]
+        g.abs().sum() > 0 for g in both["linknet"]
     )
-    assert not any(g.any() for g in a_only["fpn"])  # a's term alone never reaches b's decoder
+    assert not any(g.any() for g in a_only["linknet"])  # a's term alone never reaches b's decoder
     model.zero_grad(set_to_none=True)
     model.train()
 
@@ -271,7 +294,7 @@ def test_finetune_two_stream_runs_and_writes_files(tiny_set, tmp_path):
         "test_dice",
         "test_dice_pooled",
         "test_unet_dice",
-        "test_fpn_dice",
+        "test_linknet_dice",
         "test_unet_dice_pooled",
         "test_dice_disc",
         "unlabelled_disagreement",
