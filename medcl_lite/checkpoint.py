@@ -2,55 +2,95 @@
 
 A checkpoint is one ``torch.save`` dict of tensors and plain Python values only, so it loads with
 ``torch.load(weights_only=True)`` (no pickled code runs). It is written to a temporary file in the
-same folder and then renamed over the old one: a crash mid-write never leaves a broken checkpoint.
+same folder and then renamed over the old one: a crash mid-write never leaves a broken checkpoint,
+and the temporary files of killed writers are removed by the next write.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import random
-import tempfile
+import re
+import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
-__all__ = ["atomic_write_text", "get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+__all__ = [
+    "atomic_write_text",
+    "get_rng_state",
+    "load_checkpoint",
+    "remove_stale_temps",
+    "save_checkpoint",
+    "set_rng_state",
+]
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary sibling file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` ``state`` atomically; ``state["config"]`` may be a dict (stored as JSON)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = dict(state)
     if isinstance(state.get("config"), dict):
         state["config"] = json.dumps(state["config"], sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    return _atomic_write(path, lambda f: torch.save(state, f))
+
+
+def _atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """``write`` into ``.<name>.<pid>.<random>.tmp`` beside ``path``, then rename it over ``path``.
+
+    A process killed mid-write (SIGKILL, no ``except`` runs) leaves only its temporary file, which
+    the next write to ``path`` removes (:func:`remove_stale_temps`). The file gets the usual
+    permissions (umask), not ``mkstemp``'s private 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        torch.save(state, tmp)
+        with open(tmp, "xb") as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the temporary files of writes to ``path`` whose process is gone; return them.
+
+    Names are ``.<name>.<pid>.<hex>.tmp``; a file whose pid is still running on this machine is
+    another write in progress and stays.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]+\.tmp")
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = pattern.fullmatch(tmp.name)
+        if match and not _pid_alive(int(match.group(1))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (signal 0 probes without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

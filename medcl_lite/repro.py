@@ -154,6 +154,12 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from medcl_lite.pretrain_cli import main as pretrain_main
+
+    return pretrain_main(["-f", args.file])
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from medcl_lite.data import phantoms
 
@@ -263,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=1, help="grid cells at once (one GPU each on CUDA)"
     )
     rep.set_defaults(func=_cmd_reproduce)
+
+    pre = sub.add_parser(
+        "pretrain",
+        help="pretrain from a YAML file (PretrainConfig fields + data); under torchrun on several processes",
+    )
+    pre.add_argument("-f", "--file", required=True, help="pretraining YAML file (see medcl_lite.pretrain_cli)")
+    pre.set_defaults(func=_cmd_pretrain)
 
     data = sub.add_parser(
         "data", help="datasets: list, download, check, prepare; write the phantoms"

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
-from medcl_lite import pairing
+from medcl_lite import distributed, pairing
 from medcl_lite.checkpoint import (
     atomic_write_text,
     get_rng_state,
@@ -129,6 +129,7 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA only
+    channels_last: bool = False  # NHWC memory format (faster convolutions on CUDA with AMP)
     num_workers: int = 0
     out_dir: str = ""  # "" = keep nothing on disk
     resume: bool = False
@@ -248,7 +249,12 @@ def simclr_loss(net: nn.Module, batch: dict[str, Tensor], cfg: PretrainConfig, d
 
 
 def simclr_objective(z1: Tensor, z2: Tensor, meta: dict[str, Tensor], cfg: PretrainConfig) -> Tensor:
-    """NT-Xent of the two views' embeddings ``[B, D]`` with the pairing strategy's extra positives."""
+    """NT-Xent of the two views' embeddings ``[B, D]`` with the pairing strategy's extra positives.
+
+    In a distributed run the embeddings (with their gradient) and metadata of every process are
+    gathered first (:func:`medcl_lite.distributed.gather`): the loss covers the whole batch.
+    """
+    z1, z2, meta = distributed.gather(z1, grad=True), distributed.gather(z2, grad=True), distributed.gather_meta(meta)
     extra = pairing.positives(cfg.pairing, meta, threshold=cfg.threshold, parts=cfg.parts)
     return nt_xent(z1, z2, cfg.temperature, pos_mask=None if cfg.pairing == "instance" else extra)
 
@@ -276,18 +282,23 @@ def moco_loss(
 
 
 def moco_objective(q: Tensor, k: Tensor, queue: MoCoQueue, meta: dict[str, Tensor], cfg: PretrainConfig) -> Tensor:
-    """InfoNCE of queries ``[B, D]`` against the batch's keys and the queue, then enqueue the keys."""
+    """InfoNCE of queries ``[B, D]`` against the batch's keys and the queue, then enqueue the keys.
+
+    In a distributed run the keys and metadata of every process are gathered (no gradient): each
+    query meets the whole batch's keys, and every process enqueues the same keys (one queue).
+    """
     params = {"threshold": cfg.threshold, "parts": cfg.parts}
-    own = torch.eye(len(q), dtype=torch.bool, device=q.device)
+    keys, key_meta = distributed.gather(k.float()), distributed.gather_meta(meta)
+    own = distributed.own_key_mask(len(q), len(keys), device=q.device)
     mask = torch.cat(
         [
-            own | pairing.positives(cfg.pairing, meta, **params),
+            own | pairing.positives(cfg.pairing, meta, key_meta, **params),
             pairing.positives(cfg.pairing, meta, queue.meta, **params),
         ],
         dim=1,
     )
-    loss = info_nce(q, torch.cat([k.float(), queue.keys.clone()]), mask, cfg.temperature)
-    queue.enqueue(k, **meta)
+    loss = info_nce(q, torch.cat([keys, queue.keys.clone()]), mask, cfg.temperature)
+    queue.enqueue(keys, **key_meta)
     return loss
 
 
@@ -429,26 +440,29 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
     with the config's Felzenszwalb parameters and cached (:func:`medcl_lite.data.superpixels.superpixels`).
     Files in ``cfg.out_dir`` (if set): ``config.json``, ``history.csv``, ``checkpoint.pt`` (everything
     needed to resume) and ``encoder.pt`` (the weights fine-tuning loads; ``decoder`` too when trained).
+
+    Under ``torchrun`` (a process group, :mod:`medcl_lite.distributed`), ``cfg.batch_size`` is the
+    global batch, split over the processes, with global BatchNorm, gathered SimCLR negatives, one
+    MoCo queue and DDP; rank 0 alone writes files.
     """
     device = get_device(cfg.device)
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir) if cfg.out_dir else None
+    rank, n_proc = distributed.world()
+    _check_distributable(cfg, n_proc)
     if cfg.framework == "supervised" and data.masks is None:
         raise ConfigError(f"PretrainConfig: framework='supervised' needs masks; {data.name!r} has none")
     if cfg.region_weight > 0 and regions is None:
         cache = cfg.superpixel_cache or (str(out / "superpixels") if out is not None else None)
         params = FelzenszwalbParams(scale=cfg.sp_scale, sigma=cfg.sp_sigma, min_size=cfg.sp_min_size)
         regions = superpixels(data, params, cache_dir=cache, progress=cfg.progress)
-    dataset = TwoViewDataset(
-        data, view_transform(data.image_size[0], cfg.augment), index=index,
-        regions=regions if cfg.region_weight > 0 else None, masks=cfg.framework == "supervised",
-        correspondence=cfg.dense_weight > 0,
-    )  # fmt: skip
-    if len(dataset) < cfg.batch_size:
-        raise ConfigError(f"PretrainConfig: batch_size={cfg.batch_size} exceeds the {len(dataset)} images")
     generator = torch.Generator().manual_seed(cfg.seed)
-    loader = _pretrain_loader(dataset, cfg, generator)
+    loader = pretrain_loader(cfg, data, index, regions, generator)
     net = build_contrastive(cfg, classes=len(data.classes) if cfg.framework == "supervised" else 1).to(device)
+    if cfg.channels_last:  # convolutions then run NHWC (inputs follow the weights' format)
+        net = net.to(memory_format=torch.channels_last)
+    if n_proc > 1:
+        net = distributed.convert_global_batchnorm(net)
     key_net = momentum_copy(net) if cfg.framework == "moco" else None
     queue = MoCoQueue(cfg.queue_size, cfg.proj_dim).to(device) if key_net is not None else None
     queues = {"global": queue} if queue is not None else {}
@@ -479,31 +493,34 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
         set_rng_state(state["rng"], generator)
         history = pd.DataFrame(state["history"]).to_dict("records")
         start_epoch = int(state["epoch"])
-    if out is not None:
+    writes = out is not None and rank == 0  # files and logs from rank 0 only
+    if writes:
         atomic_write_text(out / "config.json", to_json(cfg))
+    model = distributed.wrap(net, device)  # DDP in a distributed run (averages gradients)
 
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)  # cumulative over resumes
     net.train()
     bar = tqdm(
-        total=total, initial=start_epoch * steps_per_epoch, disable=not cfg.progress,
+        total=total, initial=start_epoch * steps_per_epoch, disable=not cfg.progress or rank != 0,
         desc=f"{cfg.framework}/{cfg.pairing}", mininterval=2.0,
     )
     for epoch in range(start_epoch, cfg.max_epochs):
+        distributed.seed_augmentations(cfg.seed, epoch)
         for batch in loader:
             parts = {}
             with torch.autocast(device.type, enabled=use_amp):
                 if isinstance(net, SegmenterWithHeads):
                     loss, parts = local_loss(net, key_net, queues, batch, cfg, device, data.image_size[1])
                 elif key_net is None:
-                    loss = simclr_loss(net, batch, cfg, device)
+                    loss = simclr_loss(model, batch, cfg, device)
                 else:
-                    loss = moco_loss(net, key_net, queue, batch, cfg, device)
+                    loss = moco_loss(model, key_net, queue, batch, cfg, device)
             _update(loss, optimizer, scaler, scheduler, where=f"epoch {epoch}, step {len(history)}")
             history.append(
                 {
                     "epoch": epoch,
                     "step": len(history),
-                    "loss": float(loss.detach()),
+                    "loss": distributed.mean_over_ranks(loss),
                     **parts,
                     "lr": optimizer.param_groups[0]["lr"],
                     "seconds": time.perf_counter() - t0,
@@ -512,7 +529,7 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
             bar.update(1)
             bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", refresh=False)
         done = epoch + 1
-        if out is not None and (done % cfg.checkpoint_every == 0 or done == cfg.max_epochs):
+        if writes and (done % cfg.checkpoint_every == 0 or done == cfg.max_epochs):
             state = {
                 "net": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -528,12 +545,14 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
                 for name, q in queues.items():
                     state[_queue_key(name)] = q.state_dict()
             save_checkpoint(state, out / "checkpoint.pt")
+        distributed.barrier()  # the checkpoint is on disk before any process goes on
     bar.close()
     result = PretrainResult(net, pd.DataFrame(history), cfg, out, time.perf_counter() - t0)
-    if out is not None:
+    if writes:
         weights = result.transfer_state if result.trains_decoder else {"encoder": result.encoder_state}
         save_checkpoint({**weights, "config": to_dict(cfg)}, out / "encoder.pt")
         atomic_write_text(out / "history.csv", result.history.to_csv(index=False))
+    distributed.barrier()
     return result
 
 
@@ -542,17 +561,52 @@ def _queue_key(name: str) -> str:
     return "queue" if name == "global" else f"{name}_queue"
 
 
-def _pretrain_loader(dataset: TwoViewDataset, cfg: PretrainConfig, generator) -> DataLoader:
-    """Shuffled batches (``sampler="random"``), or ``images_per_patient`` images of each patient
-    side by side (``"patient"``, :class:`~medcl_lite.data.samplers.PatientBatchSampler`)."""
+def pretrain_loader(
+    cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarray | None = None, generator=None
+) -> DataLoader:
+    """The batches :func:`pretrain` trains on: two augmented views of rows ``index`` of ``data``
+    (with region maps for LRC, masks for supervised pretraining, pixel indices for IDEAL's dense
+    correspondences), shuffled (``sampler="random"``) or ``images_per_patient`` images of each
+    patient side by side (``"patient"``, :class:`~medcl_lite.data.samplers.PatientBatchSampler`).
+
+    In a distributed run every process draws the same batches and keeps its slice
+    (:class:`medcl_lite.distributed.RankSlices`).
+    """
+    dataset = TwoViewDataset(
+        data, view_transform(data.image_size[0], cfg.augment), index=index,
+        regions=regions if cfg.region_weight > 0 else None, masks=cfg.framework == "supervised",
+        correspondence=cfg.dense_weight > 0,
+    )  # fmt: skip
+    if len(dataset) < cfg.batch_size:
+        raise ConfigError(f"PretrainConfig: batch_size={cfg.batch_size} exceeds the {len(dataset)} images")
+    generator = generator if generator is not None else torch.Generator().manual_seed(cfg.seed)
     workers = {"num_workers": cfg.num_workers, "persistent_workers": cfg.num_workers > 0}
     if cfg.sampler == "patient":
         patients = dataset.patient[dataset.index]
         batches = PatientBatchSampler(patients, cfg.batch_size, cfg.images_per_patient, generator)
-        return DataLoader(dataset, batch_sampler=batches, **workers)
-    return DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=generator, **workers
-    )
+    else:  # what DataLoader(shuffle=True, drop_last=True) builds, spelled out to slice it
+        batches = BatchSampler(RandomSampler(dataset, generator=generator), cfg.batch_size, drop_last=True)
+    rank, n_proc = distributed.world()
+    if n_proc > 1:
+        batches = distributed.RankSlices(batches, rank, n_proc)
+    return DataLoader(dataset, batch_sampler=batches, **workers)
+
+
+def _check_distributable(cfg: PretrainConfig, n_proc: int) -> None:
+    """Refuse, with the reason, what a distributed pretraining run cannot do."""
+    if n_proc == 1:
+        return
+    if cfg.batch_size % n_proc:
+        raise ConfigError(
+            f"PretrainConfig: batch_size={cfg.batch_size} (the global batch) must be a multiple of the "
+            f"{n_proc} processes"
+        )
+    if cfg.uses_feature_maps:
+        raise ConfigError(
+            "PretrainConfig: distributed pretraining runs the global SimCLR / MoCo objectives (any "
+            f"pairing); region, dense and supervised terms run on one process (framework="
+            f"{cfg.framework!r}, region_weight={cfg.region_weight}, dense_weight={cfg.dense_weight})"
+        )
 
 
 def _update(loss: Tensor, optimizer, scaler, scheduler, where: str) -> None:
@@ -704,11 +758,18 @@ def finetune(
     (never used for choices). With ``cfg.paper_selection`` the test rows are also scored at every
     check, and the best of those (the papers' optimistic protocol) is reported separately as
     ``paper_test_dice_pooled``. Writes ``metrics.json`` and ``history.csv`` to ``cfg.out_dir``.
+
+    Under ``torchrun`` each step's ``batch_size`` images are split over the processes (DDP, global
+    BatchNorm); every process evaluates the same model and returns the same result, and rank 0
+    alone writes files.
     """
     if data.masks is None:
         raise ValueError(f"finetune: dataset {data.name!r} has no masks")
     device = get_device(cfg.device)
     seed_everything(cfg.seed)
+    rank, n_proc = distributed.world()
+    if cfg.batch_size % n_proc:
+        raise ConfigError(f"FinetuneConfig: batch_size={cfg.batch_size} must be a multiple of the {n_proc} processes")
     extra = {"decoder_channels": tuple(cfg.decoder_channels)} if cfg.decoder_channels else {}
     model = build_segmenter(cfg.arch, cfg.encoder, cfg.in_channels, classes=len(data.classes), **extra)
     if cfg.init == "pretrained":
@@ -717,6 +778,8 @@ def finetune(
                 raise ConfigError("FinetuneConfig: init='pretrained' needs `pretrained` or encoder_state")
             encoder_state = load_pretrained_encoder(cfg.pretrained)
         load_pretrained(model, encoder_state)
+    if n_proc > 1:
+        model = distributed.convert_global_batchnorm(model)
     model.to(device)
     train_index = np.asarray(train_index)
     transform = joint_transform(data.image_size[0], cfg.augment)
@@ -724,7 +787,10 @@ def finetune(
     generator = torch.Generator().manual_seed(cfg.seed)
     steps = cfg.steps_for(len(train_index))
     sampler = RandomSampler(dataset, replacement=True, num_samples=steps * cfg.batch_size, generator=generator)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
+    batches = BatchSampler(sampler, cfg.batch_size, drop_last=False)  # what batch_size=... builds
+    if n_proc > 1:
+        batches = distributed.RankSlices(batches, rank, n_proc)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.num_workers)
     optimizer = _make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, 0.9, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, 0))
     use_amp = cfg.amp and device.type == "cuda"
@@ -732,13 +798,16 @@ def finetune(
 
     paper = cfg.paper_selection and test_index is not None and len(test_index) > 0
     history, best = [], {"val_dice": -1.0, "step": 0, "state": None}
+    trained = distributed.wrap(model, device)  # DDP in a distributed run
+    distributed.seed_augmentations(cfg.seed, 0)
     model.train()
-    for step, batch in enumerate(tqdm(loader, disable=not cfg.progress, desc="finetune", mininterval=2.0), 1):
+    bar = tqdm(loader, disable=not cfg.progress or rank != 0, desc="finetune", mininterval=2.0)
+    for step, batch in enumerate(bar, 1):
         x, y = batch["image"].to(device), batch["mask"].to(device)
         with torch.autocast(device.type, enabled=use_amp):
-            loss = _segmentation_loss(model(x), y, cfg.loss)
+            loss = _segmentation_loss(trained(x), y, cfg.loss)
         _update(loss, optimizer, scaler, scheduler, where=f"fine-tuning step {step}")
-        row = {"step": step, "loss": float(loss.detach())}
+        row = {"step": step, "loss": distributed.mean_over_ranks(loss)}
         if step % cfg.eval_every == 0 or step == steps:
             row["val_dice"] = evaluate(model, data, val_index)[0]["dice"]
             if row["val_dice"] > best["val_dice"]:
@@ -757,7 +826,7 @@ def finetune(
         test_metrics, test_pred = evaluate(model, data, test_index, hd95=True)
         metrics.update({f"test_{k}": v for k, v in test_metrics.items()})
     result = FinetuneResult(model, metrics, pd.DataFrame(history), cfg, test_pred)
-    if cfg.out_dir:
+    if cfg.out_dir and rank == 0:
         out = Path(cfg.out_dir)
         atomic_write_text(out / "config.json", to_json(cfg))
         atomic_write_text(out / "history.csv", result.history.to_csv(index=False))

@@ -132,8 +132,7 @@ def test_finetune_from_pretrained_encoder(tiny_set, tmp_path):
 
 def test_patient_sampler_batches_hold_same_patient_pairs(tiny_set):
     cfg = _cfg(sampler="patient", images_per_patient=3, batch_size=6)
-    dataset = train.TwoViewDataset(tiny_set, lambda x: x)
-    loader = train._pretrain_loader(dataset, cfg, torch.Generator().manual_seed(0))
+    loader = train.pretrain_loader(cfg, tiny_set)
     for batch in loader:
         patients = batch["patient"].reshape(-1, 3)
         assert (patients == patients[:, :1]).all()  # tiny_set: 3 time points per patient
