@@ -442,7 +442,10 @@ def _natural(key: str) -> tuple:
 
 
 def _text(value) -> str:
-    return "–" if value is None else str(value)
+    """A published value as papers print them: floats with 3 decimals (0.850, not 0.85)."""
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def write_summary(spec: dict, cells: list[Cell], out: str | Path) -> Path:

@@ -197,7 +197,7 @@ def test_results_table_mean_std_and_paper_column(tmp_path):
             table.loc[init, f"n_labelled={n} · ours"]
             == f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
         )
-    assert table.loc["SimCLR", "n_labelled=1 · paper"] == "0.7"
+    assert table.loc["SimCLR", "n_labelled=1 · paper"] == "0.700"  # as papers print Dice
     assert (
         table.loc["random init", "n_labelled=1 · paper"] == "–"
         and table.loc["SimCLR", "n_labelled=all · paper"] == "–"

@@ -174,5 +174,5 @@ def test_grid_table_puts_paper_values_beside_ours(path):
         )
         for column, number in published.items():
             cell = f"{' · '.join(columns)}={column}"
-            assert table.loc[label, f"{cell} · paper"] == str(number), (label, column)
+            assert table.loc[label, f"{cell} · paper"] == f"{number:.3f}", (label, column)
             assert re.fullmatch(r"\d\.\d{3} ± \d\.\d{3}", table.loc[label, f"{cell} · ours"])
