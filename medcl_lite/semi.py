@@ -299,17 +299,17 @@ def two_stream_loss(
     """One step's objective: ``L = L_sup(a) + L_sup(b) + w(t) · L_cps`` (IDEAL fine-tune, CPS).
 
     Labelled ``[Bl, in, H, W]`` (masks ``[Bl, H, W]``) and unlabelled ``[Bu, in, H, W]`` images go
-    through the network in one pass (BatchNorm sees both). Returns the loss and, for the history,
-    its parts, the fraction of confident pseudo-labels and of unlabelled pixels where the streams
-    disagree.
+    through the network in two passes, as in the CPS code: BatchNorm normalises each batch by its
+    own statistics. Measured on the cardiac phantom (1 labelled patient, 200 steps, pseudo-label
+    weight 0): one joint pass left the U-Net stream at Dice .32 per volume, two passes at .89
+    (supervised-only U-Net: .89). Returns the loss and, for the history, its parts, the fraction
+    of confident pseudo-labels and of unlabelled pixels where the streams disagree.
     """
-    n = len(x_labelled)
-    logits_a, logits_b = model(torch.cat([x_labelled, x_unlabelled]))
-    sup = _segmentation_loss(logits_a[:n], y_labelled, cfg.loss)
-    sup = sup + _segmentation_loss(logits_b[:n], y_labelled, cfg.loss)
-    un_a, un_b = logits_a[n:], logits_b[n:]
-    if len(un_a) == 0:  # every image labelled (the 100 % budget): the supervised loss alone
+    logits_a, logits_b = model(x_labelled)
+    sup = _segmentation_loss(logits_a, y_labelled, cfg.loss) + _segmentation_loss(logits_b, y_labelled, cfg.loss)
+    if len(x_unlabelled) == 0:  # every image labelled (the 100 % budget): the supervised loss alone
         return sup, {"sup_loss": float(sup.detach()), "cps_loss": 0.0, "confident": math.nan, "disagree": math.nan}
+    un_a, un_b = model(x_unlabelled)
     cps = cross_pseudo_loss(un_a, un_b, cfg.threshold)
     pseudo = cross_pseudo_labels(un_a, un_b, cfg.threshold)
     parts = {

@@ -194,8 +194,8 @@ for finding in findings:
 # the report's sentences (`CrossModalAttention`). The shapes on one batch:
 
 # %%
-cfg_probe = from_params(ImageTextConfig, regions=S["k"], max_len=max_len, dim=dim, text_dim=text_dim,
-                        text_layers=text_layers)
+cfg_probe = from_params(ImageTextConfig, regions=S["k"], region_level=region_level, max_len=max_len, dim=dim,
+                        text_dim=text_dim, text_layers=text_layers, encoder=encoder)
 probe_tok = text.Tokenizer.fit(list(dataset.meta.report))
 probe = build_model(cfg_probe, probe_tok.vocab_size)
 batch = collate_reports([ReportDataset(dataset, train_rows)[i] for i in range(4)], probe_tok, max_len)
@@ -203,7 +203,7 @@ with torch.no_grad():
     out = probe(batch["images"], batch["sentence_ids"], batch["sentence_mask"], batch["owner"],
                 batch["report_ids"], batch["report_mask"])
 display(pd.Series({k: str(tuple(v.shape)) for k, v in out.items() if torch.is_tensor(v)}, name="shape").to_frame())
-print(f"last map {out['grid'][0]}x{out['grid'][1]} = {out['scores'].shape[1]} regions per image, {S['k']} kept")
+print(f"region map {out['grid'][0]}x{out['grid'][1]} = {out['scores'].shape[1]} regions per image, {S['k']} kept")
 
 # %% [markdown]
 # **The losses**, both through the package's one masked InfoNCE: image ↔ report (CLIP's

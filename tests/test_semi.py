@@ -239,7 +239,7 @@ def test_step_objective_is_both_supervised_losses_plus_weighted_cps(model):
     model.eval()  # no dropout: the reference pass computes the same function
     loss, parts = two_stream_loss(model, x, y, xu, 0.3, cfg)
     with torch.no_grad():
-        a, b = model(torch.cat([x, xu]))
+        a, b = (torch.cat(pair) for pair in zip(model(x), model(xu), strict=True))
     sup = _segmentation_loss(a[:2], y, "ce+dice") + _segmentation_loss(b[:2], y, "ce+dice")
     cps = cross_pseudo_loss(a[2:], b[2:], 0.4)
     assert parts["sup_loss"] == pytest.approx(float(sup), rel=1e-5)
@@ -249,6 +249,18 @@ def test_step_objective_is_both_supervised_losses_plus_weighted_cps(model):
         float((a[2:].argmax(1) != b[2:].argmax(1)).float().mean())
     )
     model.train()
+
+
+def test_labelled_and_unlabelled_images_are_normalised_apart(model):
+    """Two passes (as the CPS code): in training mode BatchNorm normalises the labelled batch by
+    its own statistics, so the supervised term does not depend on the unlabelled images."""
+    torch.manual_seed(4)
+    x, y = torch.rand(2, 1, 32, 32), torch.randint(0, 3, (2, 32, 32))
+    cfg = SemiConfig(threshold=0.4)
+    model.train()
+    sups = [two_stream_loss(model, x, y, 3 * torch.rand(3, 1, 32, 32), 0.3, cfg)[1]["sup_loss"] for _ in range(2)]
+    alone = two_stream_loss(model, x, y, x[:0], 0.3, cfg)[1]["sup_loss"]
+    assert sups[0] == pytest.approx(sups[1], rel=1e-6) and sups[0] == pytest.approx(alone, rel=1e-6)
 
 
 def test_consistency_weight_sigmoid_rampup():
