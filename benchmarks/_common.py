@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -99,3 +100,13 @@ def write_result(record: dict, out_dir: str | Path, name: str) -> Path:
             os.unlink(tmp)
         raise
     return out_dir / name
+
+
+def batch_seconds(batches) -> list[float]:
+    """Seconds between consecutive batches of an iterable (e.g. a DataLoader alone)."""
+    times, start = [], time.perf_counter()
+    for _ in batches:
+        now = time.perf_counter()
+        times.append(now - start)
+        start = now
+    return times

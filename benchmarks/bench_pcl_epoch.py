@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import RESULTS, header, machine, write_result
+from _common import RESULTS, batch_seconds, header, machine, write_result
 from torch.utils.data import DataLoader
 
 from medcl_lite import get_device
@@ -95,12 +95,7 @@ def augment_seconds(data: SliceSet, n_images: int, batch: int, workers: int) -> 
     )
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(0), num_workers=workers)  # fmt: skip
-    times, start = [], time.perf_counter()
-    for _ in loader:
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
-    return times
+    return batch_seconds(loader)
 
 
 def project(seconds_per_image: float, size: int) -> dict[str, dict]:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import RESULTS, header, machine, write_result
+from _common import RESULTS, batch_seconds, header, machine, write_result
 
 from medcl_lite import get_device, seed_everything
 from medcl_lite.config import to_dict
@@ -160,12 +160,7 @@ def step_seconds(cfg: PretrainConfig, data: SliceSet, regions: np.ndarray | None
 def loader_seconds(cfg: PretrainConfig, data: SliceSet, regions: np.ndarray | None) -> list[float]:
     """Seconds of each batch of the pretraining DataLoader alone (nothing on the device)."""
     loader = pretrain_loader(cfg, data, regions=regions)
-    times, start = [], time.perf_counter()
-    for _ in loader:
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
-    return times
+    return batch_seconds(loader)
 
 
 def images_per_s(seconds: list[float], batch: int, warmup: int) -> float:
