@@ -624,9 +624,10 @@ def _update(loss: Tensor, optimizer, scaler, scheduler, where: str) -> None:
 
 
 def _check_same_run(saved: dict, cfg: PretrainConfig) -> None:
-    """Refuse to resume a checkpoint written by a different configuration."""
-    now = to_dict(cfg)
-    diff = {k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k]}
+    """Refuse to resume a checkpoint written by a different configuration. A field the saved
+    configuration lacks (added to ``PretrainConfig`` since) counts as its default value."""
+    now, defaults = to_dict(cfg), to_dict(PretrainConfig())
+    diff = {k for k in now if k not in _RESUME_FREE and saved.get(k, defaults[k]) != now[k]}
     if diff:
         raise ConfigError(
             f"resume: checkpoint in {cfg.out_dir} was written with other values for {sorted(diff)}; "

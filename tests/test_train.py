@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import medcl_lite.train as train
-from medcl_lite.config import ConfigError
+from medcl_lite.config import ConfigError, to_dict
 from medcl_lite.models import momentum_copy
 from medcl_lite.train import FinetuneConfig, PretrainConfig, finetune, pretrain, warmup_cosine
 
@@ -338,3 +338,12 @@ def test_finetune_reports_hd95_per_volume_in_mm():
     table = hd95_per_volume(ft.test_pred, data.masks[rows[8:]], meta.volume_id, meta.slice_index, 4, spacing=meta)
     np.testing.assert_equal(m["test_hd95_volume"], summarize_hd95(table)["mean"])
     assert "hd95_volume" not in train.evaluate(ft.model, data, rows[8:])[0]  # only on request
+
+
+def test_resume_accepts_a_checkpoint_from_before_a_new_config_field():
+    cfg = PretrainConfig(out_dir="run", resume=True)
+    saved = to_dict(cfg)
+    del saved["channels_last"]  # a field added later, at its default now
+    train._check_same_run(saved, cfg)
+    with pytest.raises(ConfigError, match=r"other values for \['channels_last'\]"):
+        train._check_same_run(saved, PretrainConfig(out_dir="run", resume=True, channels_last=True))
