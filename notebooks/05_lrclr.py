@@ -114,7 +114,8 @@ augment = "light"  # "none" | "light" (small affine and intensity; never a flip:
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute on a CPU: checks that
-# everything runs; numbers mean little), **cpu** (a 2-core CPU: 128² images, 3 seeds) and **gpu**
+# everything runs; numbers mean little), **cpu** (a 2-core CPU: 128² images, 3 seeds; about 50
+# minutes) and **gpu**
 # (a Colab GPU: 256² images, more patients and epochs).
 
 # %%
@@ -300,6 +301,30 @@ def verdict(summary: pd.DataFrame) -> str:
 
 reading = verdict(summary)
 display(Markdown(reading))
+
+# %% [markdown]
+# **The reference run of the cpu size** (`medcl reproduce 05_lrclr -f
+# notebooks/params/lrclr/cpu.yaml --name lrclr-cpu`, 2909 s on a 2-core CPU sharing it with
+# another run; 420 training and 180 held-out patients at 128², 20 epochs = 260 steps, 3 seeds):
+#
+# | finding | held-out positives | CLIP | LRCLR |
+# |---|---|---|---|
+# | opacity | 45 / 180 | .498 ± .016 | .459 ± .017 |
+# | nodule | 49 / 180 | .515 ± .023 | .529 ± .036 |
+# | cardiomegaly (PA only) | 43 / 120 | .518 ± .053 | .492 ± .051 |
+# | effusion | 41 / 180 | .497 ± .038 | .544 ± .024 |
+#
+# **Both are at chance**: at this size neither model learns zero-shot findings, so the table says
+# nothing about LRCLR against CLIP. Where it fails, measured on the same six models: (1) the
+# *image* side learned something: scoring with the mean embedding of training reports that name a
+# finding against those that do not (a probe, not zero-shot) gives cardiomegaly AUC .69–.74 for
+# every model, the other findings .50–.59; (2) the *text* side is the bottleneck: the prompts do not
+# even sort held-out **reports** by finding (text against text, AUC .33–.78 scattered around .5).
+# The report encoder mean-pools ~30 tokens in which "No pleural effusion." and "Pleural effusion."
+# differ by one word; trained from scratch for 260 steps it has not learned that difference. Longer
+# training alone does not fix it (64², 780 steps, CLIP: loss 3.66 → 1.71, AUC .475–.586). Next:
+# embed a report as the mean of its sentence embeddings, so a one-sentence prompt lives in the
+# same space as the report's sentences.
 
 # %% [markdown]
 # ## 7 · Which regions does a sentence attend to?
