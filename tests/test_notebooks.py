@@ -71,6 +71,11 @@ def test_quickstart_reproduce_smoke(tmp_path):
 
 PARAM_FILES = sorted(p for p in (NOTEBOOKS / "params").glob("*/*.yaml") if not p.stem.startswith("grid"))
 GRID_FILES = sorted((NOTEBOOKS / "params").glob("*/grid*.yaml"))
+def _paper_presets(chapter: str) -> list[Path]:
+    """A chapter's real-data presets: not the notebook sizes, not grid files."""
+    return [p for p in PARAM_FILES if p.parent.name == chapter and p.stem not in ("smoke", "cpu", "gpu")]
+
+
 PAPER_OF = {"quickstart": "00_quickstart", "cl_tci": "01_cl_tci", "pcl": "02_pcl", "lrc": "03_lrc", "ideal": "04_ideal", "lrclr": "05_lrclr"}
 
 
@@ -106,7 +111,7 @@ def test_pcl_paper_presets_carry_the_paper_values():
     theta = {"acdc_semi_patients": 0.35, "acdc_semi_volumes": 0.35, "chd_semi": 0.1,
              "transfer_mmwhs": 0.1, "transfer_hvsmr": 0.1}
     budgets = {"acdc_semi_patients": ("patients", [2, 6]), "acdc_semi_volumes": ("volumes", [1, 2, 8])}
-    papers = sorted(p for p in (NOTEBOOKS / "params" / "pcl").glob("*.yaml") if p.stem not in ("smoke", "cpu", "gpu"))
+    papers = _paper_presets("pcl")
     assert sorted(p.stem for p in papers) == sorted(theta)
     for path in papers:
         params = repro.load_params([str(path)])
@@ -123,9 +128,7 @@ def test_pcl_paper_presets_carry_the_paper_values():
 
 
 def test_lrc_real_data_presets_mark_every_unpublished_value():
-    for path in sorted((NOTEBOOKS / "params" / "lrc").glob("*.yaml")):
-        if path.stem in ("smoke", "cpu", "gpu"):
-            continue
+    for path in _paper_presets("lrc"):
         params = repro.load_params([str(path)])
         assert {"MoCo", "MoCo + LRC", "Supervised", "Supervised + LRC"} <= set(params["methods"])
         assert params["pretrain_data"] != params["supervised_data"]  # supervised source: another set
@@ -137,7 +140,7 @@ def test_lrc_real_data_presets_mark_every_unpublished_value():
 
 def test_ideal_real_data_presets_carry_the_paper_budgets_and_mark_our_values():
     budgets = {"acdc_semi": ("patients", [1, 2, 8, "all"]), "mmwhs_semi": ("volumes", [2, 4, 8, "all"])}
-    papers = sorted(p for p in (NOTEBOOKS / "params" / "ideal").glob("*.yaml") if p.stem not in ("smoke", "cpu", "gpu"))
+    papers = _paper_presets("ideal")
     assert sorted(p.stem for p in papers) == sorted(budgets)
     for path in papers:
         params = repro.load_params([str(path)])
