@@ -137,7 +137,7 @@ cps_rampup = 0  # two-stream: ramp-up steps, 0: a third of the run
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
 # that everything runs; numbers mean little), **cpu** (a 2-core CPU: 64² slices, 3 folds; about
-# 75 minutes) and
+# 50 minutes) and
 # **gpu** (a Colab GPU: 128² slices, longer pretraining, 5 folds). The presets in
 # `notebooks/params/ideal/` set the real-data values explicitly.
 
@@ -431,8 +431,9 @@ display(Markdown(summary_text))
 # %% [markdown]
 # **The reference run of the cpu size** (`medcl reproduce 04_ideal -f
 # notebooks/params/ideal/cpu.yaml --name ideal-cpu`; 24 phantom patients at 64², 3 folds by
-# patient, 200 fine-tuning steps; about 75 minutes on a 2-core CPU, measured in two parts: 45 for
-# pretraining and the supervised arms, 30 for the two-stream arms). Per-volume Dice, mean ± std
+# patient, 200 fine-tuning steps; about 50 minutes on a 2-core CPU, measured in two parts: 17 for
+# pretraining and the supervised arms, 30 for the two-stream arms on one thread while another run
+# shared the CPU). Per-volume Dice, mean ± std
 # over folds (HD95 in mm):
 #
 # | init · fine-tuning | 1 patient | 2 patients | all labels |
