@@ -1,6 +1,7 @@
 """Distributed training on CPU (gloo): two processes compute what one process computes on the
 whole batch (SimCLR, MoCo, BatchNorm), one MoCo queue, files from rank 0 only, DDP fine-tuning."""
 
+import contextlib
 import socket
 
 import numpy as np
@@ -52,6 +53,18 @@ def _entry(rank, fn, port, tmp_path, args) -> None:
         torch.save(fn(rank, tmp_path, *args), tmp_path / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """One-process references on one thread, as each spawned process: the same float
+    summation order (two threads already move this tiny fine-tuning's second loss by 3e-4)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _batches(n_steps=2, n=8, size=64):  # 64²: layer4 maps are 2x2, BatchNorm well conditioned
@@ -113,7 +126,8 @@ def two_process_steps(tmp_path_factory):
 
 @pytest.mark.parametrize("framework", ["simclr", "moco"])
 def test_two_processes_equal_one_process_on_the_global_batch(two_process_steps, framework):
-    one = _train_steps(framework, _batches())
+    with _one_thread():
+        one = _train_steps(framework, _batches())
     for rank_out in two_process_steps:
         got = rank_out[framework]
         np.testing.assert_allclose(got["loss"], one["loss"], rtol=1e-5)
@@ -128,7 +142,8 @@ def test_two_processes_equal_one_process_on_the_global_batch(two_process_steps, 
 
 
 def test_moco_queue_is_one_queue_across_ranks(two_process_steps):
-    one = _train_steps("moco", _batches())["queue"]
+    with _one_thread():
+        one = _train_steps("moco", _batches())["queue"]
     queues = [r["moco"]["queue"] for r in two_process_steps]
     for name, value in one.items():
         assert torch.equal(queues[0][name], queues[1][name]), name  # identical on every rank
@@ -176,8 +191,8 @@ def _finetune_worker(rank, tmp_path):
 def test_finetune_with_ddp_equals_one_process(tmp_path):
     ranks = _spawn(_finetune_worker, tmp_path)
     assert ranks[0]["metrics"] == ranks[1]["metrics"]  # every rank returns the same result
-    torch.manual_seed(0)
-    one = _finetune_worker(0, tmp_path / "one")
+    with _one_thread():
+        one = _finetune_worker(0, tmp_path / "one")
     # Step 2's loss follows the first (SGD) update, so it checks the averaged gradient's scale too.
     # Later steps are left out: this tiny run is so sensitive to float summation order that one
     # process on 1 vs 2 threads differs by 18 % at step 3 (measured).
