@@ -55,6 +55,7 @@ __all__ = [
     "own_key_mask",
     "seed_augmentations",
     "setup",
+    "share",
     "sum_over_ranks",
     "world",
     "wrap",
@@ -277,6 +278,13 @@ class RankSlices:
 
     def __len__(self) -> int:
         return len(self.batches)  # type: ignore[arg-type]
+
+
+def share(batches: Iterable[list[int]]) -> Iterable[list[int]]:
+    """This process's share of a batch sampler's batches (:class:`RankSlices`); the batches
+    themselves on one process."""
+    rank, size = world()
+    return batches if size == 1 else RankSlices(batches, rank, size)
 
 
 def seed_augmentations(seed: int, epoch: int) -> None:

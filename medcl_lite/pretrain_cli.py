@@ -40,17 +40,14 @@ DATA_KEYS = ("data", "phantom_size", "site")
 
 def load_images(data: str, phantom_size: int = 128, site: str = "") -> tuple[SliceSet, np.ndarray]:
     """``(images, rows)`` named by a pretraining file's ``data`` (see the module docstring)."""
-    from medcl_lite.data import phantoms
+    from medcl_lite.data.phantoms import make_phantom
     from medcl_lite.data.prepared import open_prepared
 
-    makers = {
-        "phantom:xray": lambda: phantoms.make_chest_xrays(size=phantom_size),
-        "phantom:cardiac": lambda: phantoms.make_cardiac_volumes(size=phantom_size, modality="mri"),
-        "phantom:abdomen": lambda: phantoms.make_abdominal_volumes(size=phantom_size),
-    }
-    if data.startswith("phantom:") and data not in makers:
-        raise ConfigError(f"data={data!r}: built-in phantoms are {sorted(makers)}")
-    images = makers[data]() if data in makers else open_prepared(data)
+    kinds = ("xray", "cardiac", "abdomen")
+    kind = data.removeprefix("phantom:")
+    if data.startswith("phantom:") and kind not in kinds:
+        raise ConfigError(f"data={data!r}: built-in phantoms are {sorted(f'phantom:{k}' for k in kinds)}")
+    images = make_phantom(kind, phantom_size) if data.startswith("phantom:") else open_prepared(data)
     if not site:
         return images, np.arange(len(images))
     rows = np.flatnonzero(images.meta["site"].astype(str).to_numpy() == site)

@@ -586,10 +586,7 @@ def pretrain_loader(
         batches = PatientBatchSampler(patients, cfg.batch_size, cfg.images_per_patient, generator)
     else:  # what DataLoader(shuffle=True, drop_last=True) builds, spelled out to slice it
         batches = BatchSampler(RandomSampler(dataset, generator=generator), cfg.batch_size, drop_last=True)
-    rank, n_proc = distributed.world()
-    if n_proc > 1:
-        batches = distributed.RankSlices(batches, rank, n_proc)
-    return DataLoader(dataset, batch_sampler=batches, **workers)
+    return DataLoader(dataset, batch_sampler=distributed.share(batches), **workers)
 
 
 def _check_distributable(cfg: PretrainConfig, n_proc: int) -> None:
@@ -789,9 +786,7 @@ def finetune(
     steps = cfg.steps_for(len(train_index))
     sampler = RandomSampler(dataset, replacement=True, num_samples=steps * cfg.batch_size, generator=generator)
     batches = BatchSampler(sampler, cfg.batch_size, drop_last=False)  # what batch_size=... builds
-    if n_proc > 1:
-        batches = distributed.RankSlices(batches, rank, n_proc)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.num_workers)
+    loader = DataLoader(dataset, batch_sampler=distributed.share(batches), num_workers=cfg.num_workers)
     optimizer = _make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, 0.9, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, 0))
     use_amp = cfg.amp and device.type == "cuda"

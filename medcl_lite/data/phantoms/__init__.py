@@ -28,6 +28,7 @@ __all__ = [
     "make_cardiac_volumes",
     "make_chest_xray_reports",
     "make_chest_xrays",
+    "make_phantom",
     "write_phantoms",
 ]
 
@@ -40,11 +41,23 @@ PHANTOM_KINDS = {
     "all": "all of the above",
 }
 _FOLDERS = {
-    "xray": ("phantom_xray",),
-    "cardiac": ("phantom_cardiac_mri",),
-    "abdomen": ("phantom_abdomen_ct",),
-    "all": ("phantom_xray", "phantom_cardiac_mri", "phantom_abdomen_ct"),
+    "xray": "phantom_xray",
+    "cardiac": "phantom_cardiac_mri",
+    "abdomen": "phantom_abdomen_ct",
 }
+
+
+def make_phantom(kind: str, size: int = 128, seed: int = 0):
+    """The default phantom of one ``kind`` (``"xray"`` | ``"cardiac"`` (MRI) | ``"abdomen"``) as a
+    :class:`~medcl_lite.data.sliceset.SliceSet`, images ``[N, size, size]``."""
+    makers = {
+        "xray": lambda: make_chest_xrays(size=size, seed=seed),
+        "cardiac": lambda: make_cardiac_volumes(size=size, seed=seed, modality="mri"),
+        "abdomen": lambda: make_abdominal_volumes(size=size, seed=seed),
+    }
+    if kind not in makers:
+        raise ValueError(f"phantom kind must be one of {sorted(makers)}, got {kind!r}")
+    return makers[kind]()
 
 
 def write_phantoms(
@@ -60,12 +73,9 @@ def write_phantoms(
 
     if kind not in PHANTOM_KINDS:
         raise ValueError(f"kind must be one of {sorted(PHANTOM_KINDS)}, got {kind!r}")
-    makers = {
-        "phantom_xray": lambda: make_chest_xrays(size=size, seed=seed),
-        "phantom_cardiac_mri": lambda: make_cardiac_volumes(size=size, seed=seed, modality="mri"),
-        "phantom_abdomen_ct": lambda: make_abdominal_volumes(size=size, seed=seed),
-    }
+    kinds = list(_FOLDERS) if kind == "all" else [kind]
     out = Path(out)
     return [
-        write_prepared(makers[name](), out / name, overwrite=overwrite) for name in _FOLDERS[kind]
+        write_prepared(make_phantom(k, size, seed), out / _FOLDERS[k], overwrite=overwrite)
+        for k in kinds
     ]
