@@ -16,7 +16,8 @@ describes". Everything here is a positive mask handed to the shared
   (:func:`sentence_heatmap`).
 
 Not published, our choices: k = 8 regions, embedding size 128, 4 attention heads, one cross-
-attention block, τ = 0.07 (CLIP's initial value, fixed here), region weight 1, regions = cells of
+attention block, τ = 0.07 (CLIP's initial value, fixed here), region weight 1, a report embedded
+as the mean of its sentence embeddings (:func:`mean_by_owner`), regions = cells of
 the deepest encoder map, identical reports / sentences count as positives (templated reports),
 the region term uses the regions *after* cross-attention (so the attention block and the scorer
 get a gradient), zero-shot scores use the global embedding only.
@@ -41,8 +42,10 @@ __all__ = [
     "LRCLRModel",
     "RegionSelector",
     "finding_auc",
+    "REPORT_FROM",
     "identical_rows",
     "image_text_loss",
+    "mean_by_owner",
     "pack_sentences",
     "region_features",
     "region_grid",
@@ -50,6 +53,10 @@ __all__ = [
     "sentence_heatmap",
     "zero_shot_scores",
 ]
+
+
+#: How :class:`LRCLRModel` embeds a report: mean of its sentences, or its tokens pooled.
+REPORT_FROM = ("sentences", "tokens")
 
 
 # ----------------------------------------------------------------------------- regions
@@ -183,6 +190,19 @@ def pack_sentences(
     return padded, valid, slot
 
 
+def mean_by_owner(sentences: Tensor, owner: Tensor, batch_size: int) -> Tensor:
+    """Mean of each image's sentence embeddings: ``[S, D] -> [B, D]`` (a report from its sentences).
+
+    Every image needs at least one sentence (:func:`pack_sentences` groups them).
+    """
+    padded, valid, _ = pack_sentences(sentences, owner, batch_size)
+    count = valid.sum(1, keepdim=True)
+    if not bool((count > 0).all()):
+        missing = (count[:, 0] == 0).nonzero().flatten().tolist()
+        raise ValueError(f"mean_by_owner: images {missing} have no sentence")
+    return (padded * valid.unsqueeze(2)).sum(1) / count
+
+
 def identical_rows(ids: Tensor, mask: Tensor) -> Tensor:
     """``[B, B]`` bool: token sequences ``ids [B, T]`` equal where ``mask [B, T]`` is set.
 
@@ -310,6 +330,12 @@ class LRCLRModel(nn.Module):
         region_level: encoder stage whose cells are the regions (-1: the last map, as LRCLR;
             -2: the stage before, twice as fine, e.g. 8x8 instead of 4x4 at 128², our option for
             small images where a last-map cell covers a quarter of a lung).
+        report_from: how a report is embedded. ``"sentences"`` (default, our choice): the mean
+            of its sentences' embeddings (:func:`mean_by_owner`), so a report lives in the space
+            of one-sentence prompts and "No pleural effusion." weighs as much as any other
+            finding; ``"tokens"``: the whole report through the text encoder, mean-pooled over
+            its ~30 tokens, where a negation is one word among many. Measured on the phantom
+            (chapter 05): with ``"tokens"`` zero-shot AUC stayed at chance.
     """
 
     def __init__(
@@ -323,8 +349,12 @@ class LRCLRModel(nn.Module):
         text_dim: int | None = None,
         heads: int = 4,
         region_level: int = -1,
+        report_from: str = "sentences",
     ) -> None:
         super().__init__()
+        if report_from not in REPORT_FROM:
+            raise ValueError(f"report_from must be one of {REPORT_FROM}, got {report_from!r}")
+        self.report_from = report_from
         stage_channels = image_channels or _attribute(image_encoder, "out_channels", "image_channels")
         if not isinstance(stage_channels, list | tuple):
             if region_level != -1:
@@ -378,24 +408,28 @@ class LRCLRModel(nn.Module):
         ``scores`` ``[B, N]``, ``grid`` ``(h, w)``.
         """
         image, last = self._embed_image_and_regions(images)
-        out = {
-            "image": image,
-            "report": self.embed_text(report_ids, report_mask),
-            "same_report": identical_rows(report_ids, report_mask),
-        }
+        out = {"image": image, "same_report": identical_rows(report_ids, report_mask)}
+        needs_sentences = self.use_regions or self.report_from == "sentences"
+        if needs_sentences and (sentence_ids is None or sentence_mask is None or owner is None):
+            raise ValueError(
+                f"LRCLRModel(use_regions={self.use_regions}, report_from={self.report_from!r}) "
+                "needs sentence_ids, sentence_mask and owner"
+            )
+        sentences = self.embed_text(sentence_ids, sentence_mask) if needs_sentences else None
+        if self.report_from == "sentences":
+            out["report"] = mean_by_owner(sentences, owner.long(), images.shape[0])
+        else:
+            out["report"] = self.embed_text(report_ids, report_mask)
         if self.use_regions:
-            if sentence_ids is None or sentence_mask is None or owner is None:
-                raise ValueError(
-                    "LRCLRModel(use_regions=True) needs sentence_ids, sentence_mask and owner"
-                )
-            out.update(self._region_path(last, sentence_ids, sentence_mask, owner.long()))
+            out.update(self._region_path(last, sentences, sentence_ids, sentence_mask, owner.long()))
         return out
 
-    def _region_path(self, last: Tensor, ids: Tensor, mask: Tensor, owner: Tensor) -> dict:
+    def _region_path(
+        self, last: Tensor, sentences: Tensor, ids: Tensor, mask: Tensor, owner: Tensor
+    ) -> dict:
         """Select regions, let them attend to their report's sentences (see :meth:`forward`)."""
         regions = self.region_proj(region_features(last))
         selected, index, scores = self.selector(regions)
-        sentences = self.embed_text(ids, mask)
         padded, valid, slot = pack_sentences(sentences, owner, last.shape[0])
         attended, attention = self.cross(selected, padded, valid)
         per_sentence = attention[owner, :, slot]  # [S, k]

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from medcl_lite.checkpoint import atomic_write_text, save_checkpoint
 from medcl_lite.config import ConfigError, check_choice, check_range, to_dict, to_json
-from medcl_lite.crossmodal import LRCLRModel, finding_auc, zero_shot_scores
+from medcl_lite.crossmodal import REPORT_FROM, LRCLRModel, finding_auc, zero_shot_scores
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.transforms import joint_transform
 from medcl_lite.models import build_segmenter
@@ -54,6 +54,7 @@ class ImageTextConfig:
     dim: int = 128  # joint embedding
     regions: int = 8  # k regions kept by the selector
     region_level: int = -1  # encoder stage whose cells are regions (-1 last, as LRCLR; -2 twice as fine)
+    report_embedding: str = "sentences"  # a report = mean of its sentence embeddings, or "tokens" pooled
     region_weight: float = 1.0  # weight of the region–sentence term
     temperature: float = 0.07  # CLIP's initial τ, fixed here
     identical_positive: bool = True  # identical (templated) reports / sentences are positives
@@ -76,6 +77,7 @@ class ImageTextConfig:
     def __post_init__(self) -> None:
         name = type(self).__name__
         check_choice(name, "augment", self.augment, {"none", "light"})
+        check_choice(name, "report_embedding", self.report_embedding, set(REPORT_FROM))
         for key in ("dim", "regions", "text_dim", "text_layers", "text_heads", "epochs", "batch_size"):
             check_range(name, key, getattr(self, key), 1)
         check_range(name, "batch_size", self.batch_size, 2)
@@ -138,7 +140,7 @@ def build_model(cfg: ImageTextConfig, vocab_size: int) -> LRCLRModel:
     image_encoder = build_segmenter("unet", cfg.encoder, 1, classes=2).encoder
     text_encoder = TextEncoder(vocab_size, cfg.text_dim, cfg.text_layers, cfg.text_heads, cfg.max_len)
     return LRCLRModel(image_encoder, text_encoder, cfg.dim, cfg.regions, cfg.use_regions,
-                      region_level=cfg.region_level)  # fmt: skip
+                      region_level=cfg.region_level, report_from=cfg.report_embedding)  # fmt: skip
 
 
 @dataclass

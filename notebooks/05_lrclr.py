@@ -72,6 +72,7 @@ from medcl_lite.config import from_params, pick
 from medcl_lite.data.datasets import split_by_patient
 from medcl_lite.data.phantoms import FINDINGS, make_chest_xray_reports
 from medcl_lite.data.prepared import open_prepared
+from medcl_lite.finding_classifier import finding_auc_table, train_finding_classifier
 from medcl_lite.image_text import (
     ImageTextConfig,
     ReportDataset,
@@ -96,10 +97,12 @@ image_size = 0  # phantom image side, 0: the size's
 n_patients = 0  # phantom patients (one image each), 0: the size's
 test_fraction = 0.3  # held-out patients for zero-shot evaluation
 methods = []  # empty: ["CLIP", "LRCLR"]
+reference = True  # also train the same encoder WITH labels: what the images show at this size (not zero-shot)
 encoder = "resnet18"  # smp encoder of the image side
 # LRCLR (unpublished in the paper: our choices, section 2 says why)
 regions = 8  # k regions kept by the selection layer
 region_level = -1  # encoder stage whose cells are the regions: -1 the last map (as LRCLR), -2 twice as fine
+report_embedding = "sentences"  # a report is the mean of its sentence embeddings, or "tokens" (whole report pooled)
 region_weight = 1.0  # weight of the region-sentence term
 dim = 128  # joint embedding size
 temperature = 0.07  # τ of both InfoNCE terms (CLIP's initial value, fixed)
@@ -174,7 +177,11 @@ for row in shown:
 # built from the training reports and the prompts (`text.Tokenizer`; no hub download), and a
 # 2-layer transformer (`text.TextEncoder`) trained from scratch with the image side turns tokens
 # into vectors (mean over real tokens). LRCLR publishes no text-encoder size; ours is small so a
-# CPU trains it in minutes.
+# CPU trains it in minutes. A **report** is the mean of its sentences' vectors
+# (`report_embedding="sentences"`, our choice): every sentence, "No pleural effusion." as much as
+# "The heart is enlarged.", weighs the same, and a one-sentence prompt lives in the same space.
+# The alternative, `"tokens"`, pools the whole report's ~30 tokens, where a negation is one word
+# among many; section 6 shows what it measured.
 
 # %%
 report = dataset.meta.report.iloc[shown[0]]
@@ -228,7 +235,7 @@ for seed in seeds:
     for method in methods:
         cfg = from_params(ImageTextConfig, {
             "use_regions": method == "LRCLR", "encoder": encoder, "dim": dim, "regions": S["k"],
-            "region_level": region_level,
+            "region_level": region_level, "report_embedding": report_embedding,
             "region_weight": region_weight, "temperature": temperature, "identical_positive": identical_positive,
             "text_dim": text_dim, "text_layers": text_layers, "max_len": max_len, "augment": augment,
             "epochs": pick(epochs, S["epochs"]), "batch_size": pick(batch_size, S["batch"]), "lr": pick(lr, S["lr"]),
@@ -248,6 +255,11 @@ viz.save_figure(fig, run_dir / "figures" / "loss.png")
 # image embedding (the region path needs the report, which zero-shot has not; LRCLR changes the
 # shared encoder and text space it uses). AUC per finding, mean ± std over seeds; cardiomegaly
 # only on PA films (an AP film cannot show it).
+#
+# **The supervised reference** (`reference=True`, not part of LRCLR): the same image encoder with
+# a linear layer, trained on the same images, schedule and seed but *with the finding labels*
+# the contrastive models never see. Zero-shot cannot read from an image what the encoder cannot
+# see at this size and budget; this column shows how much there is to see.
 
 # %%
 def eval_rows(finding: str) -> np.ndarray:
@@ -262,11 +274,19 @@ for (method, seed), result in results.items():
         table, scores = zero_shot_table(result, dataset, eval_rows(finding), [finding])
         rows.append(table.assign(method=method, seed=seed))
         all_scores[(method, seed, finding)] = scores[finding]
+REFERENCE = "supervised (labels)"
+if reference:  # the same encoder, schedule and seed, trained with the labels: a reference, not zero-shot
+    for (method, seed), result in results.items():
+        if method != methods[0]:
+            continue
+        classifier = train_finding_classifier(result.config, dataset, train_rows, findings)
+        rows.append(finding_auc_table(classifier, dataset, eval_rows).assign(method=REFERENCE, seed=seed))
 auc = pd.concat(rows, ignore_index=True)
 atomic_write_text(run_dir / "results.csv", auc.to_csv(index=False))
+columns = methods + [REFERENCE] * reference
 summary = auc.groupby(["finding", "method"], sort=False).auc.agg(["mean", "std"]).unstack("method")
 summary_text = summary.apply(lambda r: {m: f"{r['mean'][m]:.3f}" + ("" if np.isnan(r["std"][m]) else f" ± {r['std'][m]:.3f}")
-                                        for m in methods}, axis=1, result_type="expand")
+                                        for m in columns}, axis=1, result_type="expand")
 summary_text.insert(0, "positives / images", [f"{int(auc[auc.finding == f].positives.iloc[0])} / "
                                               f"{int(auc[auc.finding == f].images.iloc[0])}" for f in summary.index])
 display(summary_text.rename_axis("zero-shot AUC"))

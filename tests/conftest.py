@@ -19,6 +19,13 @@ import pytest  # noqa: E402
 from medcl_lite.data.sliceset import SliceSet  # noqa: E402
 
 
+def single_image_meta(n: int, **columns) -> pd.DataFrame:
+    """Meta of ``n`` 2-D images, one patient each (sample ``s{k}``, patient ``p{k}``), plus ``columns``."""
+    base = {"sample_id": [f"s{k}" for k in range(n)], "patient_id": [f"p{k}" for k in range(n)], "site": "A",
+            "time": 0, "volume_id": "", "slice_index": 0, "n_slices": 1, "depth": np.nan}  # fmt: skip
+    return pd.DataFrame({**base, **columns})
+
+
 def make_tiny_set(n_patients: int = 6, n_times: int = 3, size: int = 32, seed: int = 0) -> SliceSet:
     """Patients x time points of a disc (class 1) with a small blob (class 2), two sites."""
     rng = np.random.default_rng(seed)

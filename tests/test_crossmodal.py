@@ -16,6 +16,7 @@ from medcl_lite.crossmodal import (
     finding_auc,
     identical_rows,
     image_text_loss,
+    mean_by_owner,
     pack_sentences,
     region_features,
     region_grid,
@@ -72,9 +73,10 @@ def toy_batch(b=4, seed=0):
     return images, s_ids, s_mask, owner, r_ids, r_mask
 
 
-def tiny_model(use_regions=True, k=4):
+def tiny_model(use_regions=True, k=4, report_from="sentences"):
     torch.manual_seed(0)
-    return LRCLRModel(TinyConv(), TinyText(16), dim=16, k=k, use_regions=use_regions, heads=2)
+    return LRCLRModel(TinyConv(), TinyText(16), dim=16, k=k, use_regions=use_regions, heads=2,
+                      report_from=report_from)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- regions
@@ -264,12 +266,36 @@ def test_loss_gradient_reaches_scorer_and_cross_attention():
         assert param.grad is not None and param.grad.abs().sum() > 0
 
 
+def test_mean_by_owner_matches_loop_and_needs_a_sentence_per_image():
+    sentences = torch.randn(6, 5)
+    owner = torch.tensor([2, 0, 2, 1, 2, 0])
+    expected = torch.stack([sentences[owner == b].mean(0) for b in range(3)])
+    assert torch.allclose(mean_by_owner(sentences, owner, 3), expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"images \[3\] have no sentence"):
+        mean_by_owner(sentences, owner, 4)
+
+
+@pytest.mark.parametrize("use_regions", [True, False])
+def test_report_is_the_mean_of_its_sentences(use_regions):
+    model = tiny_model(use_regions=use_regions)
+    images, s_ids, s_mask, owner, r_ids, r_mask = toy_batch()
+    out = model(images, s_ids, s_mask, owner, r_ids, r_mask)
+    sentences = model.embed_text(s_ids, s_mask)
+    for b in range(4):  # the report's own tokens play no part
+        assert torch.allclose(out["report"][b], sentences[owner == b].mean(0), atol=1e-6)
+    tokens = tiny_model(use_regions=use_regions, report_from="tokens")
+    assert torch.allclose(tokens(images, s_ids, s_mask, owner, r_ids, r_mask)["report"],
+                          tokens.embed_text(r_ids, r_mask), atol=1e-6)  # fmt: skip
+    with pytest.raises(ValueError, match="report_from"):
+        tiny_model(report_from="words")
+
+
 def test_clip_baseline_with_smp_encoder():
     torch.manual_seed(0)
     encoder = build_segmenter("unet", "resnet18", classes=2).encoder
-    model = LRCLRModel(encoder, TinyText(16), dim=16, use_regions=False)
+    model = LRCLRModel(encoder, TinyText(16), dim=16, use_regions=False, report_from="tokens")
     images, *_, r_ids, r_mask = toy_batch(b=2)
-    out = model(images, None, None, None, r_ids, r_mask)
+    out = model(images, None, None, None, r_ids, r_mask)  # whole reports need no sentences
     assert out["image"].shape == (2, 16) and "attention" not in out
     loss, parts = model.loss(out)
     assert set(parts) == {"global", "total"}
@@ -280,8 +306,9 @@ def test_clip_baseline_with_smp_encoder():
 def test_model_errors_name_parameters():
     with pytest.raises(ValueError, match="text_dim"):
         LRCLRModel(TinyConv(), nn.Identity())
-    with pytest.raises(ValueError, match="sentence_ids"):
-        tiny_model()(toy_batch()[0], None, None, None, *toy_batch()[4:])
+    for use_regions in (True, False):  # sentence-mean reports need sentences even for CLIP
+        with pytest.raises(ValueError, match="sentence_ids"):
+            tiny_model(use_regions)(toy_batch()[0], None, None, None, *toy_batch()[4:])
     model = tiny_model(k=65)
     with pytest.raises(ValueError, match="k=65"):
         model(*toy_batch())

@@ -1,9 +1,9 @@
 """Image–report training (CLIP baseline and LRCLR) and zero-shot evaluation on tiny data."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from conftest import single_image_meta
 
 from medcl_lite.config import ConfigError
 from medcl_lite.data.sliceset import SliceSet
@@ -30,10 +30,8 @@ def reports_set():
     for i, text in enumerate(texts):  # an image cue per finding, so there is something to learn
         images[i, :16, :16] += 0.5 * ("opacity" in text)
         images[i, 40:, 40:] += 0.5 * ("effusion" in text and "No" not in text)
-    meta = pd.DataFrame({"sample_id": [f"s{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
-                         "site": "A", "time": 0, "volume_id": "", "slice_index": 0, "n_slices": 1, "depth": np.nan,
-                         "report": texts, "opacity": ["opacity" in t for t in texts],
-                         "effusion": [("effusion" in t and "No" not in t) for t in texts]})
+    meta = single_image_meta(n, report=texts, opacity=["opacity" in t for t in texts],
+                             effusion=[("effusion" in t and "No" not in t) for t in texts])  # fmt: skip
     return SliceSet(images, None, meta, ("background",), "reports")
 
 
@@ -74,7 +72,15 @@ def test_zero_shot_table_scores_every_finding(reports_set):
         zero_shot_table(result, reports_set, np.arange(12), ["nodule"])
 
 
+@pytest.mark.parametrize("report_embedding", ["sentences", "tokens"])
+def test_report_embedding_reaches_the_model(reports_set, report_embedding):
+    result = train_image_text(_cfg(report_embedding=report_embedding, use_regions=False, epochs=1), reports_set)
+    assert result.model.report_from == report_embedding and np.isfinite(result.history.loss).all()
+
+
 def test_bad_input_is_named(reports_set):
+    with pytest.raises(ConfigError, match="report_embedding"):
+        _cfg(report_embedding="words")
     with pytest.raises(ConfigError, match="text_dim"):
         _cfg(text_dim=10, text_heads=4)
     with pytest.raises(ConfigError, match="batch_size"):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as nnf
+from conftest import single_image_meta
 from scipy.ndimage import gaussian_filter
 from torch.utils.data import DataLoader
 
@@ -37,19 +38,7 @@ SHARP = FelzenszwalbParams(sigma=0.0)
 
 def make_slices(images: np.ndarray, name: str = "test") -> SliceSet:
     """A SliceSet of 2-D images (one patient each)."""
-    n = len(images)
-    meta = pd.DataFrame(
-        {
-            "sample_id": [f"s{k}" for k in range(n)],
-            "patient_id": [f"p{k}" for k in range(n)],
-            "site": "A",
-            "time": 0,
-            "volume_id": "",
-            "slice_index": 0,
-            "n_slices": 1,
-            "depth": np.nan,
-        }
-    )
+    meta = single_image_meta(len(images))
     return SliceSet(np.asarray(images, dtype=np.float32), None, meta, name=name)
 
 

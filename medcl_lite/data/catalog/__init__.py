@@ -228,7 +228,8 @@ CATALOG: dict[str, DatasetEntry] = {
                 "Credentialed PhysioNet access: download MIMIC-CXR-JPG into DIR so that DIR holds"
                 " mimic-cxr-2.0.0-metadata.csv.gz and files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg"
                 " (a subset of files/ is fine with -o allow_missing=true). time = rank of the"
-                " study by StudyDate and StudyTime within the subject. " + _POOL_OPTIONS
+                " study by StudyDate and StudyTime within the subject. Image-report pairs for"
+                " chapter 05 (LRCLR): the entry mimic-cxr-reports. " + _POOL_OPTIONS
             ),
             labels="none (pretraining pool)",
             scan=pools.scan_mimic_cxr,
