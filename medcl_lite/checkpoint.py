@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "atomic_write",
     "atomic_write_text",
     "get_rng_state",
     "load_checkpoint",
@@ -33,7 +34,7 @@ __all__ = [
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary sibling file and ``os.replace``."""
-    return _atomic_write(path, lambda f: f.write(text.encode()))
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -41,10 +42,10 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     state = dict(state)
     if isinstance(state.get("config"), dict):
         state["config"] = json.dumps(state["config"], sort_keys=True)
-    return _atomic_write(path, lambda f: torch.save(state, f))
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
-def _atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
     """``write`` into ``.<name>.<pid>.<random>.tmp`` beside ``path``, then rename it over ``path``.
 
     A process killed mid-write (SIGKILL, no ``except`` runs) leaves only its temporary file, which

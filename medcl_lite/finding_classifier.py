@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from medcl_lite.crossmodal import finding_auc
 from medcl_lite.data.sliceset import SliceSet
+from medcl_lite.image_text import ImageTextConfig, ReportDataset
 from medcl_lite.models import build_segmenter
 from medcl_lite.train import _make_optimizer, _update, warmup_cosine
 from medcl_lite.utils import get_device, seed_everything
@@ -61,7 +62,7 @@ def _labels(data: SliceSet, findings: Sequence[str]) -> np.ndarray:
 
 
 def train_finding_classifier(
-    cfg, data: SliceSet, index, findings: Sequence[str]
+    cfg: ImageTextConfig, data: SliceSet, index, findings: Sequence[str]
 ) -> FindingClassifier:
     """Train a :class:`FindingClassifier` on rows ``index`` of ``data`` with the labels ``findings``.
 
@@ -69,8 +70,6 @@ def train_finding_classifier(
     batch size, learning rate, weight decay, warm-up, augmentation, seed and device: the schedule
     of the image-text run it is compared with. Loss: mean binary cross-entropy over findings.
     """
-    from medcl_lite.image_text import ReportDataset  # the same images and augmentation
-
     if not findings:
         raise ValueError("train_finding_classifier: findings is empty")
     device = get_device(cfg.device)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from medcl_lite.checkpoint import atomic_write
 from medcl_lite.utils import as_numpy
 
 __all__ = [
@@ -728,14 +728,4 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
     file_format = path.suffix.lstrip(".").lower()
     if not file_format:
         raise ValueError(f"path {str(path)!r} needs a suffix naming the format, e.g. '.png'")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            fig.savefig(stream, format=file_format, dpi=dpi, bbox_inches="tight")
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private (0600)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format=file_format, dpi=dpi, bbox_inches="tight"))

@@ -101,7 +101,7 @@ reference = True  # also train the same encoder WITH labels: what the images sho
 encoder = "resnet18"  # smp encoder of the image side
 # LRCLR (unpublished in the paper: our choices, section 2 says why)
 regions = 8  # k regions kept by the selection layer
-region_level = -1  # encoder stage whose cells are the regions: -1 the last map (as LRCLR), -2 twice as fine
+region_level = 0  # encoder stage whose cells are regions: -1 the last map (as LRCLR), -2 twice as fine; 0: the size's
 report_embedding = "sentences"  # a report is the mean of its sentence embeddings, or "tokens" (whole report pooled)
 region_weight = 1.0  # weight of the region-sentence term
 dim = 128  # joint embedding size
@@ -117,9 +117,11 @@ augment = "light"  # "none" | "light" (small affine and intensity; never a flip:
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute on a CPU: checks that
-# everything runs; numbers mean little), **cpu** (a 2-core CPU: 128² images, 3 seeds; about 50
-# minutes) and **gpu**
-# (a Colab GPU: 256² images, more patients and epochs).
+# everything runs; numbers mean little), **cpu** (a 2-core CPU: 64² images, 100 epochs = 1300
+# steps per model, 3 seeds; about 50 minutes) and **gpu** (a Colab GPU: 256² images, more
+# patients). At 64² the last encoder map is 2×2, so the cpu size takes its regions from the stage
+# before (4×4, `region_level=-2`). Why 64² and 1300 steps rather than 128² and 260 steps (the same
+# CPU time): section 6.
 
 # %%
 run_device = medcl_lite.get_device(device)
@@ -127,13 +129,14 @@ if smoke is None:
     smoke = run_device.type == "cpu"
 size = "smoke" if smoke else (preset if preset != "auto" else ("gpu" if run_device.type == "cuda" else "cpu"))
 SIZES = {
-    "smoke": dict(image=64, patients=48, seeds=[0], epochs=1, batch=16, lr=1e-3, k=2),
-    "cpu": dict(image=128, patients=600, seeds=[0, 1, 2], epochs=20, batch=32, lr=3e-4, k=regions),
-    "gpu": dict(image=256, patients=2000, seeds=[0, 1, 2], epochs=40, batch=64, lr=3e-4, k=regions),
+    "smoke": dict(image=64, patients=48, seeds=[0], epochs=1, batch=16, lr=1e-3, k=2, level=-1),
+    "cpu": dict(image=64, patients=600, seeds=[0, 1, 2], epochs=100, batch=32, lr=1e-3, k=regions, level=-2),
+    "gpu": dict(image=256, patients=2000, seeds=[0, 1, 2], epochs=60, batch=64, lr=1e-3, k=regions, level=-1),
 }
 if size not in SIZES:
     raise ValueError(f"preset={preset!r}: choose one of {sorted(SIZES)} or 'auto'")
 S = SIZES[size]
+region_level = region_level or S["level"]  # (pick() would also replace an explicit -1)
 seeds = list(pick(seeds, S["seeds"]))
 methods = list(pick(methods, ["CLIP", "LRCLR"]))
 if sorted(set(methods) - {"CLIP", "LRCLR"}):
@@ -142,7 +145,8 @@ runs_root = Path(os.environ.get("MEDCL_RUNS", Path.home() / ".cache" / "medcl_li
 run_dir = Path(out_dir) if out_dir else runs_root / f"lrclr-{size}"
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
 medcl_lite.seed_everything(seeds[0])
-print(f"size={size}  device={run_device}  methods={methods}  seeds={seeds}  k={S['k']}  run folder: {run_dir}")
+print(f"size={size}  device={run_device}  methods={methods}  seeds={seeds}  k={S['k']}  "
+      f"region_level={region_level}  run folder: {run_dir}")
 
 # %% [markdown]
 # ## 1 · The data

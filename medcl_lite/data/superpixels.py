@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from skimage.segmentation import felzenszwalb
 
+from medcl_lite.checkpoint import atomic_write
 from medcl_lite.data.datasets import _resolve_index
 from medcl_lite.data.sliceset import SliceSet
 
@@ -186,22 +185,18 @@ def _load_cache(path: Path, shape: tuple[int, ...], fingerprint: str) -> np.ndar
 def _write_cache(
     path: Path, regions: np.ndarray, params: FelzenszwalbParams, fingerprint: str
 ) -> None:
-    """``np.savez_compressed`` to a temporary sibling, then ``os.replace`` (atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(
-                f,
-                regions=regions,
-                fingerprint=np.array(fingerprint),
-                version=np.array(CACHE_VERSION),
-                params=np.array([params.scale, params.sigma, params.min_size], dtype=np.float64),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``np.savez_compressed`` through :func:`medcl_lite.checkpoint.atomic_write` (temporary
+    sibling, then ``os.replace``; a killed writer's temporary file is removed by the next write)."""
+    atomic_write(
+        path,
+        lambda f: np.savez_compressed(
+            f,
+            regions=regions,
+            fingerprint=np.array(fingerprint),
+            version=np.array(CACHE_VERSION),
+            params=np.array([params.scale, params.sigma, params.min_size], dtype=np.float64),
+        ),
+    )
 
 
 def _compute(images: np.ndarray, params: FelzenszwalbParams, progress: bool) -> np.ndarray:

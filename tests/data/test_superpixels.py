@@ -3,6 +3,8 @@ that TwoViewDataset warps with each view (LRC)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -164,6 +166,9 @@ def test_cache_hit_loads_without_computing(textured, tmp_path, monkeypatch):
         cache_path(tmp_path, params, images_fingerprint(textured.images)).name
     ]
     assert files[0].name.startswith("felzenszwalb-scale50-sigma0.5-min20-")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert files[0].stat().st_mode & 0o777 == 0o666 & ~umask  # the umask's mode, not mkstemp's 0600
 
     def fail(image, params=None):
         raise AssertionError("computed despite a cache hit")
