@@ -78,6 +78,18 @@ def source_folder(source: str | Path) -> Path:
     return source
 
 
+def read_table(path: Path, columns: list[str]) -> pd.DataFrame:
+    """A CSV table that must hold ``columns``; a clear error names the file otherwise."""
+    try:
+        table = pd.read_csv(path, low_memory=False)
+    except Exception as error:
+        raise ValueError(f"cannot read table {path}: {type(error).__name__}: {error}") from error
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing} (it has {list(table.columns)[:12]})")
+    return table
+
+
 def find_dir(source: Path, name: str, max_depth: int = 5) -> Path | None:
     """The first folder called ``name`` at or below ``source`` (breadth first, sorted), or None."""
     level = [source]

@@ -13,19 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from medcl_lite.data.catalog._common import Item, Scan, build_sliceset, source_folder
+from medcl_lite.data.catalog._common import Item, Scan, build_sliceset, read_table, source_folder
 from medcl_lite.data.sliceset import SliceSet
-
-
-def _read_table(path: Path, columns: list[str]) -> pd.DataFrame:
-    try:
-        table = pd.read_csv(path, low_memory=False)
-    except Exception as error:
-        raise ValueError(f"cannot read table {path}: {type(error).__name__}: {error}") from error
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing} (it has {list(table.columns)[:12]})")
-    return table
 
 
 def _find_table(source: Path, patterns: tuple[str, ...]) -> Path | None:
@@ -44,7 +33,7 @@ def scan_nih_cxr14(source: str | Path) -> Scan:
     if csv is None:
         return Scan([f"no Data_Entry_2017.csv under {source} (or one folder below)"])
     columns = ["Image Index", "Follow-up #", "Patient ID", "View Position"]
-    raw = _read_table(csv, columns)
+    raw = read_table(csv, columns)
     files = {}
     for folder in [csv.parent, *sorted(csv.parent.iterdir())]:
         if folder.is_dir() and folder.name.lower().startswith("images"):
@@ -74,7 +63,7 @@ def scan_chexpert(source: str | Path) -> Scan:
         return Scan(
             [f"no train.csv under {source} (or one folder below, e.g. CheXpert-v1.0-small/)"]
         )
-    raw = _read_table(csv, ["Path", "Frontal/Lateral", "AP/PA"])
+    raw = read_table(csv, ["Path", "Frontal/Lateral", "AP/PA"])
     raw = raw[raw["Frontal/Lateral"].astype(str) == "Frontal"]
     parts = raw["Path"].astype(str).str.extract(r"(patient\d+)/study(\d+)/(view\d+_\w+)\.jpg$")
     bad = parts[0].isna()
@@ -109,7 +98,7 @@ def scan_mimic_cxr(source: str | Path) -> Scan:
     if csv is None:
         return Scan([f"no mimic-cxr-2.0.0-metadata.csv(.gz) under {source} (or one folder below)"])
     columns = ["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"]
-    raw = _read_table(csv, columns)
+    raw = read_table(csv, columns)
     problems = [] if (csv.parent / "files").is_dir() else [f"no files/ folder next to {csv}"]
     subject = raw["subject_id"].astype(int).astype(str)
     study = raw["study_id"].astype(int).astype(str)

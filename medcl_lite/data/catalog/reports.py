@@ -38,6 +38,7 @@ from medcl_lite.data.catalog._common import (
     normalise,
     pad_to_square,
     read_array,
+    read_table,
     resize_image,
     source_folder,
 )
@@ -453,7 +454,7 @@ def prepare_mimic_cxr_reports(
     csv = _find_chexpert(base) if labels != "keywords" else None
     if labels == "chexpert" and csv is None:
         raise ValueError(f"labels='chexpert' but no {_CHEXPERT_CSV[0]} in {base}")
-    findings = chexpert_findings(pools._read_table(csv, ["study_id"])) if csv else None
+    findings = chexpert_findings(read_table(csv, ["study_id"])) if csv else None
     items, skipped = _with_reports(items, _report_reader(base, items), findings, max_studies)
     data = build_sliceset(
         items,
