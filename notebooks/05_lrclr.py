@@ -120,8 +120,8 @@ augment = "light"  # "none" | "light" (small affine and intensity; never a flip:
 # everything runs; numbers mean little), **cpu** (a 2-core CPU: 64² images, 100 epochs = 1300
 # steps per model, 3 seeds; about 50 minutes) and **gpu** (a Colab GPU: 256² images, more
 # patients). At 64² the last encoder map is 2×2, so the cpu size takes its regions from the stage
-# before (4×4, `region_level=-2`). Why 64² and 1300 steps rather than 128² and 260 steps (the same
-# CPU time): section 6.
+# before (4×4, `region_level=-2`). Why 64² and 1300 steps rather than 128² and 260 steps:
+# section 6.
 
 # %%
 run_device = medcl_lite.get_device(device)
@@ -328,27 +328,51 @@ display(Markdown(reading))
 
 # %% [markdown]
 # **The reference run of the cpu size** (`medcl reproduce 05_lrclr -f
-# notebooks/params/lrclr/cpu.yaml --name lrclr-cpu`, 2909 s on a 2-core CPU sharing it with
-# another run; 420 training and 180 held-out patients at 128², 20 epochs = 260 steps, 3 seeds):
+# notebooks/params/lrclr/cpu.yaml --name lrclr-cpu`, 3040 s on an idle 2-core CPU; 420 training
+# and 180 held-out patients at 64², 100 epochs = 1300 steps per model, ~380 s each, 3 seeds):
 #
-# | finding | held-out positives | CLIP | LRCLR |
-# |---|---|---|---|
-# | opacity | 45 / 180 | .498 ± .016 | .459 ± .017 |
-# | nodule | 49 / 180 | .515 ± .023 | .529 ± .036 |
-# | cardiomegaly (PA only) | 43 / 120 | .518 ± .053 | .492 ± .051 |
-# | effusion | 41 / 180 | .497 ± .038 | .544 ± .024 |
+# | finding | held-out positives | CLIP | LRCLR | supervised (labels) |
+# |---|---|---|---|---|
+# | opacity | 45 / 180 | .564 ± .036 | .565 ± .080 | .883 ± .023 |
+# | nodule | 49 / 180 | .515 ± .027 | .552 ± .031 | .586 ± .014 |
+# | cardiomegaly (PA only) | 43 / 120 | .912 ± .020 | .916 ± .014 | .998 ± .001 |
+# | effusion | 41 / 180 | .546 ± .036 | .564 ± .074 | .851 ± .023 |
 #
-# **Both are at chance**: at this size neither model learns zero-shot findings, so the table says
-# nothing about LRCLR against CLIP. Where it fails, measured on the same six models: (1) the
-# *image* side learned something: scoring with the mean embedding of training reports that name a
-# finding against those that do not (a probe, not zero-shot) gives cardiomegaly AUC .69–.74 for
-# every model, the other findings .50–.59; (2) the *text* side is the bottleneck: the prompts do not
-# even sort held-out **reports** by finding (text against text, AUC .33–.78 scattered around .5).
-# The report encoder mean-pools ~30 tokens in which "No pleural effusion." and "Pleural effusion."
-# differ by one word; trained from scratch for 260 steps it has not learned that difference. Longer
-# training alone does not fix it (64², 780 steps, CLIP: loss 3.66 → 1.71, AUC .475–.586). Next:
-# embed a report as the mean of its sentence embeddings, so a one-sentence prompt lives in the
-# same space as the report's sentences.
+# **Reading.** Trained on reports alone, both models find **cardiomegaly** zero-shot (AUC .91,
+# against .998 for the same encoder trained with labels). Opacity and effusion are above chance
+# but far below what the images show (.56 against .88 and .85). The nodule is barely visible at
+# 64² even with labels (.59), so zero-shot cannot be expected to find it. **LRCLR against CLIP:**
+# no difference beyond the seed spread on three findings. The nodule gains +.036 with a spread of
+# .031: one borderline difference out of four, on three seeds, is not evidence. The pointing game
+# (section 7) is at chance (.04 hits against .04 for a random region): at this size the region
+# path does not learn where findings are. The paper's gains come from MIMIC-scale data and a
+# pretrained model, which this CPU run does not have.
+#
+# **How this setting was found** (measured on the same phantom, 420 / 180 patients):
+#
+# | run | report embedding | CLIP cardiomegaly (PA) | CLIP opacity | CLIP effusion |
+# |---|---|---|---|---|
+# | 128², 260 steps, lr 3e-4, 3 seeds | tokens (whole report pooled) | .518 ± .053 | .498 ± .016 | .497 ± .038 |
+# | 128², 260 steps, lr 3e-4, 3 seeds | sentences | .470 ± .035 | .474 ± .039 | .460 ± .027 |
+# | 64², 1300 steps, lr 1e-3, seed 0 | tokens | .509 | .454 | .532 |
+# | 64², 1300 steps, lr 1e-3, seed 0 | sentences | .911 | .631 | .581 |
+#
+# Two things were needed together:
+# - **Enough steps.** At 128² for 260 steps both models stayed at chance (LRCLR too: .459-.544),
+#   although the same encoder trained with labels for those 260 steps reached cardiomegaly .986.
+#   The contrastive loss barely moved (3.53 → 2.78, log 32 = 3.47), and the models told films
+#   apart by projection (AP or PA), not by findings: cardiomegaly scored over *all* held-out films
+#   gave .69, over PA films alone .47. A 64² step costs about a quarter of a 128² one, so 1300
+#   steps take 51 minutes where 260 steps at 128² took 26.
+# - **A report as the mean of its sentences.** With 1300 steps, reports pooled over their ~30
+#   tokens still scored chance. The prompts did not even sort held-out *reports* by finding (text
+#   against text: cardiomegaly .50), because "No pleural effusion." and "Pleural effusion." differ
+#   by one word among thirty. Embedded sentence by sentence, every finding sentence counts as much
+#   as the others, and the prompts, which are sentences, live in the same space (text against
+#   text: cardiomegaly .73).
+#
+# The first two rows are 3-seed runs of the earlier cpu size; the last two are single probes
+# (`report_embedding` is a notebook parameter, so any row can be rerun).
 
 # %% [markdown]
 # ## 7 · Which regions does a sentence attend to?
