@@ -26,7 +26,7 @@ from medcl_lite.crossmodal import finding_auc
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.image_text import ImageTextConfig, ReportDataset
 from medcl_lite.models import build_segmenter
-from medcl_lite.train import _make_optimizer, _update, warmup_cosine
+from medcl_lite.train import _make_optimization, _update
 from medcl_lite.utils import get_device, seed_everything
 
 __all__ = [
@@ -86,13 +86,10 @@ def train_finding_classifier(
         )
     encoder = build_segmenter("unet", cfg.encoder, 1, classes=2).encoder
     model = FindingClassifier(encoder, encoder.out_channels[-1], findings).to(device)
-    optimizer = _make_optimizer(model.parameters(), "adam", cfg.lr, 0.9, cfg.weight_decay)
-    total = cfg.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total, cfg.warmup_steps)
-    )
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    optimizer, scheduler, scaler, use_amp = _make_optimization(
+        model.parameters(), "adam", cfg.lr, 0.9, cfg.weight_decay,
+        cfg.epochs * len(loader), cfg.warmup_steps, cfg.amp, device,
+    )  # fmt: skip
     model.train()
     for epoch in range(cfg.epochs):
         for step, batch in enumerate(loader):

@@ -31,7 +31,7 @@ from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.transforms import joint_transform
 from medcl_lite.models import build_segmenter
 from medcl_lite.text import PROMPT_TEMPLATES, TextEncoder, Tokenizer, prompts, split_sentences
-from medcl_lite.train import _make_optimizer, _update, warmup_cosine
+from medcl_lite.train import _make_optimization, _update
 from medcl_lite.utils import get_device, seed_everything
 
 __all__ = [
@@ -185,11 +185,10 @@ def train_image_text(
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=generator,
                         collate_fn=lambda items: collate_reports(items, tokenizer, cfg.max_len))  # fmt: skip
     model = build_model(cfg, tokenizer.vocab_size).to(device)
-    optimizer = _make_optimizer(model.parameters(), "adam", cfg.lr, 0.9, cfg.weight_decay)
     total = cfg.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, cfg.warmup_steps))
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    optimizer, scheduler, scaler, use_amp = _make_optimization(
+        model.parameters(), "adam", cfg.lr, 0.9, cfg.weight_decay, total, cfg.warmup_steps, cfg.amp, device
+    )
     history, t0 = [], time.perf_counter()
     bar = tqdm(total=total, disable=not cfg.progress, desc="LRCLR" if cfg.use_regions else "CLIP", mininterval=2.0)
     model.train()

@@ -53,13 +53,12 @@ from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.transforms import joint_transform
 from medcl_lite.models import build_segmenter, load_pretrained
 from medcl_lite.train import (
-    _make_optimizer,
+    _make_optimization,
     _segmentation_loss,
     _update,
     evaluate,
     load_pretrained_encoder,
     predict,
-    warmup_cosine,
 )
 from medcl_lite.utils import get_device, seed_everything
 
@@ -446,12 +445,9 @@ def finetune_two_stream(
         if len(unlabelled_index)
         else [None] * cfg.max_steps  # nothing unlabelled: supervised two-stream training
     )
-    optimizer = _make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, 0.9, cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, cfg.max_steps, 0)
+    optimizer, scheduler, scaler, use_amp = _make_optimization(
+        model.parameters(), cfg.optimizer, cfg.lr, 0.9, cfg.weight_decay, cfg.max_steps, 0, cfg.amp, device
     )
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     history, best = [], {"val_dice": -1.0, "step": 0, "state": None}
     t0 = time.perf_counter()

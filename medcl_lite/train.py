@@ -416,6 +416,23 @@ def _make_optimizer(params, name: str, lr: float, momentum: float, weight_decay:
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+def _make_optimization(
+    params, optimizer: str, lr: float, momentum: float, weight_decay: float,
+    total_steps: int, warmup_steps: int, amp: bool, device: torch.device,
+):  # fmt: skip
+    """What every training loop here steps: the optimizer, its warm-up + cosine schedule over
+    ``total_steps`` (per step), a ``GradScaler``, and whether mixed precision is on (CUDA only).
+
+    Returns ``(optimizer, scheduler, scaler, use_amp)``.
+    """
+    optimizer = _make_optimizer(params, optimizer, lr, momentum, weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, total_steps, warmup_steps)
+    )
+    use_amp = amp and device.type == "cuda"
+    return optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_amp), use_amp
+
+
 def build_contrastive(cfg: PretrainConfig, classes: int = 1) -> EncoderWithHead | SegmenterWithHeads:
     """The network ``pretrain`` trains, at initialisation: ``cfg.arch``'s encoder + projection
     head; the whole segmenter with a region head when the decoder is trained too (region loss,
@@ -468,14 +485,12 @@ def pretrain(cfg: PretrainConfig, data: SliceSet, index=None, regions: np.ndarra
     queues = {"global": queue} if queue is not None else {}
     if cfg.dense_queue_size:
         queues["dense"] = MoCoQueue(cfg.dense_queue_size, cfg.dense_dim, fields=()).to(device)
-    optimizer = _make_optimizer(net.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     steps_per_epoch = len(loader)
     total = cfg.max_epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total, cfg.warmup_epochs * steps_per_epoch)
-    )
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    optimizer, scheduler, scaler, use_amp = _make_optimization(
+        net.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay,
+        total, cfg.warmup_epochs * steps_per_epoch, cfg.amp, device,
+    )  # fmt: skip
     history: list[dict] = []
     start_epoch = 0
 
@@ -787,10 +802,9 @@ def finetune(
     sampler = RandomSampler(dataset, replacement=True, num_samples=steps * cfg.batch_size, generator=generator)
     batches = BatchSampler(sampler, cfg.batch_size, drop_last=False)  # what batch_size=... builds
     loader = DataLoader(dataset, batch_sampler=distributed.share(batches), num_workers=cfg.num_workers)
-    optimizer = _make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, 0.9, cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, 0))
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    optimizer, scheduler, scaler, use_amp = _make_optimization(
+        model.parameters(), cfg.optimizer, cfg.lr, 0.9, cfg.weight_decay, steps, 0, cfg.amp, device
+    )
 
     paper = cfg.paper_selection and test_index is not None and len(test_index) > 0
     history, best = [], {"val_dice": -1.0, "step": 0, "state": None}

@@ -280,10 +280,8 @@ for (method, seed), result in results.items():
         all_scores[(method, seed, finding)] = scores[finding]
 REFERENCE = "supervised (labels)"
 if reference:  # the same encoder, schedule and seed, trained with the labels: a reference, not zero-shot
-    for (method, seed), result in results.items():
-        if method != methods[0]:
-            continue
-        classifier = train_finding_classifier(result.config, dataset, train_rows, findings)
+    for seed in seeds:  # one per seed, with the first method's schedule
+        classifier = train_finding_classifier(results[(methods[0], seed)].config, dataset, train_rows, findings)
         rows.append(finding_auc_table(classifier, dataset, eval_rows).assign(method=REFERENCE, seed=seed))
 auc = pd.concat(rows, ignore_index=True)
 atomic_write_text(run_dir / "results.csv", auc.to_csv(index=False))
