@@ -1,11 +1,14 @@
-"""Chest X-rays with findings and reports (LRCLR chapter): labels, reports, boxes, bit-identity."""
+"""Chest X-rays with findings and reports (LRCLR chapter): labels, reports, boxes, the older phantom unchanged."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from medcl_lite.data.phantoms import FINDINGS, make_chest_xray_reports, make_chest_xrays
@@ -56,12 +59,19 @@ def _digest(data) -> str:
     return h.hexdigest()
 
 
-def test_make_chest_xrays_is_bit_identical_to_before_the_reports_phantom():
-    # Digest computed with the code before make_chest_xray_reports existed (same venv): the other
-    # chapters' measured results depend on these images. Covers opacity, nodule, sites A/B/C.
+def test_make_chest_xrays_is_unchanged_by_the_reports_phantom():
+    # The other chapters' measured results depend on these images. The reference was written by
+    # the code from before make_chest_xray_reports existed (bit-identical to today's code under the
+    # same libraries, checked on 2026-12-02); a tolerance, not a digest, because scipy/numpy
+    # releases move the filtered images' last bits. Covers opacity, nodule, sites A/B/C.
     data = make_chest_xrays(n_patients=3, n_times=2, size=64, seed=7)
     assert set(data.meta["finding"]) == {"none", "opacity", "nodule"}
-    assert _digest(data) == "f0ebfe3efab614bee849306faa4dfb945e26529f318eede29175e3c8eba7e113"
+    ref = np.load(Path(__file__).parent / "reference" / "chest_xrays_seed7.npz")
+    np.testing.assert_allclose(data.images, ref["images"], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(data.masks, ref["masks"])
+    pd.testing.assert_frame_equal(
+        pd.read_csv(io.StringIO(data.meta.to_csv(index=False))), pd.read_csv(io.StringIO(str(ref["meta"])))
+    )
 
 
 def test_deterministic_by_seed():
