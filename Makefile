@@ -9,14 +9,14 @@ STAMP  := $(VENV)/.medcl-installed
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test install lint format notebooks bench clean
+.PHONY: demo test install lint format notebooks bench lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Re-install when the dependencies change.
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+# Re-install when the dependencies change; constraints.txt pins the versions the suite was run with.
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $@
 
 install: $(STAMP)
@@ -46,6 +46,13 @@ notebooks: install
 ## Speed benchmark of the pretraining loop against a bare smp step (benchmarks/README.md)
 bench: install
 	$(PY) benchmarks/bench_pretrain_step.py
+
+## Re-pin constraints.txt to the newest releases pyproject.toml admits (then run make test)
+lock:
+	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	{ sed -n '/^#/p' constraints.txt; $(VENV)-lock/bin/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf $(VENV)-lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

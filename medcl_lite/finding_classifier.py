@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from medcl_lite.crossmodal import finding_auc
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.image_text import ImageTextConfig, ReportDataset
+from medcl_lite.inference import map_images
 from medcl_lite.models import build_segmenter
 from medcl_lite.train import _make_optimization, _update
 from medcl_lite.utils import get_device, seed_everything
@@ -107,19 +108,11 @@ def train_finding_classifier(
     return model.eval()
 
 
-@torch.no_grad()
 def finding_probabilities(
     model: FindingClassifier, data: SliceSet, index, batch_size: int = 64
 ) -> np.ndarray:
     """Sigmoid outputs ``[N, F]`` of ``model`` on rows ``index`` of ``data`` (eval mode)."""
-    device = next(model.parameters()).device
-    images = torch.from_numpy(
-        np.ascontiguousarray(data.images[np.asarray(index)], dtype=np.float32)
-    )
-    model.eval()
-    parts = [torch.sigmoid(model(images[i : i + batch_size, None].to(device))).float().cpu()
-             for i in range(0, len(images), batch_size)]  # fmt: skip
-    return torch.cat(parts).numpy()
+    return map_images(lambda x: torch.sigmoid(model(x)), model, data, index, batch_size)
 
 
 def finding_auc_table(model: FindingClassifier, data: SliceSet, rows_of) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from medcl_lite.config import ConfigError, check_choice, check_range, to_dict, t
 from medcl_lite.crossmodal import REPORT_FROM, LRCLRModel, finding_auc, zero_shot_scores
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.transforms import joint_transform
+from medcl_lite.inference import map_images
 from medcl_lite.models import build_segmenter
 from medcl_lite.text import PROMPT_TEMPLATES, TextEncoder, Tokenizer, prompts, split_sentences
 from medcl_lite.train import _make_optimization, _update
@@ -224,7 +225,6 @@ def zero_shot_table(
     model, tokenizer = result.model, result.tokenizer
     device = next(model.parameters()).device
     index = np.asarray(index)
-    images = torch.from_numpy(np.ascontiguousarray(data.images[index], dtype=np.float32)).unsqueeze(1)
     rows, scores = [], {}
     for finding in findings:
         if finding not in data.meta:
@@ -232,9 +232,8 @@ def zero_shot_table(
         positives, negatives = prompts(finding)
         pos = tuple(t.to(device) for t in tokenizer.encode_batch(positives, result.config.max_len))
         neg = tuple(t.to(device) for t in tokenizer.encode_batch(negatives, result.config.max_len))
-        parts = [zero_shot_scores(model, images[i : i + batch_size].to(device), pos, neg).cpu()
-                 for i in range(0, len(images), batch_size)]  # fmt: skip
-        scores[finding] = torch.cat(parts).numpy()
+        scores[finding] = map_images(lambda x, pos=pos, neg=neg: zero_shot_scores(model, x, pos, neg),
+                                     model, data, index, batch_size)  # fmt: skip
         labels = data.meta[finding].to_numpy(dtype=bool)[index]
         rows.append({"finding": finding, "auc": finding_auc(scores[finding], labels),
                      "positives": int(labels.sum()), "images": len(index)})  # fmt: skip

@@ -37,6 +37,7 @@ from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.superpixels import FelzenszwalbParams, superpixels
 from medcl_lite.data.transforms import joint_transform, view_transform
 from medcl_lite.dense import dense_loss
+from medcl_lite.inference import map_images
 from medcl_lite.losses import MoCoQueue, info_nce, nt_xent
 from medcl_lite.metrics import (
     dice_per_image,
@@ -680,38 +681,16 @@ def _segmentation_loss(logits: Tensor, target: Tensor, kind: str) -> Tensor:
     return ce + (1 - (2 * inter + 1) / (denom + 1)).mean()
 
 
-@torch.no_grad()
-def predict(model: nn.Module, data: SliceSet, index=None, batch_size: int = 64, device=None) -> np.ndarray:
+def predict(model: nn.Module, data: SliceSet, index=None, batch_size: int = 64) -> np.ndarray:
     """Label maps ``[N, H, W]`` uint8 for the rows ``index`` of ``data`` (argmax of the logits)."""
-    device = device or next(model.parameters()).device
-    index = np.arange(len(data)) if index is None else np.asarray(index)
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(index), batch_size):
-        x = torch.from_numpy(data.images[index[start : start + batch_size]]).unsqueeze(1).to(device)
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            out.append(model(x).argmax(dim=1).to(torch.uint8).cpu().numpy())
-    model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, *data.image_size), np.uint8)
+    if index is not None and len(index) == 0:
+        return np.zeros((0, *data.image_size), np.uint8)
+    return map_images(lambda x: model(x).argmax(dim=1).to(torch.uint8), model, data, index, batch_size)
 
 
-@torch.no_grad()
 def embed(net: EncoderWithHead, data: SliceSet, index=None, batch_size: int = 128) -> np.ndarray:
     """Pooled bottleneck features ``[N, C]`` of the (pretrained) encoder, for embedding plots."""
-    device = next(net.parameters()).device
-    index = np.arange(len(data)) if index is None else np.asarray(index)
-    was_training = net.training
-    net.eval()
-    feats = [
-        net.features(torch.from_numpy(data.images[index[s : s + batch_size]]).unsqueeze(1).to(device))
-        .float()
-        .cpu()
-        .numpy()
-        for s in range(0, len(index), batch_size)
-    ]
-    net.train(was_training)
-    return np.concatenate(feats)
+    return map_images(net.features, net, data, index, batch_size)
 
 
 def evaluate(model: nn.Module, data: SliceSet, index, hd95: bool = False) -> tuple[dict, np.ndarray]:
