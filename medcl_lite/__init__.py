@@ -4,7 +4,7 @@ Every method here answers one question, *which pairs are positive?* (``medcl_lit
 shares one masked InfoNCE loss (``medcl_lite.losses``). Start with ``notebooks/00_quickstart``.
 """
 
-from medcl_lite.utils import get_device, print_env, seed_everything
+from medcl_lite.utils import get_device, print_env, run_folder, run_size, seed_everything
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "get_device", "print_env", "seed_everything"]
+__all__ = ["__version__", "get_device", "print_env", "run_folder", "run_size", "seed_everything"]

@@ -1,4 +1,5 @@
-"""Run-time helpers every notebook uses first: seeding, device choice, an environment print."""
+"""Run-time helpers every notebook uses first: seeding, device choice, size preset and run folder,
+an environment print."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import platform
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +44,34 @@ def get_device(prefer: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def run_size(smoke: bool | None, preset: str, device: torch.device) -> str:
+    """A notebook's size preset: ``"smoke"`` when ``smoke`` is true (``None``: smoke on a CPU,
+    the full size on an accelerator), else ``preset``, where ``"auto"`` means ``"gpu"`` on CUDA
+    and ``"cpu"`` elsewhere (Apple MPS included)."""
+    if smoke is None:
+        smoke = device.type == "cpu"
+    if smoke:
+        return "smoke"
+    if preset != "auto":
+        return preset
+    return "gpu" if device.type == "cuda" else "cpu"
+
+
+RUNS_ENV_VAR = "MEDCL_RUNS"
+
+
+def run_folder(out_dir: str | os.PathLike, name: str) -> Path:
+    """Where a notebook run writes: ``out_dir`` if given, else ``$MEDCL_RUNS/<name>`` (default
+    ``~/.cache/medcl_lite/runs/<name>``). Created, with its ``figures/`` subfolder."""
+    if out_dir:
+        folder = Path(out_dir)
+    else:
+        root = os.environ.get(RUNS_ENV_VAR) or Path.home() / ".cache" / "medcl_lite" / "runs"
+        folder = Path(root) / name
+    (folder / "figures").mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def environment() -> dict[str, str]:

@@ -62,8 +62,6 @@ if "google.colab" in sys.modules:
 # %%
 import inspect
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -102,9 +100,7 @@ seeds = []  # empty: the fine-tuning seeds of the size preset
 
 # %%
 run_device = medcl_lite.get_device(device)
-if smoke is None:
-    smoke = run_device.type == "cpu"
-size = "smoke" if smoke else (preset if preset != "auto" else ("gpu" if run_device.type == "cuda" else "cpu"))
+size = medcl_lite.run_size(smoke, preset, run_device)  # smoke=None: smoke on a CPU
 SIZES = {  # image side, phantom patients x time points, pretraining epochs and batch, fine-tuning
     "smoke": dict(image=64, patients=18, times=3, epochs=1, batch=16, ft_steps=30, ft_batch=4,
                   counts=[1, "all"], seeds=[0]),
@@ -122,9 +118,7 @@ default_counts, default_seeds = S["counts"], S["seeds"]
 epochs = pretrain_epochs or epochs
 label_counts = list(label_counts) or default_counts
 seeds = list(seeds) or default_seeds
-runs_root = Path(os.environ.get("MEDCL_RUNS", Path.home() / ".cache" / "medcl_lite" / "runs"))
-run_dir = Path(out_dir) if out_dir else runs_root / f"quickstart-{size}"
-(run_dir / "figures").mkdir(parents=True, exist_ok=True)
+run_dir = medcl_lite.run_folder(out_dir, f"quickstart-{size}")  # out_dir, else $MEDCL_RUNS/quickstart-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  image {image_size}²  epochs={epochs}  labels={label_counts}  seeds={seeds}")
 print(f"run folder: {run_dir}")

@@ -60,9 +60,7 @@ if "google.colab" in sys.modules:
 
 # %%
 import inspect
-import os
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -136,9 +134,7 @@ ft_augment = "light"  # "none" | "light"
 
 # %%
 run_device = medcl_lite.get_device(device)
-if smoke is None:
-    smoke = run_device.type == "cpu"
-size = "smoke" if smoke else (preset if preset != "auto" else ("gpu" if run_device.type == "cuda" else "cpu"))
+size = medcl_lite.run_size(smoke, preset, run_device)  # smoke=None: smoke on a CPU
 ALL_METHODS = ["SimCLR", "CL-TCI-SimCLR", "CL-TCI-SimCLR + sampler", "MoCo", "CL-TCI-MoCo"]
 SIZES = {
     "smoke": dict(image=64, patients=12, times=4, epochs=1, batch=8, lr=0.1, warmup=0, queue=64,
@@ -168,9 +164,7 @@ n_folds = pick(n_folds, S["folds"])
 unknown = sorted(set(methods + deeplab_methods) - set(ALL_METHODS))
 if unknown or not set(settings) <= {"semi", "transfer"}:
     raise ValueError(f"unknown methods {unknown} or settings {settings}; methods: {ALL_METHODS}")
-runs_root = Path(os.environ.get("MEDCL_RUNS", Path.home() / ".cache" / "medcl_lite" / "runs"))
-run_dir = Path(out_dir) if out_dir else runs_root / f"cl_tci-{size}"
-(run_dir / "figures").mkdir(parents=True, exist_ok=True)
+run_dir = medcl_lite.run_folder(out_dir, f"cl_tci-{size}")  # out_dir, else $MEDCL_RUNS/cl_tci-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  archs={archs}  methods={methods}  deeplab={deeplab_methods}")
 print(f"settings={settings}  labels={label_counts}  folds={n_folds}  run folder: {run_dir}")

@@ -60,8 +60,6 @@ if "google.colab" in sys.modules:
 
 # %%
 import inspect
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -134,9 +132,7 @@ ft_augment = "light"  # "none" (paper's CHD code) | "light"
 
 # %%
 run_device = medcl_lite.get_device(device)
-if smoke is None:
-    smoke = run_device.type == "cpu"
-size = "smoke" if smoke else (preset if preset != "auto" else ("gpu" if run_device.type == "cuda" else "cpu"))
+size = medcl_lite.run_size(smoke, preset, run_device)  # smoke=None: smoke on a CPU
 ALL_METHODS = ["SimCLR", "GCL", "PCL", "MoCo", "MoCo-PCL"]
 SIZES = {
     "smoke": dict(image=64, patients=8, slices=(6, 8), epochs=1, batch=8, lr=0.1, warmup=0, queue=64,
@@ -164,9 +160,7 @@ if unknown or not set(settings) <= {"semi", "transfer"}:
     raise ValueError(f"unknown methods {unknown} or settings {settings}; methods: {ALL_METHODS}")
 if thetas and "PCL" not in methods:
     raise ValueError("sweep_thetas compares PCL thresholds: keep 'PCL' in methods or set sweep_thetas: [0]")
-runs_root = Path(os.environ.get("MEDCL_RUNS", Path.home() / ".cache" / "medcl_lite" / "runs"))
-run_dir = Path(out_dir) if out_dir else runs_root / f"pcl-{size}"
-(run_dir / "figures").mkdir(parents=True, exist_ok=True)
+run_dir = medcl_lite.run_folder(out_dir, f"pcl-{size}")  # out_dir, else $MEDCL_RUNS/pcl-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  methods={methods}  θ={threshold}  sweep={thetas}")
 print(f"settings={settings}  budgets={label_counts} {label_unit}  folds={n_folds}  run folder: {run_dir}")

@@ -60,9 +60,7 @@ if "google.colab" in sys.modules:
 
 # %%
 import inspect
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -141,9 +139,7 @@ ft_augment = "light"  # "none" | "light"
 
 # %%
 run_device = medcl_lite.get_device(device)
-if smoke is None:
-    smoke = run_device.type == "cpu"
-size = "smoke" if smoke else (preset if preset != "auto" else ("gpu" if run_device.type == "cuda" else "cpu"))
+size = medcl_lite.run_size(smoke, preset, run_device)  # smoke=None: smoke on a CPU
 ALL_METHODS = ["MoCo", "MoCo + LRC", "Supervised", "Supervised + LRC"]
 SIZES = {
     "smoke": dict(image=64, patients=8, slices=(8, 10), epochs=1, batch=8, lr=0.05, warmup=0, queue=64,
@@ -166,9 +162,7 @@ sp_params = FelzenszwalbParams(scale=pick(sp_scale, S["sp_scale"]), sigma=sp_sig
                                min_size=pick(sp_min_size, S["sp_min"]))
 if sorted(set(methods) - set(ALL_METHODS)):
     raise ValueError(f"unknown methods {sorted(set(methods) - set(ALL_METHODS))}; choose from {ALL_METHODS}")
-runs_root = Path(os.environ.get("MEDCL_RUNS", Path.home() / ".cache" / "medcl_lite" / "runs"))
-run_dir = Path(out_dir) if out_dir else runs_root / f"lrc-{size}"
-(run_dir / "figures").mkdir(parents=True, exist_ok=True)
+run_dir = medcl_lite.run_folder(out_dir, f"lrc-{size}")  # out_dir, else $MEDCL_RUNS/lrc-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  methods={methods}  λ={region_weight}  R={regions_per_image}  {sp_params}")
 print(f"budgets={label_counts} {label_unit}  folds={n_folds}  run folder: {run_dir}")

@@ -59,8 +59,6 @@ if "google.colab" in sys.modules:
 
 # %%
 import inspect
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -143,9 +141,7 @@ cps_rampup = 0  # two-stream: ramp-up steps, 0: a third of the run
 
 # %%
 run_device = medcl_lite.get_device(device)
-if smoke is None:
-    smoke = run_device.type == "cpu"
-size = "smoke" if smoke else (preset if preset != "auto" else ("gpu" if run_device.type == "cuda" else "cpu"))
+size = medcl_lite.run_size(smoke, preset, run_device)  # smoke=None: smoke on a CPU
 ALL_METHODS = ["MoCo", "IDEAL dense"]
 SIZES = {
     "smoke": dict(image=64, patients=6, slices=(6, 8), epochs=1, batch=8, lr=0.05, warmup=0, queue=64, m=0.99,
@@ -168,9 +164,7 @@ label_counts = list(pick(label_counts, S["counts"]))
 n_folds = pick(n_folds, S["folds"])
 steps = pick(ft_steps, S["ft_steps"])
 two_stream_inits = [i for i in pick(two_stream_inits, S["two_stream"]) if i == "random init" or i in methods]
-runs_root = Path(os.environ.get("MEDCL_RUNS", Path.home() / ".cache" / "medcl_lite" / "runs"))
-run_dir = Path(out_dir) if out_dir else runs_root / f"ideal-{size}"
-(run_dir / "figures").mkdir(parents=True, exist_ok=True)
+run_dir = medcl_lite.run_folder(out_dir, f"ideal-{size}")  # out_dir, else $MEDCL_RUNS/ideal-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  methods={methods}  dense: λ={dense_weight}, level={dense_level}, "
       f"{dense_per_image} locations/image, τ={dense_temperature}")

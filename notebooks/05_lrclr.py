@@ -57,8 +57,6 @@ if "google.colab" in sys.modules:
 
 # %%
 import inspect
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -125,9 +123,7 @@ augment = "light"  # "none" | "light" (small affine and intensity; never a flip:
 
 # %%
 run_device = medcl_lite.get_device(device)
-if smoke is None:
-    smoke = run_device.type == "cpu"
-size = "smoke" if smoke else (preset if preset != "auto" else ("gpu" if run_device.type == "cuda" else "cpu"))
+size = medcl_lite.run_size(smoke, preset, run_device)  # smoke=None: smoke on a CPU
 SIZES = {
     "smoke": dict(image=64, patients=48, seeds=[0], epochs=1, batch=16, lr=1e-3, k=2, level=-1),
     "cpu": dict(image=64, patients=600, seeds=[0, 1, 2], epochs=100, batch=32, lr=1e-3, k=regions, level=-2),
@@ -141,9 +137,7 @@ seeds = list(pick(seeds, S["seeds"]))
 methods = list(pick(methods, ["CLIP", "LRCLR"]))
 if sorted(set(methods) - {"CLIP", "LRCLR"}):
     raise ValueError(f"unknown methods {sorted(set(methods) - {'CLIP', 'LRCLR'})}; choose from CLIP, LRCLR")
-runs_root = Path(os.environ.get("MEDCL_RUNS", Path.home() / ".cache" / "medcl_lite" / "runs"))
-run_dir = Path(out_dir) if out_dir else runs_root / f"lrclr-{size}"
-(run_dir / "figures").mkdir(parents=True, exist_ok=True)
+run_dir = medcl_lite.run_folder(out_dir, f"lrclr-{size}")  # out_dir, else $MEDCL_RUNS/lrclr-{size}
 medcl_lite.seed_everything(seeds[0])
 print(f"size={size}  device={run_device}  methods={methods}  seeds={seeds}  k={S['k']}  "
       f"region_level={region_level}  run folder: {run_dir}")
