@@ -42,7 +42,7 @@ from medcl_lite.data.catalog._common import (
     resize_image,
     source_folder,
 )
-from medcl_lite.data.phantoms.chest_xray import FINDINGS
+from medcl_lite.data.phantoms.chest_xray_reports import FINDINGS
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.text import split_sentences
 

@@ -10,12 +10,8 @@ from medcl_lite.data.phantoms.abdomen import (
     make_abdominal_volumes,
 )
 from medcl_lite.data.phantoms.cardiac import CARDIAC_SITES, make_cardiac_volumes
-from medcl_lite.data.phantoms.chest_xray import (
-    FINDINGS,
-    XRAY_SITES,
-    make_chest_xray_reports,
-    make_chest_xrays,
-)
+from medcl_lite.data.phantoms.chest_xray import XRAY_SITES, make_chest_xrays
+from medcl_lite.data.phantoms.chest_xray_reports import FINDINGS, make_chest_xray_reports
 
 __all__ = [
     "ABDOMEN_CLASSES",
