@@ -28,7 +28,6 @@ demo: install
 ## The whole suite: ruff, notebook pairs in sync, unit tests, the notebooks in smoke mode (nbval)
 test: install
 	$(VENV)/bin/ruff check medcl_lite tests data_scripts benchmarks notebooks/*.py
-	@df -h . /tmp | sed 's/^/disk: /'
 	runs=$$(mktemp -d); MEDCL_RUNS=$$runs $(PY) -m pytest -q -p no:cacheprovider tests \
 		--nbval-lax --nbval-current-env notebooks/*.ipynb; status=$$?; rm -rf $$runs; exit $$status
 
