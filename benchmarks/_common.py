@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from medcl_lite.threads import omp_wait_policy
+
 #: Where the scripts write their records by default (commit the ones README.md quotes).
 RESULTS = Path(__file__).parent / "results"
 
@@ -53,6 +55,7 @@ def machine(device: torch.device | None = None, versions: dict[str, str] | None 
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        "omp_wait_policy": omp_wait_policy(),
         "load_average_at_start": os.getloadavg(),
     }
 

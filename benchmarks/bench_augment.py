@@ -28,6 +28,7 @@ import torch
 from _common import RESULTS, header, machine, write_result
 
 from medcl_lite.data.spatial import SPATIAL_PRESETS, SpatialAugment, rescale_elastic
+from medcl_lite.threads import set_threads
 
 PCL_SIZE = 352
 
@@ -123,8 +124,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
     parser.add_argument("--batch", type=int, default=32, help="batch of the batched runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=int, default=0, help="threads of the batched runs (default 0: $MEDCL_THREADS, else one per core)")
     args = parser.parse_args()
-    threads = torch.get_num_threads()
+    threads = set_threads(args.threads)  # the batched measurement's threads
     record = {
         **header("bench_augment"),
         "machine": machine(),

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from medcl_lite import get_device
 from medcl_lite.dense import dense_loss, match_locations
+from medcl_lite.threads import set_threads
 
 TEMPERATURE = 0.2
 
@@ -176,12 +177,11 @@ def main() -> None:
     parser.add_argument("--queue", type=int, default=0, help="negative keys in the queue")
     parser.add_argument("--naive-cap-mib", type=float, default=2048.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: $MEDCL_THREADS, else one per core)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = get_device(args.device)
     info = machine(device)
     memory = (

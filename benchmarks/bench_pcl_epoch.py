@@ -33,6 +33,7 @@ from medcl_lite.data.datasets import TwoViewDataset
 from medcl_lite.data.phantoms import make_cardiac_volumes
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.transforms import view_transform
+from medcl_lite.threads import set_threads
 from medcl_lite.train import PretrainConfig, pretrain
 
 #: The phantom draws 10-18 slices per volume; the fewest decides how many patients we need.
@@ -140,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=352, help="image size (ACDC 352, or 128)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: $MEDCL_THREADS, else one per core)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--steps", type=int, default=None,
                         help="steps in the epoch, first dropped (default 4 on CPU, 20 on a GPU)")  # fmt: skip
@@ -147,6 +149,7 @@ def main() -> None:
     parser.add_argument("--framework", default="simclr", choices=["simclr", "moco"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    set_threads(args.threads)
     device = get_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA GPU here")

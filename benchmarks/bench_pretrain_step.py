@@ -22,6 +22,7 @@ from _common import RESULTS, flat_machine, machine, write_result
 from medcl_lite import get_device, seed_everything
 from medcl_lite.data.phantoms import make_chest_xrays
 from medcl_lite.models import build_segmenter
+from medcl_lite.threads import set_threads
 from medcl_lite.train import PretrainConfig, pretrain
 
 
@@ -70,8 +71,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: $MEDCL_THREADS, else one per core)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    set_threads(args.threads)
     device = get_device(args.device)
     info = machine(device)
     amp = device.type == "cuda"

@@ -34,6 +34,7 @@ from medcl_lite import get_device
 from medcl_lite.losses import nt_xent
 from medcl_lite.models import RegionHead
 from medcl_lite.regions import region_loss, sample_regions
+from medcl_lite.threads import set_threads
 
 
 def voronoi_regions(batch: int, size: int, k: int, gen: torch.Generator) -> Tensor:
@@ -159,12 +160,11 @@ def main() -> None:
     parser.add_argument("--min-pixels", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--naive-repeats", type=int, default=2, help="0 skips the naive loop")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: $MEDCL_THREADS, else one per core)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = get_device(args.device)
     info = machine(device)
     record = {

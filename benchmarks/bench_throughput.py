@@ -39,6 +39,7 @@ from medcl_lite.config import to_dict
 from medcl_lite.data.phantoms import make_abdominal_volumes, make_cardiac_volumes, make_chest_xrays
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.superpixels import FelzenszwalbParams, superpixels
+from medcl_lite.threads import set_threads
 from medcl_lite.train import PretrainConfig, pretrain, pretrain_loader
 
 #: Phantom kind -> (maker of ``n_patients`` at ``size``, fewest images one patient has).
@@ -266,12 +267,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: $MEDCL_THREADS, else one per core)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     checks = {"size": (args.size, 32), "max_size": (args.max_size, 32), "batch": (args.batch, 2),
               "steps": (args.steps, 1), "warmup": (args.warmup, 0), "workers": (args.workers, 0),
-              "threads": (args.threads, 1)}  # fmt: skip
+              "threads": (args.threads, 0)}  # fmt: skip
     for name, (value, low) in checks.items():
         if value is not None and value < low:
             p.error(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
@@ -303,8 +304,7 @@ def make_phantoms(plans: list[Plan]) -> dict[tuple[str, int], SliceSet]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = get_device(args.device)
     info = machine(device)
     steps = args.steps if args.steps is not None else (20 if device.type == "cuda" else 5)

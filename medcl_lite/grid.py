@@ -38,6 +38,14 @@ import pandas as pd
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.metrics import summarize
 from medcl_lite.repro import check_params, find_notebook, load_params, read_yaml_mapping, reproduce
+from medcl_lite.threads import (
+    THREADS_ENV,
+    child_env,
+    requested_threads,
+    set_threads,
+    share,
+    updated_environ,
+)
 
 __all__ = [
     "Cell",
@@ -52,6 +60,7 @@ __all__ = [
     "read_record",
     "run_cell",
     "run_grid",
+    "worker_threads",
     "write_summary",
 ]
 
@@ -298,10 +307,14 @@ def _cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _worker_init(queue) -> None:
+def _worker_init(queue, threads: int) -> None:
+    """A grid worker's environment, inherited by the notebook kernels it starts: its GPU (if any),
+    its share of the CPU threads and passive OpenMP waiting (:mod:`medcl_lite.threads`)."""
     device = queue.get()
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
+    os.environ.update(child_env(threads))
+    set_threads(threads)
 
 
 def run_grid(
@@ -311,6 +324,7 @@ def run_grid(
     dry_run: bool = False,
     runner: Callable = reproduce,
     log: Callable[[str], None] = print,
+    threads: int | None = None,
 ) -> list[dict]:
     """Run every cell that is not done yet, then write the results table and plot.
 
@@ -321,6 +335,9 @@ def run_grid(
         dry_run: list the cells and what would happen, run nothing, write nothing.
         runner: ``runner(notebook, params, name=, runs_dir=, progress=)``, picklable when jobs > 1.
         log: where progress lines go.
+        threads: CPU threads of each cell's run. Default: ``$MEDCL_THREADS`` if set, else with
+            ``jobs`` > 1 the available cores split between the workers (at least 1 each), else
+            the kernel's default (all cores).
     Returns:
         One dict per cell: ``id``, ``action``, ``reason``, ``status`` and ``params``.
     """
@@ -347,7 +364,7 @@ def run_grid(
     todo = [cell for cell, step in zip(cells, plan, strict=True) if step["action"] != "skip"]
     for cell in todo:
         _mark_pending(cell, out / cell.id)
-    for record in _execute(todo, out, jobs, runner, spec.get("table")):
+    for record in _execute(todo, out, jobs, runner, spec.get("table"), threads, log):
         step = next(p for p in plan if p["id"] == record["id"])
         step["status"] = record["status"]
         log(
@@ -358,18 +375,41 @@ def run_grid(
     return plan
 
 
-def _execute(cells: list[Cell], out: Path, jobs: int, runner: Callable, table: dict | None):
+def worker_threads(workers: int, threads: int | None = None) -> int | None:
+    """CPU threads of each of ``workers`` grid workers: ``threads`` if given, else
+    ``$MEDCL_THREADS``, else the available cores split between them; None (the kernel's default)
+    for a single worker with nothing asked."""
+    asked = requested_threads(threads) if threads or os.environ.get(THREADS_ENV) else None
+    if asked is not None or workers == 1:
+        return asked
+    return share(workers)
+
+
+def _execute(
+    cells: list[Cell],
+    out: Path,
+    jobs: int,
+    runner: Callable,
+    table: dict | None,
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+):
     """Yield each cell's final record: in this process, or in a pool of ``jobs`` workers."""
-    if jobs == 1 or len(cells) <= 1:
-        for cell in cells:
-            yield run_cell(cell, out, runner, table)
+    workers = 1 if jobs == 1 or len(cells) <= 1 else min(jobs, len(cells))
+    per_worker = worker_threads(workers, threads)
+    if cells:
+        log(f"{workers} worker(s), CPU threads each: {per_worker or 'all cores'}")
+    if workers == 1:
+        with updated_environ(child_env(per_worker)):
+            for cell in cells:
+                yield run_cell(cell, out, runner, table)
         return
-    workers = min(jobs, len(cells))
     context = multiprocessing.get_context("spawn")  # no CUDA state or threads copied by fork
     queue = context.Queue()
     for device in gpu_assignments(workers, os.environ.get("CUDA_VISIBLE_DEVICES"), _cuda_devices()):
         queue.put(device)
-    with ProcessPoolExecutor(workers, context, initializer=_worker_init, initargs=(queue,)) as pool:
+    initargs = (queue, per_worker)
+    with ProcessPoolExecutor(workers, context, initializer=_worker_init, initargs=initargs) as pool:
         futures = [pool.submit(run_cell, cell, out, runner, table) for cell in cells]
         for future in futures:
             yield future.result()

@@ -31,6 +31,7 @@ from medcl_lite import distributed
 from medcl_lite.config import ConfigError, from_params
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.repro import read_yaml_mapping
+from medcl_lite.threads import set_threads
 from medcl_lite.train import PretrainConfig, pretrain
 
 __all__ = ["load_images", "main", "read_pretrain_file"]
@@ -76,15 +77,24 @@ def read_pretrain_file(path: str) -> tuple[PretrainConfig, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medcl pretrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("-f", "--file", required=True, help="pretraining YAML file")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads of each process (default: $MEDCL_THREADS, else $OMP_NUM_THREADS, which "
+        "torchrun sets to 1, else all cores)",
+    )
     args = parser.parse_args(argv)
     cfg, source = read_pretrain_file(args.file)
+    threads = set_threads(args.threads)
     images, rows = load_images(**source)
     distributed.setup()
     try:
         rank, size = distributed.world()
         if rank == 0:
             print(f"pretraining {cfg.framework}/{cfg.pairing} on {images.name} ({len(rows)} images), "
-                  f"{size} process(es), global batch {cfg.batch_size} -> {cfg.out_dir}", flush=True)  # fmt: skip
+                  f"{size} process(es) x {threads} CPU thread(s), global batch {cfg.batch_size} "
+                  f"-> {cfg.out_dir}", flush=True)  # fmt: skip
         result = pretrain(cfg, images, rows)
         if rank == 0:
             print(f"done: {len(result.history)} steps, last loss {result.history.loss.iloc[-1]:.4f}, "

@@ -6,6 +6,8 @@ metrics, figures, ``results.md`` / ``results.csv``) and prints the results table
 resumes finished pieces of a crashed run (``resume``), so running the same command again
 continues rather than starts over. ``medcl reproduce --grid FILE --out DIR [--dry-run] [--jobs N]``
 runs every cell of a grid of parameters and writes one results table (:mod:`medcl_lite.grid`).
+Every kernel starts with passive OpenMP waiting; ``--threads N`` gives a run (or each grid worker)
+N CPU threads, and ``--jobs N`` splits the cores between the workers (:mod:`medcl_lite.threads`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from medcl_lite.checkpoint import atomic_write_text
+from medcl_lite.threads import child_env, updated_environ
 
 __all__ = ["check_params", "find_notebook", "load_params", "main", "reproduce"]
 
@@ -68,8 +71,14 @@ def reproduce(
     runs_dir: str | Path = "runs",
     progress: bool = True,
     kernel: str | None = None,
+    threads: int | None = None,
 ) -> Path:
-    """Execute ``notebook`` with ``params`` into ``runs_dir/name`` and return that folder."""
+    """Execute ``notebook`` with ``params`` into ``runs_dir/name`` and return that folder.
+
+    The kernel starts with passive OpenMP waiting and, with ``threads``, that many CPU threads
+    (``$MEDCL_THREADS``, which the notebook's ``medcl_lite.set_threads()`` obeys); see
+    :mod:`medcl_lite.threads`.
+    """
     import papermill
 
     source = find_notebook(notebook)
@@ -82,14 +91,15 @@ def reproduce(
     params["out_dir"] = str(out_dir)
     atomic_write_text(out_dir / "params.yaml", yaml.safe_dump(params, sort_keys=True))
     start = time.perf_counter()
-    papermill.execute_notebook(
-        str(source),
-        str(out_dir / source.name),
-        parameters=params,
-        kernel_name=kernel,
-        progress_bar=progress,
-        cwd=str(out_dir),
-    )
+    with updated_environ(child_env(threads)):  # the kernel inherits this process's environment
+        papermill.execute_notebook(
+            str(source),
+            str(out_dir / source.name),
+            parameters=params,
+            kernel_name=kernel,
+            progress_bar=progress,
+            cwd=str(out_dir),
+        )
     atomic_write_text(out_dir / "wall_time.txt", f"{time.perf_counter() - start:.1f} s\n")
     return out_dir
 
@@ -121,7 +131,13 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise ValueError("--out, --dry-run and --jobs go with --grid FILE")
     params = load_params(args.file, args.param)
     out_dir = reproduce(
-        args.notebook, params, args.name, args.runs_dir, not args.no_progress, args.kernel
+        args.notebook,
+        params,
+        args.name,
+        args.runs_dir,
+        not args.no_progress,
+        args.kernel,
+        threads=args.threads or None,
     )
     table = out_dir / "results.md"
     print(f"\nrun folder: {out_dir}  ({(out_dir / 'wall_time.txt').read_text().strip()})")
@@ -142,7 +158,9 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     out = Path(
         args.out or Path(args.runs_dir) / f"{Path(args.grid).parent.name}-{Path(args.grid).stem}"
     )
-    plan = grid.run_grid(spec, out, jobs=args.jobs, dry_run=args.dry_run)
+    plan = grid.run_grid(
+        spec, out, jobs=args.jobs, dry_run=args.dry_run, threads=args.threads or None
+    )
     if args.dry_run:
         print(f"{len(plan)} runs; {sum(p['action'] != 'skip' for p in plan)} to run into {out}")
         return 0
@@ -157,7 +175,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from medcl_lite.pretrain_cli import main as pretrain_main
 
-    return pretrain_main(["-f", args.file])
+    return pretrain_main(["-f", args.file, *(["--threads", str(args.threads)] if args.threads else [])])
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -268,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--jobs", type=int, default=1, help="grid cells at once (one GPU each on CUDA)"
     )
+    rep.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads of each run (default: $MEDCL_THREADS, else all cores; with --jobs N, "
+        "cores // N each)",
+    )
     rep.set_defaults(func=_cmd_reproduce)
 
     pre = sub.add_parser(
@@ -275,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pretrain from a YAML file (PretrainConfig fields + data); under torchrun on several processes",
     )
     pre.add_argument("-f", "--file", required=True, help="pretraining YAML file (see medcl_lite.pretrain_cli)")
+    pre.add_argument(
+        "--threads", type=int, default=0, help="CPU threads (default: $MEDCL_THREADS, else all cores)"
+    )
     pre.set_defaults(func=_cmd_pretrain)
 
     data = sub.add_parser(

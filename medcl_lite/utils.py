@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medcl_lite.threads import omp_wait_policy
+
 
 def as_numpy(x, name: str) -> np.ndarray:
     """A numpy view of a numpy array, a torch tensor (any device) or a nested list.
@@ -92,6 +94,7 @@ def environment() -> dict[str, str]:
         "numpy": np.__version__,
         "device": str(device),
         "cpu_threads": str(torch.get_num_threads()),
+        "omp_wait_policy": omp_wait_policy(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)

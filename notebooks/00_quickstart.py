@@ -48,6 +48,8 @@
 # ## Setup
 # On Colab this installs the package (Colab already has torch); elsewhere install it once with
 # `pip install -e .` from the repository (or run `make demo`).
+# Running two notebooks (or a notebook and the tests) on one CPU? Give each its share of the cores:
+# `medcl_lite.set_threads(1)` below, or start Jupyter with `MEDCL_THREADS=1` (README, "Several runs on one CPU").
 
 # %%
 import subprocess
@@ -59,6 +61,10 @@ if "google.colab" in sys.modules:
         check=True,
     )
 
+import medcl_lite  # first, before torch: CPU threads then wait passively when other runs share the cores
+
+medcl_lite.set_threads()  # $MEDCL_THREADS if set (README: several runs on one CPU), else one per core
+
 # %%
 import inspect
 import math
@@ -68,7 +74,6 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-import medcl_lite
 from medcl_lite import losses, pairing, viz
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.config import from_params

@@ -47,6 +47,8 @@
 # %% [markdown]
 # ## Setup
 # On Colab this installs the package (Colab already has torch); elsewhere `pip install -e .`.
+# Running two notebooks (or a notebook and the tests) on one CPU? Give each its share of the cores:
+# `medcl_lite.set_threads(1)` below, or start Jupyter with `MEDCL_THREADS=1` (README, "Several runs on one CPU").
 
 # %%
 import subprocess
@@ -58,6 +60,10 @@ if "google.colab" in sys.modules:
         check=True,
     )
 
+import medcl_lite  # first, before torch: CPU threads then wait passively when other runs share the cores
+
+medcl_lite.set_threads()  # $MEDCL_THREADS if set (README: several runs on one CPU), else one per core
+
 # %%
 import inspect
 from dataclasses import replace
@@ -67,7 +73,6 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-import medcl_lite
 from medcl_lite import pairing, train, viz
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.config import from_params, pick

@@ -4,6 +4,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import medcl_lite  # noqa: E402  (before torch: passive OpenMP waiting, inherited by nbval's kernels)
+
+medcl_lite.set_threads()  # $MEDCL_THREADS if set (e.g. 1 beside a long run), else one per core
+
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import hashlib  # noqa: E402

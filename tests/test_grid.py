@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medcl_lite import grid, repro
+from medcl_lite import grid, repro, threads
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -44,6 +44,16 @@ def fake_runner(notebook, params, name=None, runs_dir="runs", progress=True, ker
         for i, n, s in itertools.product(["random init", "SimCLR"], ["1", "all"], [0, 1])
     ]
     pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
+    return folder
+
+
+def env_runner(notebook, params, name=None, runs_dir="runs", progress=True, kernel=None):
+    """``fake_runner`` that also records the thread settings this cell's kernel would inherit."""
+    import torch
+
+    folder = fake_runner(notebook, params, name, runs_dir, progress, kernel)
+    seen = {k: os.environ.get(k) for k in ("MEDCL_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    (folder / "threads.json").write_text(json.dumps({**seen, "torch": torch.get_num_threads()}))
     return folder
 
 
@@ -268,3 +278,38 @@ def test_grid_smoke_through_papermill(tmp_path, capsys):
     assert "random init" in (tmp_path / "results.md").read_text()
     assert repro.main(args) == 0
     assert capsys.readouterr().out.count(": skip (done") == 2
+
+
+@pytest.fixture
+def no_thread_env(monkeypatch):
+    for name in ("MEDCL_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_worker_threads_split_the_cores(no_thread_env):
+    assert grid.worker_threads(1) is None  # alone: the kernel's default, all cores
+    assert grid.worker_threads(2) == threads.share(2)
+    assert grid.worker_threads(2, threads=3) == 3
+    no_thread_env.setenv("MEDCL_THREADS", "2")
+    assert grid.worker_threads(4) == grid.worker_threads(1) == 2
+
+
+def test_grid_workers_get_their_share_of_the_cores(tmp_path, no_thread_env):
+    """jobs=2: each worker process (and so each kernel it starts) runs with cores // 2 threads,
+    passive OpenMP waiting, torch set likewise in the worker."""
+    lines = []
+    grid.run_grid(_spec(axes={"seed": [0, 1, 2]}), tmp_path, jobs=2, runner=env_runner, log=lines.append)
+    share = str(threads.share(2))
+    for cell in ("seed=0", "seed=1", "seed=2"):
+        seen = json.loads((tmp_path / cell / "threads.json").read_text())
+        assert seen == {"MEDCL_THREADS": share, "OMP_NUM_THREADS": share, "OMP_WAIT_POLICY": "PASSIVE",
+                        "torch": int(share)}  # fmt: skip
+    assert f"2 worker(s), CPU threads each: {share}" in lines
+
+
+def test_one_job_with_threads_sets_then_restores_the_environment(tmp_path, no_thread_env):
+    grid.run_grid(_spec(), tmp_path, jobs=1, runner=env_runner, log=lambda line: None, threads=1)
+    seen = json.loads((tmp_path / "seed=0" / "threads.json").read_text())
+    assert (seen["MEDCL_THREADS"], seen["OMP_NUM_THREADS"], seen["OMP_WAIT_POLICY"]) == ("1", "1", "PASSIVE")
+    assert not {"MEDCL_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY"} & set(os.environ)

@@ -60,6 +60,27 @@ def test_papermill_parses_every_parameter(source):
 
 
 @pytest.mark.notebook
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_notebook_setup_obeys_thread_settings(source, tmp_path, monkeypatch):
+    """The setup cells in a fresh kernel started as JupyterLab starts one (no OpenMP settings) with
+    MEDCL_THREADS=1: torch gets 1 thread, and OpenMP waits passively because the setup imports
+    medcl_lite before torch (tests/test_threads.py checks that OpenMP itself then reads PASSIVE)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    for name in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MEDCL_THREADS", "1")
+    nb = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    last = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "print_env()" in c.source)
+    nb.cells = nb.cells[: last + 1]
+    NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
+    assert re.search(r"^cpu_threads\s+1$", printed, re.MULTILINE), printed
+    assert re.search(r"^omp_wait_policy\s+PASSIVE$", printed, re.MULTILINE), printed
+
+
+@pytest.mark.notebook
 def test_quickstart_reproduce_smoke(tmp_path):
     out = repro.reproduce("00_quickstart", repro.load_params([str(NOTEBOOKS / "params/quickstart/smoke.yaml")]),
                           name="qs", runs_dir=tmp_path, progress=False)

@@ -35,9 +35,15 @@ def _write(tmp_path, **values):
     return path
 
 
-def test_one_process_run_writes_weights_and_resumes(tmp_path):
+def test_one_process_run_writes_weights_and_resumes(tmp_path, capsys):
     path = _write(tmp_path)
-    assert medcl(["pretrain", "-f", str(path)]) == 0
+    before = torch.get_num_threads()
+    try:
+        assert medcl(["pretrain", "-f", str(path), "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1  # the run's thread count, chosen on purpose
+    finally:
+        torch.set_num_threads(before)
+    assert "1 process(es) x 1 CPU thread(s)" in capsys.readouterr().out
     first = pd.read_csv(tmp_path / "out" / "history.csv")
     assert load_checkpoint(tmp_path / "out" / "checkpoint.pt")["epoch"] == 1
     path = _write(tmp_path, max_epochs=2)  # same run, one more epoch: resumes (resume defaults on)
@@ -58,7 +64,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("pretraining moco/temporal") == 1  # rank 0 alone prints
-    assert "2 process(es), global batch 16" in run.stdout
+    assert "2 process(es) x 1 CPU thread(s), global batch 16" in run.stdout  # torchrun: 1 each
     state = load_checkpoint(tmp_path / "out" / "checkpoint.pt")
     assert state["epoch"] == 1 and int(state["queue"]["filled"]) > 0
     history = pd.read_csv(tmp_path / "out" / "history.csv")

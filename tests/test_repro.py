@@ -1,5 +1,8 @@
 """`medcl reproduce`: parameters, papermill execution into runs/<name>/, the printed table."""
 
+import json
+import os
+
 import nbformat
 import pytest
 
@@ -75,3 +78,32 @@ def test_data_scripts_check_and_prepare(capsys, tmp_path):
     assert repro.data_script("jsrt", ["--check", "--source", str(tmp_path)]) == 1  # empty folder
     err = capsys.readouterr().err
     assert err.startswith("error: jsrt") and str(tmp_path) in err and "right lung" in err
+
+
+def test_kernel_gets_threads_and_passive_wait(tmp_path, monkeypatch):
+    """`medcl reproduce --threads 1`: the kernel starts with OMP_WAIT_POLICY=PASSIVE (before torch)
+    and MEDCL_THREADS=1, which the notebook's set_threads() obeys; this process's environment is
+    left as it was."""
+    for name in ("OMP_WAIT_POLICY", "MEDCL_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("out_dir = ''")
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "import json, os\n"
+        "seen = {k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'MEDCL_THREADS', 'OMP_NUM_THREADS')}\n"
+        "import medcl_lite\n"
+        "seen['threads'] = medcl_lite.set_threads()\n"
+        "seen['policy'] = medcl_lite.print_env()['omp_wait_policy']\n"
+        "open('threads.json', 'w').write(json.dumps(seen))\n"
+    )
+    nb.cells = [params, body]
+    nbformat.write(nb, tmp_path / "threads_nb.ipynb")
+    code = repro.main(["reproduce", str(tmp_path / "threads_nb.ipynb"), "--name", "t", "--threads", "1",
+                       "--runs-dir", str(tmp_path / "runs"), "--no-progress"])  # fmt: skip
+    assert code == 0
+    seen = json.loads((tmp_path / "runs" / "t" / "threads.json").read_text())
+    assert seen == {"OMP_WAIT_POLICY": "PASSIVE", "MEDCL_THREADS": "1", "OMP_NUM_THREADS": "1",
+                    "threads": 1, "policy": "PASSIVE"}  # fmt: skip
+    assert not {"OMP_WAIT_POLICY", "MEDCL_THREADS", "OMP_NUM_THREADS"} & set(os.environ)
