@@ -22,7 +22,7 @@ its slower child's. ``slowdown`` of a pair = its ``work_s`` / the ``alone`` ``wo
 (issue 16): ``pair`` <= 2.2 (two runs on two cores cannot be faster than 2 when one run already uses
 both; about 1 + the second thread's share). Writes ``results/concurrency_cpu_<cores>cores.json``.
 
-    python benchmarks/bench_concurrency.py                                  # about 9 minutes on 2 cores
+    python benchmarks/bench_concurrency.py                                  # 2 rounds: about 12 minutes on 2 cores
     python benchmarks/bench_concurrency.py --scenarios alone pair pair_split
 """
 

@@ -456,7 +456,7 @@ if not sampler_effect.empty:
                                        values="test_dice", aggfunc="mean").round(3))
 
 # %% [markdown]
-# **A reference run** of the `cpu` size (2-core CPU, torch 2.14.1, 2026-11-22, 1608 s:
+# **A reference run** of the `cpu` size (2-core CPU, torch 2.14.1, 2026-11-22, 1608 s; 1487 s alone on 2026-12-06:
 # `medcl reproduce 01_cl_tci -f notebooks/params/cl_tci/cpu.yaml --name cl_tci-cpu`), honest Dice
 # (per image, step chosen on validation), mean ± std over 3 folds. Your run prints its own table
 # above; runs are deterministic by seed on one machine.

@@ -110,3 +110,19 @@ def serve_dataset(tmp_path, monkeypatch):
     yield serve
     for server in servers:
         server.close()
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def import_benchmark(name: str):
+    """A script of ``benchmarks/`` as a module, imported as ``python benchmarks/<name>.py`` runs it
+    (its folder first on ``sys.path``, for ``from _common import ...``); a generator for fixtures."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))

@@ -1,26 +1,18 @@
 """benchmarks/bench_concurrency.py: the children's thread settings per scenario (not their speed),
 the slowdown arithmetic and the record, on a tiny run."""
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import import_benchmark
 
 from medcl_lite.threads import available_cores
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def bench():
     """The benchmark script as a module (it imports ``_common`` from its own folder)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("bench_concurrency")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from import_benchmark("bench_concurrency")
 
 
 def test_children_do_not_inherit_thread_settings(bench, monkeypatch):

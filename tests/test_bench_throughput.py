@@ -1,26 +1,18 @@
 """benchmarks/bench_throughput.py: method table, size and rate rules, a tiny end-to-end run."""
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import import_benchmark
 
 from medcl_lite.train import pretrain_loader
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def bench():
     """The benchmark script as a module (it imports ``_common`` from its own folder)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("bench_throughput")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from import_benchmark("bench_throughput")
 
 
 def test_image_size_is_paper_size_capped_unless_forced(bench):

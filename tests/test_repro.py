@@ -9,15 +9,17 @@ import pytest
 from medcl_lite import repro
 
 
-def _write_notebook(path):
+def _write_notebook(
+    path,
+    body="from pathlib import Path\nPath(out_dir, 'results.md').write_text(f'| x |\\n|---|\\n| {x * 2} |\\n')",
+    parameters="x = 1\nout_dir = ''",
+):
+    """A two-cell notebook: a papermill ``parameters`` cell, then ``body``."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell("x = 1\nout_dir = ''")
+    params = nbformat.v4.new_code_cell(parameters)
     params.metadata["tags"] = ["parameters"]
-    body = nbformat.v4.new_code_cell(
-        "from pathlib import Path\nPath(out_dir, 'results.md').write_text(f'| x |\\n|---|\\n| {x * 2} |\\n')"
-    )
-    nb.cells = [params, body]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, path)
 
 
@@ -86,11 +88,7 @@ def test_kernel_gets_threads_and_passive_wait(tmp_path, monkeypatch):
     left as it was."""
     for name in ("OMP_WAIT_POLICY", "MEDCL_THREADS", "OMP_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell("out_dir = ''")
-    params.metadata["tags"] = ["parameters"]
-    body = nbformat.v4.new_code_cell(
+    body = (
         "import json, os\n"
         "seen = {k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'MEDCL_THREADS', 'OMP_NUM_THREADS')}\n"
         "import medcl_lite\n"
@@ -98,8 +96,7 @@ def test_kernel_gets_threads_and_passive_wait(tmp_path, monkeypatch):
         "seen['policy'] = medcl_lite.print_env()['omp_wait_policy']\n"
         "open('threads.json', 'w').write(json.dumps(seen))\n"
     )
-    nb.cells = [params, body]
-    nbformat.write(nb, tmp_path / "threads_nb.ipynb")
+    _write_notebook(tmp_path / "threads_nb.ipynb", body, parameters="out_dir = ''")
     code = repro.main(["reproduce", str(tmp_path / "threads_nb.ipynb"), "--name", "t", "--threads", "1",
                        "--runs-dir", str(tmp_path / "runs"), "--no-progress"])  # fmt: skip
     assert code == 0
