@@ -32,6 +32,8 @@ __all__ = [
     "protocol_table",
     "results_table",
     "run_finetune_grid",
+    "run_probe_grid",
+    "run_protocol_grid",
 ]
 
 
@@ -92,6 +94,69 @@ def run_finetune_grid(
             result = finetune(cfg, data, labelled, split.val, split.test, encoder_state=encoders[init])
             metrics = result.metrics
         row = {**metrics, "init": init, "n_labelled": str(n_labelled), "n_images": len(labelled), "seed": seed}
+        rows.append(row | ({"fold": f} if numbered else {}))
+    return pd.DataFrame(rows)
+
+
+def run_protocol_grid(
+    data: SliceSet,
+    protocol: Protocol | Sequence[Fold],
+    encoders: dict[str, dict | None],
+    label_counts: Sequence[int | str],
+    seeds: Sequence[int],
+    base: FinetuneConfig,
+    protocols: dict[str, dict],
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    unit: str = "images",
+) -> pd.DataFrame:
+    """:func:`run_finetune_grid` once per evaluation protocol, each in ``out_dir/<protocol>``.
+
+    ``protocols``: name -> :class:`~medcl_lite.train.FinetuneConfig` fields that differ from
+    ``base``, e.g. ``{"full": {}, "frozen encoder": {"encoder_lr_scale": 0.0}, "discriminative":
+    {"encoder_lr_scale": 0.1}}``. Every protocol sees the same labelled images, folds and seeds, so
+    its rows pair with the others'. Returns the rows of all, with a ``protocol`` column.
+    """
+    if not protocols:
+        raise ValueError("run_protocol_grid: protocols is empty; e.g. {'full': {}, 'frozen encoder': {'encoder_lr_scale': 0.0}}")
+    frames = []
+    for name, overrides in protocols.items():
+        folder = Path(out_dir) / name if out_dir else None
+        rows = run_finetune_grid(data, protocol, encoders, label_counts, seeds, replace(base, **overrides),
+                                 folder, progress, unit)  # fmt: skip
+        frames.append(rows.assign(protocol=name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_probe_grid(
+    data: SliceSet,
+    protocol: Protocol | Sequence[Fold],
+    encoders: dict[str, dict | None],
+    label_counts: Sequence[int | str],
+    seeds: Sequence[int],
+    arch: str = "unet",
+    encoder: str = "resnet18",
+    stage: int = 3,
+    steps: int = 300,
+    lr: float = 1e-2,
+    unit: str = "images",
+) -> pd.DataFrame:
+    """The linear probe (:func:`medcl_lite.probe.linear_probe`) of every encoder on the labelled
+    images :func:`run_finetune_grid` would use (same budgets, seeds and folds), scored on each
+    fold's test rows. A random encoder (None) is drawn with the run's seed. Rows: ``init``,
+    ``n_labelled``, ``n_images``, ``seed`` (and ``fold``), ``test_dice``, ``protocol="linear probe"``."""
+    from medcl_lite.probe import linear_probe
+
+    folds = list(protocol) if isinstance(protocol, Sequence) else [protocol]
+    numbered = isinstance(protocol, Sequence)
+    rows = []
+    for n_labelled, f, seed, init in [(n, f, s, i) for n in label_counts for f in range(len(folds))
+                                      for s in seeds for i in encoders]:  # fmt: skip
+        split = folds[f]
+        labelled = choose_labelled_by(unit, data.meta, split.label_pool, n_labelled, seed)
+        result = linear_probe(data, labelled, split.test, encoders[init], arch, encoder, stage, steps, lr, seed)
+        row = {"init": init, "n_labelled": str(n_labelled), "n_images": len(labelled), "seed": seed,
+               "test_dice": result.dice, "protocol": "linear probe"}  # fmt: skip
         rows.append(row | ({"fold": f} if numbered else {}))
     return pd.DataFrame(rows)
 

@@ -69,6 +69,7 @@ __all__ = [
     "local_loss",
     "embed",
     "finetune",
+    "finetune_param_groups",
     "moco_loss",
     "moco_objective",
     "predict",
@@ -208,6 +209,10 @@ class FinetuneConfig:
     # code picks the epoch on the held-out fold (selection on test data, optimistic). Reported as
     # ``paper_test_dice_pooled`` next to the honest ``test_dice`` (step chosen on validation).
     paper_selection: bool = False
+    # The evaluation protocol: 1 = full fine-tuning; 0 < s < 1 = discriminative fine-tuning (the
+    # encoder learns at s x lr, the decoder at lr); 0 = frozen encoder (its weights and BatchNorm
+    # statistics kept: only the decoder and head learn, what the encoder already holds is measured).
+    encoder_lr_scale: float = 1.0
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -217,6 +222,7 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         name = type(self).__name__
+        check_range(name, "encoder_lr_scale", self.encoder_lr_scale, 0.0)
         check_choice(name, "init", self.init, {"random", "pretrained"})
         check_choice(name, "augment", self.augment, {"none", "light"})
         check_choice(name, "loss", self.loss, {"ce", "ce+dice"})
@@ -734,6 +740,27 @@ def _hd95_metrics(pred: np.ndarray, target: np.ndarray, data: SliceSet, index: n
     return out | {f"hd95_{name.removeprefix('hd95_')}": v for name, v in summary["per_class"].items()}
 
 
+def finetune_param_groups(model: nn.Module, lr: float, encoder_lr_scale: float) -> list[dict]:
+    """Optimizer parameter groups of a segmenter: decoder and head at ``lr``, the encoder at
+    ``encoder_lr_scale`` x ``lr``; with scale 0 the encoder is frozen (``requires_grad`` off) and
+    left out of the optimizer."""
+    encoder = list(model.encoder.parameters())
+    own = {id(p) for p in encoder}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in own], "lr": lr}]
+    if encoder_lr_scale == 0:
+        model.encoder.requires_grad_(False)
+        return groups
+    return [*groups, {"params": encoder, "lr": lr * encoder_lr_scale}]
+
+
+def _train_mode(model: nn.Module, frozen_encoder: bool) -> None:
+    """Training mode, except a frozen encoder, kept in eval mode: its BatchNorm layers normalise
+    with the pretrained running statistics and do not update them."""
+    model.train()
+    if frozen_encoder:
+        model.encoder.eval()
+
+
 def finetune(
     cfg: FinetuneConfig,
     data: SliceSet,
@@ -781,15 +808,17 @@ def finetune(
     sampler = RandomSampler(dataset, replacement=True, num_samples=steps * cfg.batch_size, generator=generator)
     batches = BatchSampler(sampler, cfg.batch_size, drop_last=False)  # what batch_size=... builds
     loader = DataLoader(dataset, batch_sampler=distributed.share(batches), num_workers=cfg.num_workers)
+    frozen = cfg.encoder_lr_scale == 0
     optimizer, scheduler, scaler, use_amp = _make_optimization(
-        model.parameters(), cfg.optimizer, cfg.lr, 0.9, cfg.weight_decay, steps, 0, cfg.amp, device
-    )
+        finetune_param_groups(model, cfg.lr, cfg.encoder_lr_scale), cfg.optimizer, cfg.lr, 0.9,
+        cfg.weight_decay, steps, 0, cfg.amp, device,
+    )  # fmt: skip
 
     paper = cfg.paper_selection and test_index is not None and len(test_index) > 0
     history, best = [], {"val_dice": -1.0, "step": 0, "state": None}
     trained = distributed.wrap(model, device)  # DDP in a distributed run
     distributed.seed_augmentations(cfg.seed, 0)
-    model.train()
+    _train_mode(model, frozen)
     bar = tqdm(loader, disable=not cfg.progress or rank != 0, desc="finetune", mininterval=2.0)
     for step, batch in enumerate(bar, 1):
         x, y = batch["image"].to(device), batch["mask"].to(device)
@@ -803,6 +832,7 @@ def finetune(
                 best = {"val_dice": row["val_dice"], "step": step, "state": copy.deepcopy(model.state_dict())}
             if paper:
                 row["test_dice_pooled"] = evaluate(model, data, test_index)[0]["dice_pooled"]
+            _train_mode(model, frozen)  # evaluation restored train mode on the whole model
         history.append(row)
     model.load_state_dict(best["state"])
     metrics = {"best_step": best["step"], "val_dice": best["val_dice"], "n_train": int(len(train_index))}

@@ -1,0 +1,131 @@
+"""Evaluation protocols beside full fine-tuning: a frozen encoder, discriminative fine-tuning
+(``encoder_lr_scale``) and the linear probe of encoder features."""
+
+import numpy as np
+import pytest
+import torch
+
+from medcl_lite.config import ConfigError
+from medcl_lite.models import build_segmenter
+from medcl_lite.probe import coarse_masks, encoder_features, linear_probe
+from medcl_lite.train import FinetuneConfig, finetune, finetune_param_groups
+
+
+def _encoder_state(seed: int = 3) -> dict:
+    torch.manual_seed(seed)
+    return build_segmenter("unet", "resnet18", 1, classes=3).encoder.state_dict()
+
+
+def _finetune(tiny_set, scale: float, **kwargs):
+    cfg = FinetuneConfig(init="pretrained", max_steps=1, eval_every=1, batch_size=4, optimizer="sgd",
+                         lr=0.05, augment="none", progress=False, encoder_lr_scale=scale, **kwargs)  # fmt: skip
+    idx = np.arange(len(tiny_set))
+    return finetune(cfg, tiny_set, idx[:4], idx[4:8], encoder_state=_encoder_state())
+
+
+def _delta(after: dict, before: dict) -> torch.Tensor:
+    return torch.cat([(after[k].float() - before[k].float()).flatten() for k in before if before[k].is_floating_point()])
+
+
+def test_frozen_encoder_keeps_weights_and_batchnorm_statistics(tiny_set):
+    start = _encoder_state()
+    result = _finetune(tiny_set, 0.0)
+    after = result.model.encoder.state_dict()
+    for key, value in start.items():  # running means / variances included, and the step counter
+        assert torch.equal(after[key].cpu(), value), key
+    assert not any(p.requires_grad for p in result.model.encoder.parameters())
+    moved = _finetune(tiny_set, 1.0).model.encoder.state_dict()
+    assert _delta(moved, start).abs().max() > 0  # the same run with scale 1 does move it
+
+
+def test_encoder_lr_scale_scales_the_first_encoder_update(tiny_set):
+    """SGD's first step is lr x (gradient + weight decay x weight): an encoder at 0.1 x lr moves
+    exactly 0.1 as far, from the same batch; the decoder moves the same."""
+    start = _encoder_state()
+    full, tenth = _finetune(tiny_set, 1.0).model, _finetune(tiny_set, 0.1).model
+    weights = {k for k, v in start.items() if "running" not in k and "num_batches" not in k}
+    d_full = _delta({k: full.encoder.state_dict()[k].cpu() for k in weights}, {k: start[k] for k in weights})
+    d_tenth = _delta({k: tenth.encoder.state_dict()[k].cpu() for k in weights}, {k: start[k] for k in weights})
+    # float32 rounding of (w - step) - w limits the agreement of single elements; in norm it is
+    # within 1 % (a wrong scale would be off by 900 %)
+    assert (d_tenth - 0.1 * d_full).norm() < 0.01 * (0.1 * d_full).norm()
+    for a, b in zip(full.decoder.parameters(), tenth.decoder.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_param_groups_and_config_check():
+    model = build_segmenter("unet", "resnet18", 1, classes=2)
+    n_all = sum(1 for _ in model.parameters())
+    groups = finetune_param_groups(model, 1e-3, 0.1)
+    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
+    assert sum(len(g["params"]) for g in groups) == n_all
+    groups = finetune_param_groups(model, 1e-3, 0.0)
+    assert len(groups) == 1 and len(groups[0]["params"]) == n_all - sum(1 for _ in model.encoder.parameters())
+    with pytest.raises(ConfigError, match="encoder_lr_scale=-0.5"):
+        FinetuneConfig(encoder_lr_scale=-0.5)
+
+
+def test_coarse_masks_take_each_cells_majority():
+    mask = np.zeros((1, 4, 4), dtype=np.uint8)
+    mask[0, :2, :2] = 1  # top-left cell all class 1
+    mask[0, :2, 2:] = [[2, 2], [2, 0]]  # top-right: 3 of 4 are class 2
+    mask[0, 2:, :2] = [[1, 1], [2, 2]]  # bottom-left: a tie, the lower class wins
+    assert coarse_masks(mask, (2, 2), 3).tolist() == [[[1, 2], [1, 0]]]
+
+
+def test_encoder_features_stages(tiny_set):
+    encoder = build_segmenter("unet", "resnet18", 1, classes=3).encoder
+    assert encoder_features(encoder, tiny_set, [0, 1], stage=3).shape == (2, 128, 4, 4)  # 32² / 8
+    assert encoder_features(encoder, tiny_set, [0], stage=-1).shape == (1, 512, 1, 1)
+    assert encoder_features(encoder, tiny_set, [0], stage=0).shape == (1, 1, 32, 32)  # the input
+    with pytest.raises(ValueError, match="stage=6: the encoder has stages 0..5"):
+        encoder_features(encoder, tiny_set, [0], stage=6)
+
+
+def test_linear_probe_learns_and_reads_the_given_encoder(tiny_set):
+    idx = np.arange(len(tiny_set))
+    # stage 0 is the image itself: intensity separates the (bright) foreground from the background
+    pixels = linear_probe(tiny_set, idx[:12], idx[12:], stage=0, steps=300, lr=0.1)
+    assert pixels.feature_shape == (1, 32, 32) and pixels.losses[-1] < 0.5 * pixels.losses[0]
+    # the probe finds the disc; the blob is as bright as the disc, so intensity cannot tell it:
+    # Dice about 0.9 and 0, mean over the two foreground classes about 0.45
+    assert 0.4 < pixels.dice < 0.5
+    state = _encoder_state()
+    a = linear_probe(tiny_set, idx[:12], idx[12:], encoder_state=state, steps=5)
+    b = linear_probe(tiny_set, idx[:12], idx[12:], encoder_state={"encoder": state}, steps=5)
+    assert a.dice == b.dice and a.losses == b.losses  # deterministic, and both state forms load
+    assert 0.0 <= a.dice <= 1.0 and a.feature_shape == (128, 4, 4)
+    with pytest.raises(ValueError, match="must not be empty"):
+        linear_probe(tiny_set, [], idx)
+
+
+def test_protocol_grid_runs_each_protocol_in_its_folder_on_the_same_images(tiny_set, tmp_path):
+    from medcl_lite.data.datasets import cross_validation_folds
+    from medcl_lite.experiment import run_protocol_grid
+    from medcl_lite.paired import paired_comparison
+
+    folds = cross_validation_folds(tiny_set.meta, k=2, seed=0)
+    base = FinetuneConfig(max_steps=2, eval_every=1, batch_size=2, progress=False)
+    protocols = {"full": {}, "frozen encoder": {"encoder_lr_scale": 0.0}}
+    rows = run_protocol_grid(tiny_set, folds, {"random init": None, "pretrained": _encoder_state()}, [1], [0, 1],
+                             base, protocols, tmp_path, progress=False)  # fmt: skip
+    assert len(rows) == 2 * 2 * 2 * 2 and set(rows.protocol) == set(protocols)
+    assert {p.name for p in tmp_path.iterdir()} == set(protocols)
+    frozen = rows[rows.protocol == "frozen encoder"]
+    assert (frozen.n_images == 1).all()
+    table = paired_comparison(rows, groups=["protocol", "n_labelled"])
+    assert list(table.n_pairs) == [4, 4]  # 2 folds x 2 seeds in each protocol
+    with pytest.raises(ValueError, match="protocols is empty"):
+        run_protocol_grid(tiny_set, folds, {"random init": None}, [1], [0], base, {}, tmp_path)
+
+
+def test_probe_grid_rows_pair_with_the_finetuning_grid(tiny_set):
+    from medcl_lite.data.datasets import make_protocol
+    from medcl_lite.experiment import run_probe_grid
+
+    protocol = make_protocol(tiny_set.meta, labelled_sites=("A", "B"), val_fraction=0.2, test_fraction=0.3, seed=0)
+    rows = run_probe_grid(tiny_set, protocol, {"random init": None, "pretrained": _encoder_state()}, [2, "all"], [0],
+                          steps=3)  # fmt: skip
+    assert len(rows) == 4 and set(rows.protocol) == {"linear probe"} and "fold" not in rows
+    assert rows.test_dice.between(0, 1).all()
+    assert rows[rows.n_labelled == "2"].n_images.tolist() == [2, 2]
