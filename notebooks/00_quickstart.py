@@ -81,6 +81,7 @@ from medcl_lite.data.datasets import TwoViewDataset, make_protocol
 from medcl_lite.data.phantoms import make_chest_xrays
 from medcl_lite.data.transforms import view_transform
 from medcl_lite.experiment import load_predictions, results_table, run_finetune_grid
+from medcl_lite.paired import paired_comparison
 from medcl_lite.train import FinetuneConfig, PretrainConfig, embed, pretrain
 
 env = medcl_lite.print_env()
@@ -312,33 +313,31 @@ display(per_site)
 
 # %% [markdown]
 # ## 6 · What the numbers say
-# The verdict below is computed from this run's table, not written in advance. Differences smaller
-# than the spread over seeds are not differences.
+# A pretrained run and the random-init run of the same seed see the same labelled images and start
+# the same decoder, so compare them in **pairs**: for seed $i$,
+# $d_i = \text{Dice}(\text{pretrained}, i) - \text{Dice}(\text{random init}, i)$. Over the $n$ seeds the
+# table gives the mean difference $\bar d$ (`mean_diff`) and its 95 % interval
+# $\bar d \pm t_{0.975,\,n-1}\, s_d / \sqrt{n}$ (`ci_low`, `ci_high`; `medcl_lite.paired`). The verdict
+# is computed from it: "better" or "worse" only when the interval excludes 0, "no evidence" when it
+# covers 0 (one seed gives no interval). Two methods are compared with one baseline here: reading
+# off the better of the two inflates its difference.
 
 # %%
-def verdict(rows: pd.DataFrame, baseline: str = "random init") -> str:
+comparison = paired_comparison(rows, groups=["n_labelled"], pair_on=["seed"])
+display(comparison.round(3))
+
+
+def verdict(comparison: pd.DataFrame, baseline: str = "random init") -> str:
     lines = []
-    stats = rows.groupby(["init", "n_labelled"])["test_dice"].agg(["mean", "std"])
-    for n in dict.fromkeys(rows["n_labelled"]):
-        base = stats.loc[(baseline, n)]
-        for init in dict.fromkeys(rows["init"]):
-            if init == baseline:
-                continue
-            other = stats.loc[(init, n)]
-            delta = other["mean"] - base["mean"]
-            spread = np.nanmax([base["std"], other["std"]])
-            if np.isnan(spread):
-                word = "single seed, no spread"
-            elif abs(delta) > spread:
-                word = "larger than the seed spread"
-            else:
-                word = "within the seed spread"
-            label = "all labels" if n == "all" else f"{n} labelled"
-            lines.append(f"- {label}: {init} {delta:+.3f} Dice vs {baseline} ({word}, spread {spread:.3f})")
+    for c in comparison.itertuples():
+        label = "all labels" if c.n_labelled == "all" else f"{c.n_labelled} labelled"
+        interval = "" if c.n_pairs < 2 else f", 95 % interval [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
+        lines.append(f"- {label}: {c.init} {c.mean_diff:+.3f} Dice vs {baseline} over {c.n_pairs} "
+                     f"paired seed(s){interval}: {c.verdict}")  # fmt: skip
     return "\n".join(lines)
 
 
-summary_text = verdict(rows)
+summary_text = verdict(comparison)
 display(Markdown(summary_text))
 
 # %% [markdown]
