@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,9 @@ from medcl_lite.semi import SemiConfig, finetune_two_stream
 from medcl_lite.train import FinetuneConfig, finetune
 
 __all__ = [
+    "GridRun",
     "compare_to_baseline",
+    "grid_runs",
     "load_grid",
     "load_predictions",
     "protocol_table",
@@ -39,6 +41,48 @@ __all__ = [
 
 def _run_name(init: str, n_labelled: int | str, seed: int, fold: int | None = None) -> str:
     return f"{init}__n{n_labelled}__s{seed}" + ("" if fold is None else f"__f{fold}")
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One run of a grid: an initialisation at a label budget, seed and fold, and its images."""
+
+    init: str
+    n_labelled: int | str
+    seed: int
+    fold: int | None  # None: one train/val/test protocol, no folds
+    split: Protocol | Fold
+    labelled: np.ndarray  # the labelled rows of this budget and seed
+
+    @property
+    def columns(self) -> dict:
+        """The run's identity in a results row: ``init``, ``n_labelled`` (str), ``n_images``,
+        ``seed`` (and ``fold``)."""
+        row = {"init": self.init, "n_labelled": str(self.n_labelled), "n_images": len(self.labelled), "seed": self.seed}
+        return row | ({} if self.fold is None else {"fold": self.fold})
+
+
+def grid_runs(
+    data: SliceSet,
+    protocol: Protocol | Sequence[Fold],
+    encoders: dict[str, dict | None],
+    label_counts: Sequence[int | str],
+    seeds: Sequence[int],
+    unit: str = "images",
+) -> list[GridRun]:
+    """Every run of a grid, budgets outermost, then folds, seeds and initialisations: what
+    fine-tuning (:func:`run_finetune_grid`) and the probe (:func:`run_probe_grid`) both iterate, so
+    that their rows pair. A seed fixes the labelled subset, the same for every initialisation."""
+    folds = list(protocol) if isinstance(protocol, Sequence) else [protocol]
+    numbered = isinstance(protocol, Sequence)
+    return [
+        GridRun(init, n, seed, f if numbered else None, folds[f],
+                choose_labelled_by(unit, data.meta, folds[f].label_pool, n, seed))  # fmt: skip
+        for n in label_counts
+        for f in range(len(folds))
+        for seed in seeds
+        for init in encoders
+    ]
 
 
 def run_finetune_grid(
@@ -73,15 +117,11 @@ def run_finetune_grid(
         DataFrame: ``init``, ``n_labelled`` (str), ``n_images`` (labelled slices), ``seed`` (and ``fold``) and the
         run's metrics.
     """
-    folds = list(protocol) if isinstance(protocol, Sequence) else [protocol]
-    numbered = isinstance(protocol, Sequence)
     rows = []
-    jobs = [(i, n, s, f) for n in label_counts for f in range(len(folds)) for s in seeds for i in encoders]
-    for init, n_labelled, seed, f in tqdm(jobs, desc="fine-tuning grid", disable=not progress, mininterval=2.0):
-        split = folds[f]
-        labelled = choose_labelled_by(unit, data.meta, split.label_pool, n_labelled, seed)
-        name = _run_name(init, n_labelled, seed, f if numbered else None)
-        run_dir = Path(out_dir) / name if out_dir else None
+    runs = grid_runs(data, protocol, encoders, label_counts, seeds, unit)
+    for run in tqdm(runs, desc="fine-tuning grid", disable=not progress, mininterval=2.0):
+        init, seed, split, labelled = run.init, run.seed, run.split, run.labelled
+        run_dir = Path(out_dir) / _run_name(init, run.n_labelled, seed, run.fold) if out_dir else None
         semi = isinstance(base, SemiConfig)
         starts = {} if semi else {"init": "random" if encoders[init] is None else "pretrained"}
         cfg = replace(base, seed=seed, out_dir=str(run_dir) if run_dir else "", progress=False, **starts)
@@ -93,8 +133,7 @@ def run_finetune_grid(
         elif metrics is None:
             result = finetune(cfg, data, labelled, split.val, split.test, encoder_state=encoders[init])
             metrics = result.metrics
-        row = {**metrics, "init": init, "n_labelled": str(n_labelled), "n_images": len(labelled), "seed": seed}
-        rows.append(row | ({"fold": f} if numbered else {}))
+        rows.append({**metrics, **run.columns})
     return pd.DataFrame(rows)
 
 
@@ -147,17 +186,11 @@ def run_probe_grid(
     ``n_labelled``, ``n_images``, ``seed`` (and ``fold``), ``test_dice``, ``protocol="linear probe"``."""
     from medcl_lite.probe import linear_probe
 
-    folds = list(protocol) if isinstance(protocol, Sequence) else [protocol]
-    numbered = isinstance(protocol, Sequence)
     rows = []
-    for n_labelled, f, seed, init in [(n, f, s, i) for n in label_counts for f in range(len(folds))
-                                      for s in seeds for i in encoders]:  # fmt: skip
-        split = folds[f]
-        labelled = choose_labelled_by(unit, data.meta, split.label_pool, n_labelled, seed)
-        result = linear_probe(data, labelled, split.test, encoders[init], arch, encoder, stage, steps, lr, seed)
-        row = {"init": init, "n_labelled": str(n_labelled), "n_images": len(labelled), "seed": seed,
-               "test_dice": result.dice, "protocol": "linear probe"}  # fmt: skip
-        rows.append(row | ({"fold": f} if numbered else {}))
+    for run in grid_runs(data, protocol, encoders, label_counts, seeds, unit):
+        result = linear_probe(data, run.labelled, run.split.test, encoders[run.init], arch, encoder, stage, steps,
+                              lr, run.seed)  # fmt: skip
+        rows.append({**run.columns, "test_dice": result.dice, "protocol": "linear probe"})
     return pd.DataFrame(rows)
 
 

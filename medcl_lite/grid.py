@@ -379,10 +379,9 @@ def worker_threads(workers: int, threads: int | None = None) -> int | None:
     """CPU threads of each of ``workers`` grid workers: ``threads`` if given, else
     ``$MEDCL_THREADS``, else the available cores split between them; None (the kernel's default)
     for a single worker with nothing asked."""
-    asked = requested_threads(threads) if threads or os.environ.get(THREADS_ENV) else None
-    if asked is not None or workers == 1:
-        return asked
-    return share(workers)
+    if threads or os.environ.get(THREADS_ENV):  # not $OMP_NUM_THREADS: that one is this process's
+        return requested_threads(threads)
+    return None if workers == 1 else share(workers)
 
 
 def _execute(

@@ -3,14 +3,15 @@
 torch does its CPU work on an OpenMP thread pool, by default one thread per core. Between two
 parallel regions an idle OpenMP thread *spins* (busy-waits) for a while before it sleeps. Alone on a
 machine that is fast; two runs that each spin on every core take the cores from each other, and each
-slows down many times over (measured on a 2-core CPU: a U-Net training step 14x slower each with
-torch's defaults; ``benchmarks/README.md``, "bench_concurrency"). Two settings fix it:
+slows down many times over (measured on a 2-core CPU: two short pretrain + fine-tune runs at once
+each took 16x as long as one alone with torch's defaults, 1.56x with these settings;
+``benchmarks/README.md``, "bench_concurrency"). Two settings fix it:
 
 1. **Passive waiting** (``OMP_WAIT_POLICY=PASSIVE``): idle threads sleep at once. OpenMP reads the
    variable once, when torch loads it, so it must be in the environment *before* ``import torch``.
    ``import medcl_lite`` sets it (unless it is set already) when torch is not loaded yet, and every
    process the package starts (notebook kernels, grid workers) gets it in its environment. Alone it
-   costs about 3 % (measured); set ``OMP_WAIT_POLICY=ACTIVE`` to opt out.
+   costs about 5 % (same benchmark); set ``OMP_WAIT_POLICY=ACTIVE`` to opt out.
 2. **A share of the cores**: ``$MEDCL_THREADS`` (or ``medcl reproduce --threads N``, or
    :func:`set_threads`) tells a run how many threads to use; ``medcl reproduce --grid --jobs N``
    gives each worker ``cores // N``.
@@ -63,9 +64,7 @@ def omp_wait_policy() -> str:
     """The OpenMP wait policy of this process's torch: ``"PASSIVE"``, ``"ACTIVE"``, or
     ``"default"`` (spin for a while, then sleep: torch was loaded before ``medcl_lite`` with the
     variable unset, e.g. ``import torch`` came first in a kernel started without it)."""
-    if _policy_seen_by_torch is not None:
-        return _policy_seen_by_torch.upper()
-    return (os.environ.get(WAIT_POLICY_ENV) or "default").upper()
+    return (_policy_seen_by_torch or "default").upper()  # set by ``import medcl_lite``, always first
 
 
 def available_cores() -> int:
