@@ -26,6 +26,7 @@ from medcl_lite.semi import SemiConfig, finetune_two_stream
 from medcl_lite.train import FinetuneConfig, finetune
 
 __all__ = [
+    "EVALUATION_PROTOCOLS",
     "GridRun",
     "compare_to_baseline",
     "grid_runs",
@@ -34,9 +35,20 @@ __all__ = [
     "protocol_table",
     "results_table",
     "run_finetune_grid",
+    "run_evaluation_protocols",
     "run_probe_grid",
     "run_protocol_grid",
 ]
+
+#: The evaluation protocols beside full fine-tuning (SimCLR Sec. 4; MoCo Sec. 4.1), by name: the
+#: :class:`~medcl_lite.train.FinetuneConfig` fields each changes, or ``None`` for the linear probe
+#: (:func:`run_probe_grid`), which trains no network at all.
+EVALUATION_PROTOCOLS: dict[str, dict | None] = {
+    "full": {},  # the whole segmenter learns (what the papers report)
+    "frozen encoder": {"encoder_lr_scale": 0.0},  # only the decoder learns: what the encoder holds
+    "discriminative": {"encoder_lr_scale": 0.1},  # the encoder learns 10x slower than the decoder
+    "linear probe": None,  # a 1x1 convolution on one frozen encoder stage
+}
 
 
 def _run_name(init: str, n_labelled: int | str, seed: int, fold: int | None = None) -> str:
@@ -192,6 +204,39 @@ def run_probe_grid(
                               lr, run.seed)  # fmt: skip
         rows.append({**run.columns, "test_dice": result.dice, "protocol": "linear probe"})
     return pd.DataFrame(rows)
+
+
+def run_evaluation_protocols(
+    data: SliceSet,
+    protocol: Protocol | Sequence[Fold],
+    encoders: dict[str, dict | None],
+    label_counts: Sequence[int | str],
+    seeds: Sequence[int],
+    base: FinetuneConfig,
+    names: Sequence[str],
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    unit: str = "images",
+    probe_stage: int = 3,
+) -> pd.DataFrame:
+    """Every protocol of ``names`` (keys of :data:`EVALUATION_PROTOCOLS`) on the same grid: the
+    fine-tuning protocols through :func:`run_protocol_grid` (``out_dir/<name>``), ``"linear probe"``
+    through :func:`run_probe_grid` on ``base``'s architecture (stage ``probe_stage``). Rows carry a
+    ``protocol`` column and pair across protocols (same budgets, folds, seeds and images)."""
+    unknown = [n for n in names if n not in EVALUATION_PROTOCOLS]
+    if unknown:
+        raise ValueError(f"run_evaluation_protocols: unknown protocol(s) {unknown}; choose from {list(EVALUATION_PROTOCOLS)}")
+    if not names:
+        return pd.DataFrame()
+    frames = []
+    tuned = {n: EVALUATION_PROTOCOLS[n] for n in names if EVALUATION_PROTOCOLS[n] is not None}
+    if tuned:
+        frames.append(run_protocol_grid(data, protocol, encoders, label_counts, seeds, base, tuned, out_dir, progress,
+                                        unit))  # fmt: skip
+    if "linear probe" in names:
+        frames.append(run_probe_grid(data, protocol, encoders, label_counts, seeds, base.arch, base.encoder,
+                                     probe_stage, unit=unit))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
 
 
 def _load_finished(run_dir: Path | None, cfg: FinetuneConfig, n_train: int) -> dict | None:

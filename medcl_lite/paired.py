@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["COLUMNS", "interval", "paired_comparison", "paired_differences"]
+__all__ = ["COLUMNS", "interval", "paired_comparison", "paired_differences", "verdict_text"]
 
 #: Columns of :func:`paired_comparison` after the group columns.
 COLUMNS = ["init", "n_pairs", "mean_diff", "ci_low", "ci_high", "verdict"]
@@ -124,3 +124,36 @@ def paired_comparison(
         records.append({**dict(zip([*groups, "init"], key, strict=True)), "n_pairs": n, "mean_diff": mean,
                         "ci_low": low, "ci_high": high, "verdict": verdict})  # fmt: skip
     return pd.DataFrame.from_records(records, columns=[*groups, *COLUMNS])
+
+
+def _describe(value) -> str:
+    return "all labels" if str(value) == "all" else str(value)
+
+
+def verdict_text(
+    comparison: pd.DataFrame,
+    groups: Sequence[str] = ("n_labelled",),
+    baseline: str = "random init",
+    label=None,
+    unit: str = "Dice",
+) -> str:
+    """The computed reading of :func:`paired_comparison`, one Markdown bullet per row:
+    ``- <group>: <init> +0.012 Dice vs <baseline> over 9 pairs, 95 % interval [+0.004, +0.020]: better``.
+
+    ``label(row) -> str`` names a row's group (default: the ``groups`` values joined with ", ",
+    ``"all"`` read as "all labels"). When several methods face the same baseline, a last line says
+    that reading off the best of them inflates its difference (module docstring).
+    """
+    groups = list(groups)
+    _check_columns(comparison, [*groups, *COLUMNS])
+    lines = []
+    for row in comparison.itertuples(index=False):
+        where = label(row) if label else ", ".join(_describe(getattr(row, g)) for g in groups)
+        span = "" if row.n_pairs < 2 else f", 95 % interval [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+        lines.append(f"- {where}: {row.init} {row.mean_diff:+.3f} {unit} vs {baseline} over {row.n_pairs} "
+                     f"pair(s){span}: **{row.verdict}**")  # fmt: skip
+    methods = comparison["init"].nunique()
+    if methods > 1:
+        lines.append(f"\n{methods} methods face one baseline here: each line is one comparison, and the best of "
+                     "them, picked after the fact, overstates its difference (the winner's curse).")
+    return "\n".join(lines)

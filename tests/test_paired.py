@@ -85,3 +85,23 @@ def test_too_few_pairs_and_bad_input_are_named():
         interval([0.1, 0.2], method="z")
     with pytest.raises(ValueError, match="level must be in"):
         interval([0.1, 0.2], level=95)
+
+
+def test_verdict_text_reads_each_row_and_warns_about_picking_the_best():
+    from medcl_lite.paired import verdict_text
+
+    table = paired_comparison(_rows({"SimCLR": 0.05, "MoCo": 0.0}))
+    text = verdict_text(table)
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+    assert len(lines) == len(table) == 4
+    assert "- 1: SimCLR +0.050 Dice vs random init over 12 pair(s), 95 % interval [+0.050, +0.050]: **better**" in lines
+    assert any(line.startswith("- 4: MoCo +0.000") and line.endswith("**no evidence**") for line in lines)
+    assert "winner's curse" in text
+    one = verdict_text(table[table.init == "SimCLR"].assign(n_labelled=["1", "all"]))
+    assert "winner's curse" not in one and "- all labels: SimCLR" in one
+    named = verdict_text(table[(table.init == "SimCLR") & (table.n_labelled == "1")], label=lambda row: f"budget {row.n_labelled}", unit="AUC")
+    assert named.startswith("- budget 1: SimCLR +0.050 AUC vs random init")
+    few = paired_comparison(_rows({"SimCLR": 0.1}).query("fold == 0 and seed == 0"))
+    assert "interval" not in verdict_text(few) and "too few pairs" in verdict_text(few)
+    with pytest.raises(ValueError, match="verdict"):
+        verdict_text(table.drop(columns="verdict"))

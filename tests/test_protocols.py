@@ -129,3 +129,24 @@ def test_probe_grid_rows_pair_with_the_finetuning_grid(tiny_set):
     assert len(rows) == 4 and set(rows.protocol) == {"linear probe"} and "fold" not in rows
     assert rows.test_dice.between(0, 1).all()
     assert rows[rows.n_labelled == "2"].n_images.tolist() == [2, 2]
+
+
+def test_evaluation_protocols_by_name_pair_across_protocols(tiny_set, tmp_path):
+    from medcl_lite.data.datasets import cross_validation_folds
+    from medcl_lite.experiment import EVALUATION_PROTOCOLS, run_evaluation_protocols
+    from medcl_lite.paired import paired_comparison
+
+    folds = cross_validation_folds(tiny_set.meta, k=2, seed=0)
+    base = FinetuneConfig(max_steps=2, eval_every=1, batch_size=2, progress=False)
+    encoders = {"random init": None, "pretrained": _encoder_state()}
+    names = ["frozen encoder", "linear probe"]
+    rows = run_evaluation_protocols(tiny_set, folds, encoders, [1], [0], base, names, tmp_path, progress=False)
+    assert set(rows.protocol) == set(names) and len(rows) == 2 * 2 * 2  # protocols x folds x inits
+    assert {p.name for p in tmp_path.iterdir()} == {"frozen encoder"}  # the probe trains no network to keep
+    keys = ["init", "fold", "seed", "n_images"]
+    assert rows[rows.protocol == names[0]][keys].values.tolist() == rows[rows.protocol == names[1]][keys].values.tolist()
+    assert list(paired_comparison(rows, groups=["protocol", "n_labelled"]).n_pairs) == [2, 2]
+    assert EVALUATION_PROTOCOLS["frozen encoder"] == {"encoder_lr_scale": 0.0}
+    assert run_evaluation_protocols(tiny_set, folds, encoders, [1], [0], base, []).empty
+    with pytest.raises(ValueError, match="unknown protocol.*'frozen'"):
+        run_evaluation_protocols(tiny_set, folds, encoders, [1], [0], base, ["frozen"])
