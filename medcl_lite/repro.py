@@ -13,6 +13,7 @@ N CPU threads, and ``--jobs N`` splits the cores between the workers (:mod:`medc
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -139,6 +140,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         args.kernel,
         threads=args.threads or None,
     )
+    if args.record:
+        from medcl_lite import reference
+
+        command = "medcl " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "--record")
+        dest = reference.record(out_dir, find_notebook(args.notebook).stem, command, threads=args.threads or None)
+        print(f"recorded as the reference run: {dest}")
     table = out_dir / "results.md"
     print(f"\nrun folder: {out_dir}  ({(out_dir / 'wall_time.txt').read_text().strip()})")
     if table.is_file():
@@ -154,6 +161,8 @@ def _cmd_grid(args: argparse.Namespace) -> int:
 
     if args.notebook or args.name or args.file or args.param:
         raise ValueError("--grid takes its notebook and parameters from the grid file only")
+    if args.record:
+        raise ValueError("--record keeps one run as a chapter's reference; a grid has many")
     spec = grid.load_grid(args.grid)
     out = Path(
         args.out or Path(args.runs_dir) / f"{Path(args.grid).parent.name}-{Path(args.grid).stem}"
@@ -278,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--runs-dir", default="runs", help="where run folders go (default: ./runs)")
     rep.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's)")
     rep.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
+    rep.add_argument(
+        "--record",
+        action="store_true",
+        help="keep this run as the chapter's reference run (notebooks/reference/<chapter>/)",
+    )
     rep.add_argument(
         "--grid", help="grid file (notebooks/params/<paper>/grid.yaml): run every cell"
     )

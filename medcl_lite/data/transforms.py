@@ -108,6 +108,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "noise_p": 0.5,
     },
 }
+# The quickstart's views without the crop (the whole image, rotation and intensity changes kept):
+# the "augmentation mismatch" ablation of medcl_lite.diagnosis. Fine-tuning never crops, so an
+# encoder made invariant to crops learns something segmentation does not ask of it.
+PRESETS["quickstart_no_crop"] = {**PRESETS["quickstart"], "crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0)}
 
 #: Settings of :func:`joint_transform` (fine-tuning). "light" is our choice: small geometry
 #: (rotation +-10 deg, shift 5 %, zoom 0.9-1.1) and mild intensity changes that keep the labels true.

@@ -1,0 +1,118 @@
+"""The diagnosis of why pretraining helps or not: state transforms (BatchNorm reset, stages kept),
+the ablations around a recipe, and the paired table over them."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medcl_lite.diagnosis import (
+    Ablation,
+    default_ablations,
+    diagnosis_table,
+    keep_encoder_stages,
+    reset_batchnorm_statistics,
+    run_diagnosis,
+)
+from medcl_lite.models import build_segmenter
+from medcl_lite.train import FinetuneConfig
+
+
+def _encoder_state(seed: int) -> dict:
+    torch.manual_seed(seed)
+    encoder = build_segmenter("unet", "resnet18", 1, classes=3).encoder
+    encoder.train()
+    with torch.no_grad():
+        encoder(torch.randn(4, 1, 32, 32) * 3 + 1)  # running statistics away from 0 / 1
+    return {k: v.clone() for k, v in encoder.state_dict().items()}
+
+
+def test_reset_batchnorm_statistics_keeps_weights_and_resets_only_statistics():
+    state = _encoder_state(0)
+    reset = reset_batchnorm_statistics(state)
+    assert set(reset) == set(state)
+    for key, value in reset.items():
+        if key.endswith("running_mean"):
+            assert torch.equal(value, torch.zeros_like(value)) and not torch.equal(state[key], value)
+        elif key.endswith("running_var"):
+            assert torch.equal(value, torch.ones_like(value))
+        elif key.endswith("num_batches_tracked"):
+            assert int(value) == 0 and int(state[key]) == 1
+        else:
+            assert torch.equal(value, state[key])
+    assert not torch.equal(state["bn1.running_mean"], reset["bn1.running_mean"])  # the input is not changed
+
+
+def test_keep_encoder_stages_takes_shallow_stages_from_the_pretrained_state():
+    pretrained, random = _encoder_state(1), _encoder_state(2)
+    mixed = keep_encoder_stages(pretrained, 2, random)
+    for key in pretrained:
+        source = pretrained if key.startswith(("conv1.", "bn1.", "layer1.")) else random
+        assert torch.equal(mixed[key], source[key]), key
+    assert all(torch.equal(keep_encoder_stages(pretrained, 5, random)[k], pretrained[k]) for k in pretrained)
+    assert all(torch.equal(keep_encoder_stages(pretrained, 0, random)[k], random[k]) for k in pretrained)
+    with pytest.raises(ValueError, match="stages=6"):
+        keep_encoder_stages(pretrained, 6, random)
+    with pytest.raises(ValueError, match="different keys"):
+        keep_encoder_stages(pretrained, 2, {"conv1.weight": random["conv1.weight"]})
+    with pytest.raises(ValueError, match="ResNet encoders"):
+        keep_encoder_stages({"features.0.weight": torch.zeros(1)}, 2, {"features.0.weight": torch.zeros(1)})
+
+
+def test_default_ablations_change_one_thing_each():
+    base = FinetuneConfig(max_steps=60, lr=1e-3)
+    ablations = default_ablations(base, _encoder_state(2), short_pretraining="short", no_crop_pretraining="nocrop")
+    assert ablations["reference"] == Ablation("the recipe itself")
+    assert ablations["lr 1e-4 (the papers')"].finetune == {"lr": 1e-4}
+    assert ablations["300 steps"].finetune == {"max_steps": 300, "eval_every": 50}
+    assert ablations["frozen encoder"].finetune == {"encoder_lr_scale": 0.0}
+    assert ablations["all labels"].label_count == "all"
+    assert ablations["shorter pretraining"].encoder == "short"
+    assert ablations["pretrained without crops"].encoder == "nocrop"
+    assert "shorter pretraining" not in default_ablations(base, _encoder_state(2))
+    factors = {a.factor for a in ablations.values()}
+    assert {"fine-tuning LR", "fine-tuning length", "frozen vs full", "BatchNorm statistics", "encoder-only transfer",
+            "pretraining length", "augmentation mismatch", "label-budget ceiling"} <= factors  # fmt: skip
+
+
+def test_run_diagnosis_pairs_every_ablation_on_the_same_images(tiny_set, tmp_path):
+    from medcl_lite.data.datasets import make_protocol
+
+    protocol = make_protocol(tiny_set.meta, labelled_sites=("A", "B"), val_fraction=0.2, test_fraction=0.3, seed=0)
+    base = FinetuneConfig(max_steps=2, eval_every=1, batch_size=2, progress=False)
+    pretrained = {"reference": _encoder_state(1), "other": _encoder_state(3)}
+    ablations = {
+        "reference": Ablation("the recipe itself"),
+        "frozen, BN reset": Ablation("BatchNorm statistics", {"encoder_lr_scale": 0.0}, transform=reset_batchnorm_statistics),
+        "other encoder": Ablation("pretraining length", encoder="other"),
+        "all labels": Ablation("label-budget ceiling", label_count="all"),
+    }
+    rows = run_diagnosis(tiny_set, protocol, pretrained, base, ablations, 1, [0, 1], method="SimCLR",
+                         out_dir=tmp_path, progress=False)  # fmt: skip
+    assert len(rows) == 4 * 2 * 2 and set(rows.init) == {"random init", "SimCLR"}
+    assert {p.name for p in tmp_path.iterdir()} == {"reference", "frozen_bn_reset", "other_encoder", "all_labels"}
+    assert set(rows[rows.ablation == "all labels"].n_labelled) == {"all"}
+    table = diagnosis_table(rows)
+    assert list(table.ablation) == list(ablations) and (table.n_pairs == 2).all()
+    reference = rows[rows.ablation == "reference"]
+    mean = reference.groupby("init").test_dice.mean()
+    first = table.iloc[0]
+    assert first["random init"] == pytest.approx(mean["random init"]) and first.pretrained == pytest.approx(mean["SimCLR"])
+    assert first.mean_diff == pytest.approx(mean["SimCLR"] - mean["random init"])
+    # random init runs are the same in every ablation that keeps the recipe: the encoder side changed only
+    same = rows[(rows.init == "random init") & rows.ablation.isin(["reference", "other encoder"])]
+    assert same.groupby("seed").test_dice.nunique().eq(1).all()
+    with pytest.raises(ValueError, match="names encoder 'missing'"):
+        run_diagnosis(tiny_set, protocol, pretrained, base, {"x": Ablation("f", encoder="missing")}, 1, [0])
+
+
+def test_diagnosis_table_recovers_a_known_shift():
+    rows = pd.DataFrame([
+        {"ablation": a, "factor": "f", "init": init, "n_labelled": "1", "seed": s,
+         "test_dice": 0.5 + 0.01 * s + (shift if init == "SimCLR" else 0.0)}
+        for a, shift in (("reference", -0.05), ("frozen", 0.02)) for s in range(4) for init in ("random init", "SimCLR")
+    ])  # fmt: skip
+    table = diagnosis_table(rows).set_index("ablation")
+    assert np.allclose(table[["mean_diff", "ci_low", "ci_high"]].loc["reference"], -0.05)
+    assert table.verdict.to_dict() == {"reference": "worse", "frozen": "better"}
+    assert table.loc["frozen", "random init"] == pytest.approx(0.515)
