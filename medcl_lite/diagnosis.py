@@ -10,7 +10,8 @@ factor                 what the ablation changes
 fine-tuning LR         the learning rate (the papers fine-tune at 1e-4 / 5e-5, the teaching sizes 1e-3)
 fine-tuning length     the number of fine-tuning steps
 frozen vs full         only the decoder learns (``encoder_lr_scale=0``), or the encoder learns slower
-BatchNorm statistics   the pretrained weights with their running statistics reset (mean 0, variance 1)
+BatchNorm statistics   the pretrained running statistics reset (mean 0, variance 1), or kept frozen
+                       while the weights learn (``encoder_bn="frozen"``)
 encoder-only transfer  only the first stages of the pretrained encoder are kept, the rest start random
 pretraining length     an encoder from a shorter pretraining run
 augmentation mismatch  an encoder pretrained without the views' crops (what fine-tuning never sees)
@@ -44,6 +45,7 @@ __all__ = [
     "default_ablations",
     "diagnosis_table",
     "keep_encoder_stages",
+    "reading",
     "reset_batchnorm_statistics",
     "run_diagnosis",
 ]
@@ -124,6 +126,7 @@ def default_ablations(base: FinetuneConfig, random_encoder: dict, short_pretrain
         "frozen, BN statistics reset": Ablation("BatchNorm statistics", {"encoder_lr_scale": 0.0},
                                                 transform=reset_batchnorm_statistics),  # fmt: skip
         "BN statistics reset": Ablation("BatchNorm statistics", transform=reset_batchnorm_statistics),
+        "encoder BN frozen": Ablation("BatchNorm statistics", {"encoder_bn": "frozen"}),
         "stages 1-2 only": Ablation("encoder-only transfer",
                                     transform=lambda s: keep_encoder_stages(s, 2, random_encoder)),  # fmt: skip
         "all labels": Ablation("label-budget ceiling", label_count="all"),
@@ -190,3 +193,34 @@ def diagnosis_table(rows: pd.DataFrame, value: str = "test_dice", baseline: str 
     comparison.insert(3, baseline, comparison["ablation"].map(means[baseline]))
     comparison.insert(4, "pretrained", [means.loc[a, i] for a, i in zip(comparison.ablation, comparison.init, strict=True)])
     return comparison.drop(columns="init")
+
+
+def reading(table: pd.DataFrame, baseline: str = "random init", reference: str = "reference",
+            ceiling: str = "all labels") -> str:  # fmt: skip
+    """The computed reading of :func:`diagnosis_table` (Markdown): the room the smallest budget
+    leaves (``ceiling`` minus ``reference``, both random init), each ablation's paired difference
+    and how far it moves from the reference recipe's, then which ablations (if any) make the
+    pretrained encoder win with an interval that excludes 0."""
+    rows = table.set_index("ablation")
+    if reference not in rows.index:
+        raise ValueError(f"reading: the table has no {reference!r} row; rows are {list(rows.index)}")
+    ref = rows.loc[reference]
+    lines = []
+    if ceiling in rows.index:
+        room = rows.loc[ceiling, baseline] - ref[baseline]
+        lines.append(f"- **Room**: {baseline} reaches {ref[baseline]:.3f} Dice at {ref.n_labelled} labelled and "
+                     f"{rows.loc[ceiling, baseline]:.3f} with {ceiling}: {room:+.3f} left to gain.")  # fmt: skip
+    lines.append(f"- **{reference}**: pretrained {ref.mean_diff:+.3f} vs {baseline} "
+                 f"[{ref.ci_low:+.3f}, {ref.ci_high:+.3f}], {ref.verdict}.")  # fmt: skip
+    for name, row in rows.drop(index=[reference]).iterrows():
+        moved = row.mean_diff - ref.mean_diff
+        lines.append(f"- {name} ({row.factor}): {row.mean_diff:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], "
+                     f"{row.verdict}; {moved:+.3f} against the reference recipe's difference.")  # fmt: skip
+    wins = [n for n, r in rows.iterrows() if r.verdict == "better"]
+    if wins:
+        lines.append(f"\nThe pretrained encoder beats {baseline} beyond the interval under: {', '.join(wins)}.")
+    else:
+        best = rows.mean_diff.idxmax()
+        lines.append(f"\nNo row shows the pretrained encoder better than {baseline} beyond its interval; the "
+                     f"smallest gap is under {best!r} ({rows.loc[best, 'mean_diff']:+.3f}).")  # fmt: skip
+    return "\n".join(lines)

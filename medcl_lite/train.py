@@ -213,6 +213,11 @@ class FinetuneConfig:
     # encoder learns at s x lr, the decoder at lr); 0 = frozen encoder (its weights and BatchNorm
     # statistics kept: only the decoder and head learn, what the encoder already holds is measured).
     encoder_lr_scale: float = 1.0
+    # The encoder's BatchNorm layers: "train" normalise each batch with its own statistics and
+    # update the running ones (the default); "frozen" keep the pretrained running statistics (eval
+    # mode, the "frozen BN" of detection fine-tuning), which a batch of augmented copies of one
+    # labelled image cannot estimate. A frozen encoder (encoder_lr_scale=0) always has frozen BN.
+    encoder_bn: str = "train"
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -224,6 +229,7 @@ class FinetuneConfig:
         name = type(self).__name__
         check_range(name, "encoder_lr_scale", self.encoder_lr_scale, 0.0)
         check_choice(name, "init", self.init, {"random", "pretrained"})
+        check_choice(name, "encoder_bn", self.encoder_bn, {"train", "frozen"})
         check_choice(name, "augment", self.augment, {"none", "light"})
         check_choice(name, "loss", self.loss, {"ce", "ce+dice"})
         check_choice(name, "optimizer", self.optimizer, {"sgd", "adam"})
@@ -753,12 +759,15 @@ def finetune_param_groups(model: nn.Module, lr: float, encoder_lr_scale: float) 
     return [*groups, {"params": encoder, "lr": lr * encoder_lr_scale}]
 
 
-def _train_mode(model: nn.Module, frozen_encoder: bool) -> None:
-    """Training mode, except a frozen encoder, kept in eval mode: its BatchNorm layers normalise
-    with the pretrained running statistics and do not update them."""
+def _train_mode(model: nn.Module, frozen_bn: bool) -> None:
+    """Training mode, except the encoder's BatchNorm layers when ``frozen_bn`` (a frozen encoder,
+    or ``encoder_bn="frozen"``): they normalise with the pretrained running statistics and do not
+    update them."""
     model.train()
-    if frozen_encoder:
-        model.encoder.eval()
+    if frozen_bn:
+        for module in model.encoder.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def finetune(
@@ -809,6 +818,7 @@ def finetune(
     batches = BatchSampler(sampler, cfg.batch_size, drop_last=False)  # what batch_size=... builds
     loader = DataLoader(dataset, batch_sampler=distributed.share(batches), num_workers=cfg.num_workers)
     frozen = cfg.encoder_lr_scale == 0
+    frozen_bn = frozen or cfg.encoder_bn == "frozen"
     optimizer, scheduler, scaler, use_amp = _make_optimization(
         finetune_param_groups(model, cfg.lr, cfg.encoder_lr_scale), cfg.optimizer, cfg.lr, 0.9,
         cfg.weight_decay, steps, 0, cfg.amp, device,
@@ -818,7 +828,7 @@ def finetune(
     history, best = [], {"val_dice": -1.0, "step": 0, "state": None}
     trained = distributed.wrap(model, device)  # DDP in a distributed run
     distributed.seed_augmentations(cfg.seed, 0)
-    _train_mode(model, frozen)
+    _train_mode(model, frozen_bn)
     bar = tqdm(loader, disable=not cfg.progress or rank != 0, desc="finetune", mininterval=2.0)
     for step, batch in enumerate(bar, 1):
         x, y = batch["image"].to(device), batch["mask"].to(device)
@@ -832,7 +842,7 @@ def finetune(
                 best = {"val_dice": row["val_dice"], "step": step, "state": copy.deepcopy(model.state_dict())}
             if paper:
                 row["test_dice_pooled"] = evaluate(model, data, test_index)[0]["dice_pooled"]
-            _train_mode(model, frozen)  # evaluation restored train mode on the whole model
+            _train_mode(model, frozen_bn)  # evaluation restored train mode on the whole model
         history.append(row)
     model.load_state_dict(best["state"])
     metrics = {"best_step": best["step"], "val_dice": best["val_dice"], "n_train": int(len(train_index))}

@@ -68,20 +68,27 @@ medcl_lite.set_threads()  # $MEDCL_THREADS if set (README: several runs on one C
 # %%
 import inspect
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from medcl_lite import losses, pairing, viz
+from medcl_lite import diagnosis, losses, pairing, reference, viz
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.config import from_params
 from medcl_lite.data.datasets import TwoViewDataset, make_protocol
 from medcl_lite.data.phantoms import make_chest_xrays
 from medcl_lite.data.transforms import view_transform
-from medcl_lite.experiment import load_predictions, results_table, run_finetune_grid
-from medcl_lite.paired import paired_comparison
+from medcl_lite.experiment import (
+    EVALUATION_PROTOCOLS,
+    load_predictions,
+    results_table,
+    run_evaluation_protocols,
+    run_finetune_grid,
+)
+from medcl_lite.paired import paired_comparison, verdict_text
 from medcl_lite.train import FinetuneConfig, PretrainConfig, embed, pretrain
 
 env = medcl_lite.print_env()
@@ -97,6 +104,8 @@ progress = True  # tqdm progress bars
 pretrain_epochs = 0  # 0: the value of the size preset
 label_counts = []  # empty: the value of the size preset, e.g. [1, 2, 4, 8, "all"]
 seeds = []  # empty: the fine-tuning seeds of the size preset
+eval_protocols = []  # beside full fine-tuning: "frozen encoder", "discriminative", "linear probe"; empty: the size's
+diagnose = False  # run the diagnosis of section 8 (about 25 min on 2 cores); False: show the recorded one
 
 # %% [markdown]
 # Values derived from the parameters (papermill does not re-run the parameter cell's expressions,
@@ -109,11 +118,12 @@ run_device = medcl_lite.get_device(device)
 size = medcl_lite.run_size(smoke, preset, run_device)  # smoke=None: smoke on a CPU
 SIZES = {  # image side, phantom patients x time points, pretraining epochs and batch, fine-tuning
     "smoke": dict(image=64, patients=18, times=3, epochs=1, batch=16, ft_steps=30, ft_batch=4,
-                  counts=[1, "all"], seeds=[0]),
+                  counts=[1, "all"], seeds=[0], protocols=["frozen encoder", "linear probe"]),
     "cpu": dict(image=64, patients=60, times=4, epochs=40, batch=32, ft_steps=60, ft_batch=4,
-                counts=[1, 2, 4, 8, "all"], seeds=[0, 1, 2]),
+                counts=[1, 2, 4, 8, "all"], seeds=[0, 1, 2], protocols=["frozen encoder", "linear probe"]),
     "gpu": dict(image=128, patients=120, times=4, epochs=200, batch=64, ft_steps=400, ft_batch=8,
-                counts=[1, 2, 4, 8, "all"], seeds=[0, 1, 2, 3, 4]),
+                counts=[1, 2, 4, 8, "all"], seeds=[0, 1, 2, 3, 4],
+                protocols=["frozen encoder", "discriminative", "linear probe"]),
 }
 if size not in SIZES:
     raise ValueError(f"preset={preset!r}: choose one of {sorted(SIZES)} or 'auto'")
@@ -124,6 +134,10 @@ default_counts, default_seeds = S["counts"], S["seeds"]
 epochs = pretrain_epochs or epochs
 label_counts = list(label_counts) or default_counts
 seeds = list(seeds) or default_seeds
+eval_protocols = list(eval_protocols) or S["protocols"]
+unknown = sorted(set(eval_protocols) - set(EVALUATION_PROTOCOLS))
+if unknown:
+    raise ValueError(f"eval_protocols: unknown {unknown}; choose from {list(EVALUATION_PROTOCOLS)}")
 run_dir = medcl_lite.run_folder(out_dir, f"quickstart-{size}")  # out_dir, else $MEDCL_RUNS/quickstart-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  image {image_size}²  epochs={epochs}  labels={label_counts}  seeds={seeds}")
@@ -325,34 +339,100 @@ display(per_site)
 # %%
 comparison = paired_comparison(rows, groups=["n_labelled"], pair_on=["seed"])
 display(comparison.round(3))
-
-
-def verdict(comparison: pd.DataFrame, baseline: str = "random init") -> str:
-    lines = []
-    for c in comparison.itertuples():
-        label = "all labels" if c.n_labelled == "all" else f"{c.n_labelled} labelled"
-        interval = "" if c.n_pairs < 2 else f", 95 % interval [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
-        lines.append(f"- {label}: {c.init} {c.mean_diff:+.3f} Dice vs {baseline} over {c.n_pairs} "
-                     f"paired seed(s){interval}: {c.verdict}")  # fmt: skip
-    return "\n".join(lines)
-
-
-summary_text = verdict(comparison)
+summary_text = verdict_text(comparison)
+atomic_write_text(run_dir / "comparison.csv", comparison.to_csv(index=False))
 display(Markdown(summary_text))
 
 # %% [markdown]
-# How to read this. Global contrastive pretraining transfers only the encoder (the decoder starts
-# from scratch either way) and learns from one pooled, image-level embedding per view. With a few
-# minutes of CPU pretraining on a few hundred 64² phantoms it has far less to work with than the
-# papers, which pretrain for hundreds of epochs on thousands of images at 256²–512². When the table
-# above shows no gain, that is the honest result of this budget, not a bug to hide: run the `gpu`
-# size (a Colab GPU) or the longer CPU run
-# (`medcl reproduce 00_quickstart -f notebooks/params/quickstart/cpu_long.yaml --name quickstart-long`)
-# to see what longer pretraining does. Chapters 03 (LRC) and 04 (IDEAL) add region and dense losses
-# that also train decoder-level features.
+# The same comparison from the recorded reference run of the `cpu` size (`make demo`), read from
+# `notebooks/reference/00_quickstart/` (on the same machine and seeds, your `cpu` run reproduces it):
+
+# %%
+print(reference.caption("00_quickstart"))
+recorded = reference.load_table("00_quickstart", "comparison.csv")
+if recorded is not None:
+    display(recorded.round(3))
 
 # %% [markdown]
-# ## 7 · Overlays and results on disk
+# ## 7 · Evaluation protocols: what did the encoder learn?
+# Full fine-tuning lets every weight move, so it measures the *starting point* more than the
+# representation. Self-supervised papers also measure the representation itself (SimCLR Sec. 4,
+# MoCo Sec. 4.1), and so does this section, at the smallest label budget and on the same images and
+# seeds as above:
+# - **frozen encoder**: only the decoder and head learn; the encoder keeps its weights and its
+#   BatchNorm statistics (`FinetuneConfig(encoder_lr_scale=0)`). Random init here is a random
+#   feature extractor with full-resolution skip connections, a strong baseline for a task this local.
+# - **discriminative** (gpu size): the encoder learns at a tenth of the decoder's rate
+#   (`encoder_lr_scale=0.1`), a common way to keep what pretraining learned.
+# - **linear probe**: a 1x1 convolution on encoder stage 3 (stride 8) predicts each cell's majority
+#   class, $p(k \mid c) = \mathrm{softmax}_k(W_k \cdot f_3(c) + b_k)$; nothing else learns
+#   (`medcl_lite.probe`). It asks how linearly the lungs can be read off the features.
+#
+# If pretraining wins under a frozen encoder or the probe but not under full fine-tuning, the
+# features hold something that full fine-tuning on these few images does not need, or overwrites.
+
+# %%
+first = label_counts[:1]
+protocol_rows = run_evaluation_protocols(data, protocol, encoders, first, seeds, ft_base, eval_protocols,
+                                         out_dir=run_dir / "protocols", progress=progress)  # fmt: skip
+full_rows = rows[rows.n_labelled == str(first[0])].assign(protocol="full")
+protocol_rows = pd.concat([full_rows, protocol_rows], ignore_index=True)
+atomic_write_text(run_dir / "protocols.csv", protocol_rows.to_csv(index=False))
+by_protocol = paired_comparison(protocol_rows, groups=["protocol", "n_labelled"], pair_on=["seed"])
+display(protocol_rows.pivot_table(index="init", columns="protocol", values="test_dice", aggfunc="mean",
+                                  sort=False).round(3))  # fmt: skip
+display(by_protocol.round(3))
+protocol_text = verdict_text(by_protocol, ["protocol", "n_labelled"],
+                             label=lambda r: f"{r.protocol}, {r.n_labelled} labelled")  # fmt: skip
+display(Markdown(protocol_text))
+
+# %% [markdown]
+# ## 8 · Why? A diagnosis, one factor at a time
+# When pretraining loses or ties, several explanations compete. Each row below changes **one**
+# thing in the recipe of section 5 (SimCLR against random init, smallest label budget, the same
+# seeds) and reads the paired difference again (`medcl_lite.diagnosis`):
+#
+# | factor | what the row changes |
+# |---|---|
+# | fine-tuning LR | 1e-4, the papers' fine-tuning rate, instead of 1e-3 |
+# | fine-tuning length | 5x the fine-tuning steps |
+# | frozen vs full | the encoder frozen, or learning 10x slower |
+# | BatchNorm statistics | pretrained running statistics reset; or frozen while the weights learn |
+# | encoder-only transfer | only stages 1-2 (stride 2 and 4) of the pretrained encoder kept |
+# | pretraining length | SimCLR pretrained for a quarter of the epochs |
+# | augmentation mismatch | SimCLR pretrained without random crops (fine-tuning never crops) |
+# | label-budget ceiling | all labelled images: how much room the smallest budget leaves |
+#
+# The diagnosis trains about 150 short runs; with `diagnose=False` (the default) the notebook shows
+# the table recorded by the reference run instead (`notebooks/reference/00_quickstart/`).
+
+# %%
+if diagnose:
+    variants = {  # name: (pretraining changes, run folder)
+        "SimCLR, 1/4 of the epochs": ({"max_epochs": max(1, epochs // 4)}, "pretrain_simclr_short"),
+        "SimCLR, no crops": ({"augment": "quickstart_no_crop"}, "pretrain_simclr_no_crop"),
+    }
+    extra = {}
+    for name, (change, folder) in variants.items():
+        cfg = replace(runs["SimCLR"], **change, out_dir=str(run_dir / folder))
+        extra[name] = pretrain(cfg, data, index=protocol.pretrain).encoder_state
+    random_encoder = build_contrastive(runs["SimCLR"]).encoder.state_dict()
+    ablations = diagnosis.default_ablations(ft_base, random_encoder, *variants)
+    diag_rows = diagnosis.run_diagnosis(data, protocol, {"SimCLR": pretrained["SimCLR"].encoder_state, **extra},
+                                        ft_base, ablations, label_counts[0], seeds, method="SimCLR",
+                                        out_dir=run_dir / "diagnosis", progress=progress)  # fmt: skip
+    diagnosed = diagnosis.diagnosis_table(diag_rows)
+    atomic_write_text(run_dir / "diagnosis.csv", diagnosed.to_csv(index=False))
+    print(f"this run's diagnosis ({size}, seeds {seeds})")
+else:
+    diagnosed = reference.load_table("00_quickstart", "diagnosis.csv")
+    print(reference.caption("00_quickstart"))
+if diagnosed is not None:
+    display(diagnosed.round(3))
+    display(Markdown(diagnosis.reading(diagnosed)))
+
+# %% [markdown]
+# ## 9 · Overlays and results on disk
 # Test predictions of the smallest label budget (seed 0), for each initialisation: contours are the
 # ground truth, filled colours the prediction. Then the table as Markdown and CSV (what
 # `medcl reproduce` prints).
@@ -382,6 +462,10 @@ md = [
     pooled.to_markdown(),
     "",
     summary_text,
+    "",
+    f"Evaluation protocols at {first[0]} labelled (test Dice per image, paired over seeds):",
+    "",
+    protocol_text,
     "",
 ]
 atomic_write_text(run_dir / "results.md", "\n".join(md))

@@ -11,6 +11,7 @@ from medcl_lite.diagnosis import (
     default_ablations,
     diagnosis_table,
     keep_encoder_stages,
+    reading,
     reset_batchnorm_statistics,
     run_diagnosis,
 )
@@ -67,6 +68,7 @@ def test_default_ablations_change_one_thing_each():
     assert ablations["300 steps"].finetune == {"max_steps": 300, "eval_every": 50}
     assert ablations["frozen encoder"].finetune == {"encoder_lr_scale": 0.0}
     assert ablations["all labels"].label_count == "all"
+    assert ablations["encoder BN frozen"].finetune == {"encoder_bn": "frozen"}
     assert ablations["shorter pretraining"].encoder == "short"
     assert ablations["pretrained without crops"].encoder == "nocrop"
     assert "shorter pretraining" not in default_ablations(base, _encoder_state(2))
@@ -116,3 +118,23 @@ def test_diagnosis_table_recovers_a_known_shift():
     assert np.allclose(table[["mean_diff", "ci_low", "ci_high"]].loc["reference"], -0.05)
     assert table.verdict.to_dict() == {"reference": "worse", "frozen": "better"}
     assert table.loc["frozen", "random init"] == pytest.approx(0.515)
+
+
+def test_reading_is_computed_from_the_table():
+    rows = pd.DataFrame([
+        {"ablation": a, "factor": f, "init": init, "n_labelled": n, "seed": s,
+         "test_dice": level + 0.01 * s + (shift if init == "SimCLR" else 0.0)}
+        for a, f, n, level, shift in (("reference", "the recipe itself", "1", 0.70, -0.05),
+                                      ("frozen encoder", "frozen vs full", "1", 0.60, 0.03),
+                                      ("all labels", "label-budget ceiling", "all", 0.85, 0.0))
+        for s in range(3) for init in ("random init", "SimCLR")
+    ])  # fmt: skip
+    text = reading(diagnosis_table(rows))
+    assert "random init reaches 0.710 Dice at 1 labelled and 0.860 with all labels: +0.150 left to gain" in text
+    assert "- **reference**: pretrained -0.050 vs random init [-0.050, -0.050], worse." in text
+    assert "- frozen encoder (frozen vs full): +0.030 [+0.030, +0.030], better; +0.080 against" in text
+    assert "beyond the interval under: frozen encoder." in text
+    no_win = reading(diagnosis_table(rows[rows.ablation != "frozen encoder"]))
+    assert "No row shows the pretrained encoder better" in no_win and "'all labels' (+0.000)" in no_win
+    with pytest.raises(ValueError, match="no 'reference' row"):
+        reading(diagnosis_table(rows[rows.ablation != "reference"]))

@@ -38,6 +38,19 @@ def test_frozen_encoder_keeps_weights_and_batchnorm_statistics(tiny_set):
     assert _delta(moved, start).abs().max() > 0  # the same run with scale 1 does move it
 
 
+def test_frozen_batchnorm_keeps_the_pretrained_statistics_while_the_weights_learn(tiny_set):
+    start = _encoder_state()
+    after = _finetune(tiny_set, 1.0, encoder_bn="frozen").model.encoder.state_dict()
+    stats = [k for k in start if "running" in k or "num_batches" in k]
+    weights = [k for k in start if k not in stats]
+    assert all(torch.equal(after[k].cpu(), start[k]) for k in stats)
+    assert _delta({k: after[k].cpu() for k in weights}, {k: start[k] for k in weights}).abs().max() > 0
+    trained = _finetune(tiny_set, 1.0).model.encoder.state_dict()  # "train": the statistics move
+    assert any(not torch.equal(trained[k].cpu(), start[k]) for k in stats if "running_mean" in k)
+    with pytest.raises(ConfigError, match="encoder_bn"):
+        FinetuneConfig(encoder_bn="eval")
+
+
 def test_encoder_lr_scale_scales_the_first_encoder_update(tiny_set):
     """SGD's first step is lr x (gradient + weight decay x weight): an encoder at 0.1 x lr moves
     exactly 0.1 as far, from the same batch; the decoder moves the same."""
