@@ -40,7 +40,7 @@ __all__ = [
     "run_protocol_grid",
 ]
 
-#: The evaluation protocols beside full fine-tuning (SimCLR Sec. 4; MoCo Sec. 4.1), by name: the
+#: The evaluation protocols beside full fine-tuning (SimCLR Sec. 2.3, linear evaluation; MoCo Sec. 4.1), by name: the
 #: :class:`~medcl_lite.train.FinetuneConfig` fields each changes, or ``None`` for the linear probe
 #: (:func:`run_probe_grid`), which trains no network at all.
 EVALUATION_PROTOCOLS: dict[str, dict | None] = {

@@ -136,13 +136,15 @@ def verdict_text(
     baseline: str = "random init",
     label=None,
     unit: str = "Dice",
+    caveat: bool = True,
 ) -> str:
     """The computed reading of :func:`paired_comparison`, one Markdown bullet per row:
     ``- <group>: <init> +0.012 Dice vs <baseline> over 9 pairs, 95 % interval [+0.004, +0.020]: better``.
 
     ``label(row) -> str`` names a row's group (default: the ``groups`` values joined with ", ",
     ``"all"`` read as "all labels"). When several methods face the same baseline, a last line says
-    that reading off the best of them inflates its difference (module docstring).
+    that reading off the best of them inflates its difference (module docstring); ``caveat=False``
+    leaves it out where the rows are not competing methods (e.g. two streams of one model).
     """
     groups = list(groups)
     _check_columns(comparison, [*groups, *COLUMNS])
@@ -153,7 +155,7 @@ def verdict_text(
         lines.append(f"- {where}: {row.init} {row.mean_diff:+.3f} {unit} vs {baseline} over {row.n_pairs} "
                      f"pair(s){span}: **{row.verdict}**")  # fmt: skip
     methods = comparison["init"].nunique()
-    if methods > 1:
+    if caveat and methods > 1:
         lines.append(f"\n{methods} methods face one baseline here: each line is one comparison, and the best of "
                      "them, picked after the fact, overstates its difference (the winner's curse).")
     return "\n".join(lines)

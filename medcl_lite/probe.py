@@ -1,7 +1,7 @@
 """A linear probe: how much of the masks an encoder's features already hold.
 
 Self-supervised papers measure a representation with a linear classifier on frozen features (SimCLR
-Sec. 4.1, MoCo Sec. 4.1); nothing but the classifier learns, so the score is the features'. The dense
+Sec. 2.3, MoCo Sec. 4.1); nothing but the classifier learns, so the score is the features'. The dense
 analogue for segmentation is a 1x1 convolution on one encoder stage ``s``: for each cell ``c`` of the
 feature map ``f_s [C, h, w]``
 

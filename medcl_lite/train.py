@@ -781,7 +781,9 @@ def finetune(
     """Train a segmenter on the labelled rows ``train_index``, pick the step by validation Dice.
 
     The encoder starts from ``encoder_state`` (or ``cfg.pretrained``) when ``cfg.init ==
-    "pretrained"``, else at random; the decoder always starts at random. The model is scored on
+    "pretrained"``, else at random; the decoder starts at random unless
+    ``encoder_state`` also holds a pretrained decoder (``{"encoder": ..., "decoder": ...}``, as region
+    losses and supervised pretraining write; :func:`medcl_lite.models.load_pretrained`). The model is scored on
     ``val_index`` every ``eval_every`` steps; the best is kept and scored once on ``test_index``
     (never used for choices). With ``cfg.paper_selection`` the test rows are also scored at every
     check, and the best of those (the papers' optimistic protocol) is reported separately as

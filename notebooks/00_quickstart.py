@@ -356,7 +356,7 @@ if recorded is not None:
 # %% [markdown]
 # ## 7 · Evaluation protocols: what did the encoder learn?
 # Full fine-tuning lets every weight move, so it measures the *starting point* more than the
-# representation. Self-supervised papers also measure the representation itself (SimCLR Sec. 4,
+# representation. Self-supervised papers also measure the representation itself (SimCLR Sec. 2.3,
 # MoCo Sec. 4.1), and so does this section, at the smallest label budget and on the same images and
 # seeds as above:
 # - **frozen encoder**: only the decoder and head learn; the encoder keeps its weights and its

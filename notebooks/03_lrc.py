@@ -30,10 +30,11 @@
 # > view is the positive, every other sampled region of the image and the batch a negative.
 # > L = L_global + λ·L_region.
 #
-# Why it matters here: global contrast trains only the encoder, and on easy data it ties with
-# random initialisation (the quick start and chapters 01-02 measured that). The region loss also
-# trains the **decoder**, which fine-tuning can then keep. This notebook measures whether that
-# changes the picture, with the same label budgets, folds and seeds for every initialisation.
+# Why it matters here: global contrast trains only the encoder (whether that beats random
+# initialisation on easy data is what the quick start and chapters 01-02 measure, each on its own
+# run). The region loss also trains the **decoder**, which fine-tuning can then keep. This notebook
+# measures whether that changes the picture, with the same label budgets, folds and seeds for every
+# initialisation, and asks what the pretrained encoder holds under lighter evaluation protocols.
 #
 # What you will do, on a built-in multi-organ abdominal CT phantom (no download):
 # 1. compute Felzenszwalb superpixels on a slice and see how scale, sigma and min_size change them
@@ -42,7 +43,10 @@
 # 3. follow the regions into two augmented views, pool features per region, and see the region
 #    positive mask;
 # 4. pretrain MoCo vs MoCo + LRC, and supervised vs supervised + LRC;
-# 5. fine-tune with a few labelled volumes and compare per-organ Dice against random init.
+# 5. fine-tune with a few labelled volumes and compare per-organ Dice against random init, in
+#    pairs (same fold and seed);
+# 6. at the smallest budget, evaluate the encoders with a frozen encoder, a slower encoder and a
+#    linear probe beside full fine-tuning.
 
 # %% [markdown]
 # ## Setup
@@ -84,11 +88,14 @@ from medcl_lite.data.prepared import load_role
 from medcl_lite.data.superpixels import FelzenszwalbParams, felzenszwalb_regions, superpixels
 from medcl_lite.data.transforms import view_transform
 from medcl_lite.experiment import (
-    compare_to_baseline,
+    EVALUATION_PROTOCOLS,
     load_predictions,
     protocol_table,
+    run_evaluation_protocols,
     run_finetune_grid,
 )
+from medcl_lite.metrics import summarize
+from medcl_lite.paired import paired_comparison, verdict_text
 from medcl_lite.train import FinetuneConfig, PretrainConfig, pretrain
 
 env = medcl_lite.print_env()
@@ -136,6 +143,7 @@ ft_batch = 0  # 0: the size's value
 ft_lr = 0.0  # 0: the size's value (Adam)
 ft_loss = "ce+dice"  # "ce" | "ce+dice"
 ft_augment = "light"  # "none" | "light"
+eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION_PROTOCOLS): "frozen encoder", "discriminative", "linear probe"; empty: the size's
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
@@ -149,13 +157,15 @@ ALL_METHODS = ["MoCo", "MoCo + LRC", "Supervised", "Supervised + LRC"]
 SIZES = {
     "smoke": dict(image=64, patients=8, slices=(8, 10), epochs=1, batch=8, lr=0.05, warmup=0, queue=64,
                   m=0.99, proj=64, methods=ALL_METHODS, counts=[1], folds=2, ft_steps=6, ft_batch=4,
-                  ft_lr=1e-3, sp_scale=60.0, sp_min=20),
+                  ft_lr=1e-3, sp_scale=60.0, sp_min=20, protocols=["linear probe"]),
     "cpu": dict(image=64, patients=32, slices=(14, 20), epochs=15, batch=32, lr=0.05, warmup=1,
                 queue=256, m=0.99, proj=128, methods=ALL_METHODS, counts=[1, 2, 4], folds=3,
-                ft_steps=200, ft_batch=8, ft_lr=1e-3, sp_scale=60.0, sp_min=20),
+                ft_steps=200, ft_batch=8, ft_lr=1e-3, sp_scale=60.0, sp_min=20,
+                protocols=["frozen encoder", "linear probe"]),
     "gpu": dict(image=128, patients=60, slices=(16, 28), epochs=100, batch=32, lr=0.05, warmup=5,
                 queue=1024, m=0.99, proj=128, methods=ALL_METHODS, counts=[1, 2, 4, 8], folds=5,
-                ft_steps=600, ft_batch=10, ft_lr=1e-3, sp_scale=120.0, sp_min=40),
+                ft_steps=600, ft_batch=10, ft_lr=1e-3, sp_scale=120.0, sp_min=40,
+                protocols=["frozen encoder", "discriminative", "linear probe"]),
 }
 if size not in SIZES:
     raise ValueError(f"preset={preset!r}: choose one of {sorted(SIZES)} or 'auto'")
@@ -167,10 +177,15 @@ sp_params = FelzenszwalbParams(scale=pick(sp_scale, S["sp_scale"]), sigma=sp_sig
                                min_size=pick(sp_min_size, S["sp_min"]))
 if sorted(set(methods) - set(ALL_METHODS)):
     raise ValueError(f"unknown methods {sorted(set(methods) - set(ALL_METHODS))}; choose from {ALL_METHODS}")
+eval_protocols = list(dict.fromkeys(eval_protocols)) or list(S["protocols"])
+PROTOCOL_CHOICES = [name for name in EVALUATION_PROTOCOLS if name != "full"]  # "full" is the main grid
+if sorted(set(eval_protocols) - set(PROTOCOL_CHOICES)):
+    raise ValueError(f"eval_protocols: unknown protocol(s) {sorted(set(eval_protocols) - set(PROTOCOL_CHOICES))}; "
+                     f"choose from {PROTOCOL_CHOICES} (full fine-tuning always runs)")
 run_dir = medcl_lite.run_folder(out_dir, f"lrc-{size}")  # out_dir, else $MEDCL_RUNS/lrc-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  methods={methods}  λ={region_weight}  R={regions_per_image}  {sp_params}")
-print(f"budgets={label_counts} {label_unit}  folds={n_folds}  run folder: {run_dir}")
+print(f"budgets={label_counts} {label_unit}  folds={n_folds}  evaluation protocols={eval_protocols}  run folder: {run_dir}")
 
 # %% [markdown]
 # ## 1 · The data
@@ -314,7 +329,8 @@ viz.save_figure(fig, run_dir / "figures" / "region_mask.png")
 #   cross-entropy alone learns background and liver only (liver 0.91, every other organ 0.00);
 #   Adam 1e-3 with CE + Dice reaches liver 0.92, spleen 0.82, right kidney 0.80, stomach 0.66
 #   and, still, left kidney 0.00 (30 epochs: all five organs 0.85-0.96).
-# - **Supervised + LRC**: the same plus λ·L_region (LRC Sec. 4: LRC also helps supervised pretraining).
+# - **Supervised + LRC**: the same plus λ·L_region (LRC Sec. 4 reports that LRC also helps supervised
+#   pretraining; section 7 measures whether it does here).
 #
 # The LRC variants and supervised pretraining train encoder **and** decoder; fine-tuning keeps both.
 
@@ -397,32 +413,59 @@ if rows.n_labelled.nunique() > 1:
 
 # %% [markdown]
 # ## 7 · Reading the result
-# Computed from this run: the best initialisation against random init per budget (judged against
-# the fold spread), and the two LRC questions: does adding LRC beat its global / supervised
-# counterpart, and is the gain in the encoder or in the decoder it also trains?
-
+# A pretrained run and the random-init run of the same fold and seed see the same labelled volumes,
+# the same validation and test volumes and start from the same seed, so compare them in **pairs**:
+# for pair $i$ (a fold × seed),
+# $d_i = \text{Dice}(\text{pretrained}, i) - \text{Dice}(\text{random init}, i)$, with Dice per 3-D volume
+# (`test_dice_volume`, the step chosen on validation). Over the $n$ pairs the table gives the mean
+# difference $\bar d$ (`mean_diff`) and its 95 % interval $\bar d \pm t_{0.975,\,n-1}\, s_d / \sqrt{n}$
+# (`ci_low`, `ci_high`; `medcl_lite.paired`). The verdict is computed from it: "better" or "worse"
+# only when the interval excludes 0, "no evidence" when it covers 0. With few folds the interval is
+# wide ($t_{0.975,1} = 12.7$ for two pairs): "no evidence" then says the run is too small to tell,
+# not that the methods are equal. Several initialisations face one baseline here: reading off the
+# best of them after the fact overstates its difference (the winner's curse); each line is one
+# comparison chosen before the run.
 
 # %%
-def verdict(rows: pd.DataFrame, value: str = "test_dice_volume") -> str:
-    lines = []
-    for _, c in compare_to_baseline(rows, ["n_labelled"], value).iterrows():
-        word = "larger than" if c.beyond_spread else "within"
-        lines.append(f"- {budget_name(c.n_labelled)}: best {c.best} {c.delta:+.3f} Dice vs random init "
-                     f"({word} the fold spread {c.spread:.3f})")
-    means = rows.groupby(["n_labelled", "init"])[value].mean()
-    for n in dict.fromkeys(rows.n_labelled):
-        cell = means.loc[n]
-        for base in ("MoCo", "Supervised"):
-            if base in cell and f"{base} + LRC" in cell:
-                text = f"  - {budget_name(n)}: {base} + LRC vs {base} {cell[f'{base} + LRC'] - cell[base]:+.3f}"
-                if f"{base} + LRC (encoder only)" in cell:
-                    text += f"; with the encoder only {cell[f'{base} + LRC (encoder only)'] - cell[base]:+.3f}"
-                lines.append(text)
-    return "\n".join(lines)
+value = "test_dice_volume"  # the honest metric: Dice per volume, the step chosen on validation
+pair_on = ["fold", "seed"]
 
 
-summary_text = verdict(rows)
+def budget_label(row) -> str:
+    return budget_name(row.n_labelled)
+
+
+comparison = paired_comparison(rows, groups=["n_labelled"], value=value, pair_on=pair_on)
+display(comparison.round(3))
+summary_text = verdict_text(comparison, ["n_labelled"], label=budget_label)
 display(Markdown(summary_text))
+
+# %% [markdown]
+# **The LRC questions**, each its own paired comparison on the same folds and seed:
+# - does adding LRC help its base method? `MoCo + LRC` against `MoCo`, `Supervised + LRC`
+#   against `Supervised` (baseline: the method alone);
+# - is what LRC adds in the encoder or in the decoder it also trains? `… + LRC (encoder only)`
+#   (decoder at random) against `… + LRC` (encoder and decoder): a negative difference is what
+#   dropping the pretrained decoder costs.
+
+# %%
+questions = []  # (method, baseline)
+for base in ("MoCo", "Supervised"):
+    if base in inits and f"{base} + LRC" in inits:
+        questions.append((f"{base} + LRC", base))
+    if f"{base} + LRC (encoder only)" in inits:
+        questions.append((f"{base} + LRC (encoder only)", f"{base} + LRC"))
+lrc_tables, lrc_texts = [], []
+for method, baseline in questions:
+    pair = paired_comparison(rows[rows.init.isin([method, baseline])], groups=["n_labelled"], value=value,
+                             baseline=baseline, pair_on=pair_on)
+    lrc_tables.append(pair.assign(baseline=baseline))
+    lrc_texts.append(verdict_text(pair, ["n_labelled"], baseline=baseline, label=budget_label))
+if lrc_tables:
+    display(pd.concat(lrc_tables, ignore_index=True).round(3))
+    lrc_text = "\n".join(lrc_texts)
+    display(Markdown(lrc_text))
+    summary_text += "\n\nThe LRC questions:\n\n" + lrc_text
 
 # %% [markdown]
 # **A reference run** of the `cpu` size (2-core CPU shared with other jobs, torch 2.14.1,
@@ -441,26 +484,78 @@ display(Markdown(summary_text))
 # | Supervised + LRC | 0.816 ± 0.056 | 0.866 ± 0.018 | 0.887 ± 0.005 |
 # | Supervised + LRC (encoder only) | 0.803 ± 0.045 | 0.842 ± 0.028 | 0.823 ± 0.102 |
 #
-# What it says, honestly: on this phantom **no initialisation beats random init by more than
-# the fold spread**, except supervised + LRC at 4 volumes (+0.007 against a spread of 0.005:
-# a tie in practice). Within that tie the pattern is the paper's for supervised pretraining:
-# supervised + LRC is above supervised at every budget (+0.009, +0.018, +0.005). For MoCo it is
-# not: MoCo + LRC is below MoCo (−0.007, −0.009, −0.056; the last from one fold where the right
-# kidney collapsed). Keeping only the LRC encoder is worse than keeping encoder and decoder in
-# every cell (−0.005 to −0.114): what the region loss teaches lives in the decoder it trains, so
-# transfer it. Per organ, the left kidney and the stomach are the hard ones (0.55-0.79).
+# That table is means and fold spreads only; the paired verdicts above are computed for **your**
+# run. Questions to put to both: does any initialisation's interval against random init exclude 0,
+# and at which budget? Does adding LRC move MoCo and supervised pretraining the same way? Does the
+# encoder-only variant lose against encoder + decoder, i.e. does what the region loss teaches live
+# in the decoder it trains? Which organs are hard (the per-organ table)? With three folds and one
+# seed there are three pairs per cell ($t_{0.975,2} = 4.3$): how large must a difference be before
+# the interval can exclude 0? And at 4 volumes random init already reaches 0.880 ± 0.002 in the
+# reference run: how much room is left?
 #
-# Two choices made this picture possible, both measured: fine-tuning for 200 steps instead of
-# 60 (at 60 steps every initialisation left both kidneys near 0 Dice and every row sat at
-# 0.18-0.45), and supervised pretraining with Adam and CE + Dice (with SGD at the contrastive lr
-# and CE alone it learned background and liver only, and its decoder dragged fine-tuning down to
-# 0.18-0.21). Caveats: one seed, three folds, 64² slices and 15 pretraining epochs; at 4 volumes
-# the budget already nearly saturates this phantom (random init 0.880 ± 0.002).
+# Two settings come from measurements made while building this chapter (not part of this run's
+# tables): fine-tuning for 200 steps instead of 60 (at 60 steps every initialisation left both
+# kidneys near 0 Dice, every row at 0.18-0.45), and supervised pretraining with Adam and CE + Dice
+# (with SGD at the contrastive lr and CE alone it learned background and liver only, and its
+# decoder held fine-tuning at 0.18-0.21). Caveats: one seed, three folds, 64² slices and 15
+# pretraining epochs.
 
 # %% [markdown]
-# ## 8 · Overlays
+# ## 8 · Evaluation protocols: what did the encoder learn?
+# Full fine-tuning lets every weight move: a pretrained encoder can be overwritten, or not be
+# needed, when the labelled volumes suffice. Self-supervised papers also measure the
+# representation with lighter protocols (MoCo Sec. 4.1; SimCLR's linear evaluation). Here they run
+# at the **smallest budget only**, with the same initialisations, folds, seed and fine-tuning
+# settings as the grid (`eval_protocols`, `medcl_lite.experiment.run_evaluation_protocols`):
+# - **frozen encoder** (`encoder_lr_scale=0`): only the decoder and the head learn, on the
+#   encoder's frozen weights and its frozen BatchNorm statistics, so the score measures what
+#   pretraining put in the encoder.
+# - **discriminative** (`encoder_lr_scale=0.1`): the encoder learns at 0.1 × the decoder's rate:
+#   it adapts to the labels but keeps most of what pretraining learned.
+# - **linear probe** (`medcl_lite.probe`): a 1×1 convolution on encoder stage 3 (stride 8)
+#   predicts each cell's majority class (the coarse mask), upsampled to score; nothing else
+#   learns. The standard self-supervised measurement, in its dense form.
+#
+# What is transferred (printed below): MoCo trains the encoder only. The region loss reads the
+# last decoder stage, so the LRC variants (and supervised pretraining) also trained the decoder, and
+# the grid transfers encoder **and** decoder for them (`transfer_state`). Under "frozen encoder" their decoder starts
+# pretrained and keeps learning, so those rows measure the encoder plus a decoder start; the
+# "(encoder only)" rows start the decoder at random and measure the encoder alone. The linear probe
+# reads the encoder only: `… + LRC` and `… + LRC (encoder only)` share it and probe alike.
+#
+# The metric here is Dice per image (`test_dice`), the one the probe gives, so the full
+# fine-tuning rows of this budget are compared in it too (not in section 7's Dice per volume).
+# Under each protocol every initialisation is paired with random init under the same protocol
+# (same fold and seed). How to read it: if pretraining wins under the frozen encoder or the probe
+# but not under full fine-tuning, the representation holds something that full fine-tuning at this
+# size does not need, or overwrites; if it does not win there either, what pretraining put in the
+# encoder is not what this segmentation reads.
+
+# %%
+print("transferred:", {name: "encoder + decoder" if r.trains_decoder else "encoder" for name, r in pretrained.items()})
+smallest = str(label_counts[0])
+protocol_rows = run_evaluation_protocols(ft_data, folds, inits, label_counts[:1], [seed], ft_base, eval_protocols,
+                                         out_dir=run_dir / "protocols", progress=progress, unit=label_unit)
+all_rows = pd.concat([rows[rows.n_labelled == smallest].assign(protocol="full"), protocol_rows], ignore_index=True)
+atomic_write_text(run_dir / "protocols.csv", all_rows.to_csv(index=False))
+protocol_means = summarize(all_rows, ["init", "protocol"], "test_dice").pivot(index="init", columns="protocol",
+                                                                             values="mean ± std")
+protocol_means = protocol_means.loc[[i for i in inits if i in protocol_means.index],
+                                    [p for p in ["full", *eval_protocols] if p in protocol_means.columns]]
+display(Markdown(f"**Dice per image at {budget_name(smallest)}, mean ± std over folds**"))
+display(protocol_means)
+protocol_comparison = paired_comparison(all_rows, groups=["protocol", "n_labelled"], value="test_dice",
+                                        pair_on=pair_on)
+display(protocol_comparison.round(3))
+protocol_text = verdict_text(protocol_comparison, ["protocol", "n_labelled"],
+                             label=lambda row: f"{row.protocol}, {budget_name(row.n_labelled)}")
+display(Markdown(protocol_text))
+
+# %% [markdown]
+# ## 9 · Overlays
 # Test slices of fold 0 at the smallest budget: contours are the ground truth, colours the
-# prediction, for random init and the best pretraining.
+# prediction, for random init and the pretraining with the highest mean (picked after the fact:
+# the winner's curse applies to it).
 
 # %%
 n_small = str(label_counts[0])
@@ -490,6 +585,12 @@ md = [
     per_organ.reset_index().to_markdown(index=False),
     "",
     summary_text,
+    "",
+    f"Evaluation protocols at {budget_name(smallest)}, Dice per image, mean ± std over folds:",
+    "",
+    protocol_means.to_markdown(),
+    "",
+    protocol_text,
     "",
 ]
 atomic_write_text(run_dir / "results.md", "\n".join(md))

@@ -40,8 +40,11 @@
 # 2. see the exact dense correspondences between two augmented views and the dense positive mask;
 # 3. pretrain global MoCo vs IDEAL's dense contrast (MoCo + L_dense);
 # 4. fine-tune supervised-only and two-stream semi-supervised at several label budgets, against
-#    random init; Dice and HD95 per volume with fold spreads, the paper's numbers beside ours;
-# 5. look at both streams' predictions and where they disagree.
+#    random init; Dice and HD95 per volume with fold spreads, the paper's numbers beside ours, and
+#    paired verdicts (same fold and seed);
+# 5. at the smallest budget, evaluate the encoders with a frozen encoder, a slower encoder and a
+#    linear probe beside full fine-tuning;
+# 6. look at both streams' predictions and where they disagree.
 
 # %% [markdown]
 # ## Setup
@@ -79,12 +82,15 @@ from medcl_lite.data.phantoms import make_cardiac_volumes
 from medcl_lite.data.prepared import load_role
 from medcl_lite.data.transforms import view_transform
 from medcl_lite.experiment import (
-    compare_to_baseline,
+    EVALUATION_PROTOCOLS,
     load_predictions,
     protocol_table,
+    run_evaluation_protocols,
     run_finetune_grid,
 )
+from medcl_lite.metrics import summarize
 from medcl_lite.models import DenseProjectionHead, ProjectionHead, build_segmenter
+from medcl_lite.paired import paired_comparison, verdict_text
 from medcl_lite.semi import SemiConfig
 from medcl_lite.train import FinetuneConfig, PretrainConfig, pretrain
 
@@ -132,6 +138,7 @@ unlabelled_batch = 0  # two-stream: unlabelled images per step, 0: ft_batch
 ft_lr = 0.0  # 0: the size's value (Adam)
 ft_loss = "ce+dice"  # "ce" | "ce+dice"
 ft_augment = "light"  # "none" | "light"
+eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION_PROTOCOLS): "frozen encoder", "discriminative", "linear probe"; empty: the size's
 second_stream = "linknet"  # two-stream: the second decoder (linknet, unetplusplus or fpn); the first is a U-Net
 cps_threshold = 0.9  # two-stream: pseudo-label confidence (max softmax)
 cps_weight = 1.0  # two-stream: weight of the pseudo-label loss after ramp-up
@@ -151,13 +158,15 @@ ALL_METHODS = ["MoCo", "IDEAL dense"]
 SIZES = {
     "smoke": dict(image=64, patients=6, slices=(6, 8), epochs=1, batch=8, lr=0.05, warmup=0, queue=64, m=0.99,
                   proj=64, methods=ALL_METHODS, counts=[1], folds=2, two_stream=["random init", "IDEAL dense"],
-                  ft_steps=4, ft_batch=4, ft_lr=1e-3),
+                  ft_steps=4, ft_batch=4, ft_lr=1e-3, protocols=["frozen encoder", "linear probe"]),
     "cpu": dict(image=64, patients=24, slices=(8, 12), epochs=15, batch=32, lr=0.05, warmup=1, queue=256, m=0.99,
                 proj=128, methods=ALL_METHODS, counts=[1, 2, "all"], folds=3,
-                two_stream=["random init", "IDEAL dense"], ft_steps=200, ft_batch=8, ft_lr=1e-3),
+                two_stream=["random init", "IDEAL dense"], ft_steps=200, ft_batch=8, ft_lr=1e-3,
+                protocols=["frozen encoder", "linear probe"]),
     "gpu": dict(image=128, patients=60, slices=(10, 16), epochs=100, batch=32, lr=0.05, warmup=5, queue=1024,
                 m=0.99, proj=128, methods=ALL_METHODS, counts=[1, 2, 8, "all"], folds=5,
-                two_stream=["random init", "MoCo", "IDEAL dense"], ft_steps=600, ft_batch=10, ft_lr=1e-3),
+                two_stream=["random init", "MoCo", "IDEAL dense"], ft_steps=600, ft_batch=10, ft_lr=1e-3,
+                protocols=["frozen encoder", "discriminative", "linear probe"]),
 }
 if size not in SIZES:
     raise ValueError(f"preset={preset!r}: choose one of {sorted(SIZES)} or 'auto'")
@@ -169,11 +178,17 @@ label_counts = list(pick(label_counts, S["counts"]))
 n_folds = pick(n_folds, S["folds"])
 steps = pick(ft_steps, S["ft_steps"])
 two_stream_inits = [i for i in pick(two_stream_inits, S["two_stream"]) if i == "random init" or i in methods]
+eval_protocols = list(dict.fromkeys(eval_protocols)) or list(S["protocols"])
+PROTOCOL_CHOICES = [name for name in EVALUATION_PROTOCOLS if name != "full"]  # "full" is the main grid
+if sorted(set(eval_protocols) - set(PROTOCOL_CHOICES)):
+    raise ValueError(f"eval_protocols: unknown protocol(s) {sorted(set(eval_protocols) - set(PROTOCOL_CHOICES))}; "
+                     f"choose from {PROTOCOL_CHOICES} (full fine-tuning always runs)")
 run_dir = medcl_lite.run_folder(out_dir, f"ideal-{size}")  # out_dir, else $MEDCL_RUNS/ideal-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  methods={methods}  dense: λ={dense_weight}, level={dense_level}, "
       f"{dense_per_image} locations/image, τ={dense_temperature}")
-print(f"budgets={label_counts} {label_unit}  folds={n_folds}  two-stream for {two_stream_inits}  run folder: {run_dir}")
+print(f"budgets={label_counts} {label_unit}  folds={n_folds}  two-stream for {two_stream_inits}  "
+      f"evaluation protocols={eval_protocols}  run folder: {run_dir}")
 
 # %% [markdown]
 # ## 1 · The data
@@ -395,37 +410,83 @@ display(paper.rename_axis("the paper's table (Dice, real data)").fillna("–"))
 
 # %% [markdown]
 # ## 6 · Reading the result
-# Computed from this run: the best arm against random init with supervised fine-tuning per
-# budget (judged against the fold spread), and IDEAL's two questions: does dense pretraining beat
-# global MoCo (same fine-tuning), and does the two-stream scheme beat supervised-only fine-tuning
-# (same initialisation)?
-
+# Two arms that share a fold and a seed see the same labelled patients, the same validation and
+# test volumes and start from the same seed, so compare them in **pairs**: for pair $i$ (a fold ×
+# seed), $d_i = \text{Dice}(\text{arm}, i) - \text{Dice}(\text{baseline}, i)$, with Dice per 3-D volume
+# (`test_dice_volume`, the step chosen on validation). Over the $n$ pairs the table gives the mean
+# difference $\bar d$ (`mean_diff`) and its 95 % interval $\bar d \pm t_{0.975,\,n-1}\, s_d / \sqrt{n}$
+# (`ci_low`, `ci_high`; `medcl_lite.paired`). The verdict is computed from it: "better" or "worse"
+# only when the interval excludes 0, "no evidence" when it covers 0. With few folds the interval is
+# wide ($t_{0.975,1} = 12.7$ for two pairs): "no evidence" then says the run is too small to tell,
+# not that the arms are equal. First every arm against random init with supervised fine-tuning;
+# several arms face one baseline, and the best of them, read off after the fact, overstates its
+# difference (the winner's curse): each line is one comparison chosen before the run.
 
 # %%
-def verdict(rows: pd.DataFrame, value: str = "test_dice_volume") -> str:
-    lines = []
-    compared = compare_to_baseline(rows.assign(init=rows["arm"]), ["n_labelled"], value,
-                                   baseline="random init · supervised")
-    for _, c in compared.iterrows():
-        word = "larger than" if c.beyond_spread else "within"
-        lines.append(f"- {budget_name(c.n_labelled)}: best {c.best} {c.delta:+.3f} Dice vs random init "
-                     f"(supervised; {word} the fold spread {c.spread:.3f})")
-    stats = rows.groupby(["n_labelled", "arm"])[value].agg(["mean", "std"])
-    for n in dict.fromkeys(rows.n_labelled):
-        cell = stats.loc[n]
-        pairs = [("IDEAL dense · supervised", "MoCo · supervised"), ("IDEAL dense · two-stream", "MoCo · two-stream")]
-        pairs += [(f"{i} · two-stream", f"{i} · supervised") for i in two_stream_inits]
-        for a, b in pairs:
-            if a in cell.index and b in cell.index:
-                spread = np.nanmax([cell.loc[a, "std"], cell.loc[b, "std"]])
-                delta = cell.loc[a, "mean"] - cell.loc[b, "mean"]
-                word = "larger than" if abs(delta) > spread else "within"
-                lines.append(f"  - {budget_name(n)}: {a} vs {b} {delta:+.3f} ({word} the spread {spread:.3f})")
-    return "\n".join(lines)
+value = "test_dice_volume"  # the honest metric: Dice per volume, the step chosen on validation
+pair_on = ["fold", "seed"]
+baseline_arm = "random init · supervised"
 
 
-summary_text = verdict(rows)
+def budget_label(row) -> str:
+    return budget_name(row.n_labelled)
+
+
+comparison = paired_comparison(rows.assign(init=rows["arm"]), groups=["n_labelled"], value=value,
+                               baseline=baseline_arm, pair_on=pair_on)
+display(comparison.round(3))
+summary_text = verdict_text(comparison, ["n_labelled"], baseline=baseline_arm, label=budget_label)
 display(Markdown(summary_text))
+
+# %% [markdown]
+# **IDEAL's two questions**, each its own paired comparison on the same folds and seed:
+# - does dense pretraining beat global MoCo? `IDEAL dense` against `MoCo` under the same
+#   fine-tuning scheme (where both were fine-tuned with it);
+# - does the two-stream scheme beat supervised-only fine-tuning? `two-stream` against `supervised`
+#   from the same initialisation (`start`).
+
+# %%
+questions = []  # (title, rows with the compared methods in `init`, groups, baseline)
+if {"MoCo", "IDEAL dense"} <= set(inits):
+    questions.append(("dense vs global pretraining", rows[rows.init.isin(["MoCo", "IDEAL dense"])],
+                      ["scheme", "n_labelled"], "MoCo"))
+schemes = rows[rows.init.isin(two_stream_inits)].rename(columns={"init": "start"})
+questions.append(("two-stream vs supervised fine-tuning", schemes.assign(init=schemes["scheme"]),
+                  ["start", "n_labelled"], "supervised"))
+ideal_texts = []
+for title, compared, groups, baseline in questions:
+    pair = paired_comparison(compared, groups=groups, value=value, baseline=baseline, pair_on=pair_on)
+    display(Markdown(f"**{title}**"))
+    display(pair.round(3))
+    ideal_texts.append(verdict_text(pair, groups, baseline=baseline,
+                                    label=lambda row, g=groups[0]: f"{getattr(row, g)}, {budget_name(row.n_labelled)}"))
+    display(Markdown(ideal_texts[-1]))
+summary_text += "\n\nIDEAL's questions:\n\n" + "\n".join(ideal_texts)
+
+# %% [markdown]
+# **The streams.** Inference averages the two streams' softmax. Is the average better than the
+# U-Net stream alone, and how far behind is the second stream? Each two-stream run scores both
+# streams alone on the same test volumes, so these pairs are *within* a run (same fold, seed and
+# model): the average and the second stream against the U-Net stream, plus the fraction of
+# unlabelled pixels where the streams disagree.
+
+# %%
+two = rows[rows.scheme == "two-stream"]
+stream_columns = {"average": value, "U-Net stream": "test_unet_dice_volume",
+                  f"{second_stream} stream": f"test_{second_stream}_dice_volume"}
+if len(two) and all(c in two for c in stream_columns.values()):
+    streams = pd.concat([two[["init", "n_labelled", *pair_on, column]]
+                         .rename(columns={"init": "start", column: "dice"}).assign(init=name)
+                         for name, column in stream_columns.items()], ignore_index=True)
+    stream_comparison = paired_comparison(streams, groups=["start", "n_labelled"], value="dice",
+                                          baseline="U-Net stream", pair_on=pair_on)
+    disagreement = two.groupby(["init", "n_labelled"], sort=False)["unlabelled_disagreement"].mean()
+    display(stream_comparison.merge(disagreement.rename("disagreement").reset_index()
+                                    .rename(columns={"init": "start"}), on=["start", "n_labelled"]).round(3))
+    stream_text = verdict_text(stream_comparison, ["start", "n_labelled"], baseline="the U-Net stream",
+                               label=lambda row: f"{row.start}, {budget_name(row.n_labelled)}", caveat=False)
+    display(Markdown(stream_text))
+    summary_text += "\n\nThe streams of the two-stream runs:\n\n" + stream_text
 
 # %% [markdown]
 # **The reference run of the cpu size** (`medcl reproduce 04_ideal -f
@@ -443,27 +504,76 @@ display(Markdown(summary_text))
 # | random init · two-stream | .817 ± .020 (9.1) | .856 ± .027 (6.8) | .883 ± .033 (5.9) |
 # | IDEAL dense · two-stream | .792 ± .025 (10.2) | .846 ± .027 (7.5) | .876 ± .012 (6.0) |
 #
-# What it shows, on this phantom:
-# - **Pretraining does not help.** Nothing beats random init with supervised fine-tuning by more
-#   than the fold spread; dense pretraining at the decoder level is below global MoCo at every
-#   budget (−.006, −.029, −.021) and below random init at 1 patient, by more than the spread.
-# - **The two-stream scheme helps the dense initialisation where labels are fewest**: +.032 Dice
-#   and 7 mm less HD95 at 1 patient (larger than the spread), +.011 at 2 patients (within). From
-#   random init it changes nothing at 1 patient (+.002) and is slightly lower at 2 patients and with
-#   all labels (within the spread).
-# - **The average of the streams is not better than the U-Net stream alone.** The LinkNet stream
-#   is weaker (Dice .68 / .69 / .74 from random init against the U-Net stream's .825 / .865 / .891),
-#   so averaging costs about .008. The streams disagree on about 1 % of the unlabelled pixels.
-#   With UNet++ as the second stream (`second_stream="unetplusplus"`, 2x slower) the two streams
-#   were equal in one probe (1 patient, fold 0: .874 and .876, average .881).
-# - **One joint pass was a bug.** Putting labelled and unlabelled images through BatchNorm
-#   together dropped the U-Net stream to .32 in a probe. Separate passes, as the CPS code uses,
-#   give .89, so `semi.two_stream_loss` makes two passes.
+# That table is means and fold spreads only; the paired verdicts above are computed for **your**
+# run. Questions to put to both: does any arm's interval against random init (supervised) exclude 0,
+# and at which budget? Does dense pretraining at the decoder level move the Dice above or below
+# global MoCo? Where labels are fewest, does the two-stream scheme help one initialisation more than
+# another? Is the average of the streams better than the U-Net stream alone, or does a weaker
+# second stream pull it down (the stream table above)? Would UNet++ as the second stream
+# (`second_stream="unetplusplus"`, about 2x slower) close that gap? With three folds and one seed
+# there are three pairs per cell ($t_{0.975,2} = 4.3$): how large must a difference be before the
+# interval can exclude 0?
+#
+# A design note from building this chapter (not part of this run's tables): putting labelled and
+# unlabelled images through BatchNorm in one joint pass dropped the U-Net stream to .32 in a
+# development probe, against .89 with separate passes, as the CPS code makes them; so
+# `semi.two_stream_loss` makes two passes.
 
 # %% [markdown]
-# ## 7 · Both streams and their disagreement
-# Test slices of fold 0 at the smallest budget, fine-tuned two-stream from the best
-# initialisation: the U-Net stream, the second stream, their average (what inference uses), and the
+# ## 7 · Evaluation protocols: what did the encoder learn?
+# Full fine-tuning lets every weight move: a pretrained encoder can be overwritten, or not be
+# needed, when the labelled patients suffice. Self-supervised papers also measure the
+# representation with lighter protocols (MoCo Sec. 4.1; SimCLR's linear evaluation). Here they run
+# at the **smallest budget only**, on the **supervised** scheme (the two-stream `SemiConfig` has no
+# encoder learning-rate scale), with the same initialisations, folds, seed and fine-tuning
+# settings as its grid (`eval_protocols`, `medcl_lite.experiment.run_evaluation_protocols`):
+# - **frozen encoder** (`encoder_lr_scale=0`): only the decoder and the head learn, on the
+#   encoder's frozen weights and its frozen BatchNorm statistics, so the score measures what
+#   pretraining put in the encoder.
+# - **discriminative** (`encoder_lr_scale=0.1`): the encoder learns at 0.1 × the decoder's rate:
+#   it adapts to the labels but keeps most of what pretraining learned.
+# - **linear probe** (`medcl_lite.probe`): a 1×1 convolution on encoder stage 3 (stride 8)
+#   predicts each cell's majority class (the coarse mask), upsampled to score; nothing else
+#   learns. The standard self-supervised measurement, in its dense form.
+#
+# What is transferred (printed below): MoCo trains the encoder only. With `dense_level="decoder"`
+# IDEAL's dense loss also trains the U-Net decoder, and the grid transfers encoder **and** decoder
+# (`transfer_state`); under "frozen encoder" that decoder starts pretrained and keeps learning, so
+# the row measures the encoder plus a decoder start. The linear probe reads the encoder only.
+#
+# The metric here is Dice per image (`test_dice`), the one the probe gives, so the full
+# fine-tuning rows of this budget are compared in it too (not in section 6's Dice per volume).
+# Under each protocol every initialisation is paired with random init under the same protocol
+# (same fold and seed). How to read it: if pretraining wins under the frozen encoder or the probe
+# but not under full fine-tuning, the representation holds something that full fine-tuning at this
+# size does not need, or overwrites; if it does not win there either, what pretraining put in the
+# encoder is not what this segmentation reads.
+
+# %%
+print("transferred:", {name: "encoder + decoder" if r.trains_decoder else "encoder" for name, r in pretrained.items()})
+smallest = str(label_counts[0])
+protocol_rows = run_evaluation_protocols(ft_data, folds, inits, label_counts[:1], [seed], ft_base, eval_protocols,
+                                         out_dir=run_dir / "protocols", progress=progress, unit=label_unit)
+full_rows = grids["supervised"][grids["supervised"].n_labelled == smallest].assign(protocol="full")
+all_rows = pd.concat([full_rows, protocol_rows], ignore_index=True)
+atomic_write_text(run_dir / "protocols.csv", all_rows.to_csv(index=False))
+protocol_means = summarize(all_rows, ["init", "protocol"], "test_dice").pivot(index="init", columns="protocol",
+                                                                             values="mean ± std")
+protocol_means = protocol_means.loc[[i for i in inits if i in protocol_means.index],
+                                    [p for p in ["full", *eval_protocols] if p in protocol_means.columns]]
+display(Markdown(f"**Dice per image at {budget_name(smallest)}, supervised scheme, mean ± std over folds**"))
+display(protocol_means)
+protocol_comparison = paired_comparison(all_rows, groups=["protocol", "n_labelled"], value="test_dice",
+                                        pair_on=pair_on)
+display(protocol_comparison.round(3))
+protocol_text = verdict_text(protocol_comparison, ["protocol", "n_labelled"],
+                             label=lambda row: f"{row.protocol}, {budget_name(row.n_labelled)}")
+display(Markdown(protocol_text))
+
+# %% [markdown]
+# ## 8 · Both streams and their disagreement
+# Test slices of fold 0 at the smallest budget, fine-tuned two-stream from the initialisation with
+# the highest mean (picked after the fact: the winner's curse applies to it): the U-Net stream, the second stream, their average (what inference uses), and the
 # pixels where the two streams disagree — where the pseudo-labels of one stream corrected the other
 # during training, and where uncertainty remains.
 
@@ -502,6 +612,12 @@ md = [
     per_organ.reset_index().to_markdown(index=False),
     "",
     summary_text,
+    "",
+    f"Evaluation protocols at {budget_name(smallest)} (supervised scheme), Dice per image, mean ± std over folds:",
+    "",
+    protocol_means.to_markdown(),
+    "",
+    protocol_text,
     "",
 ]
 atomic_write_text(run_dir / "results.md", "\n".join(md))

@@ -96,7 +96,7 @@ def test_verdict_text_reads_each_row_and_warns_about_picking_the_best():
     assert len(lines) == len(table) == 4
     assert "- 1: SimCLR +0.050 Dice vs random init over 12 pair(s), 95 % interval [+0.050, +0.050]: **better**" in lines
     assert any(line.startswith("- 4: MoCo +0.000") and line.endswith("**no evidence**") for line in lines)
-    assert "winner's curse" in text
+    assert "winner's curse" in text and "winner's curse" not in verdict_text(table, caveat=False)
     one = verdict_text(table[table.init == "SimCLR"].assign(n_labelled=["1", "all"]))
     assert "winner's curse" not in one and "- all labels: SimCLR" in one
     named = verdict_text(table[(table.init == "SimCLR") & (table.n_labelled == "1")], label=lambda row: f"budget {row.n_labelled}", unit="AUC")
