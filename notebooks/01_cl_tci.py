@@ -39,7 +39,10 @@
 #    few labelled site-A images) and the **transfer** setting (pretrain on site A, fine-tune on site
 #    B), with patient-wise k-fold cross-validation, and report Dice two ways: as the paper does
 #    (pooled Dice, epoch picked on the held-out fold) and as it should be done (per-image Dice, step
-#    picked on a separate validation split).
+#    picked on a separate validation split), each pretraining paired with random init on the same
+#    fold and seed;
+# 6. measure the encoders with less freedom than full fine-tuning (frozen encoder, discriminative
+#    learning rates, a linear probe) at the smallest label budget.
 #
 # Real data: the same notebook runs on prepared chest X-ray folders (`medcl data download
 # montgomery`, `medcl data check jsrt`, …) through the presets in `notebooks/params/cl_tci/`.
@@ -82,12 +85,14 @@ from medcl_lite.data.prepared import load_role
 from medcl_lite.data.samplers import PatientBatchSampler, same_patient_rate
 from medcl_lite.data.transforms import view_transform
 from medcl_lite.experiment import (
-    compare_to_baseline,
+    EVALUATION_PROTOCOLS,
     load_predictions,
     protocol_table,
+    run_evaluation_protocols,
     run_finetune_grid,
 )
 from medcl_lite.models import build_segmenter, load_encoder
+from medcl_lite.paired import paired_comparison, verdict_text
 from medcl_lite.train import FinetuneConfig, PretrainConfig, embed, pretrain
 
 env = medcl_lite.print_env()
@@ -130,11 +135,13 @@ ft_batch = 0  # 0: the size's value (paper: 10)
 ft_lr = 0.0  # 0: the size's value (paper: Adam 1e-4, cosine to 1e-6)
 ft_loss = "ce+dice"  # "ce" (paper) | "ce+dice"
 ft_augment = "light"  # "none" | "light"
+eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION_PROTOCOLS): "frozen encoder", "discriminative", "linear probe"; empty: the size's
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
 # that everything runs; numbers mean little), **cpu** (about 25 minutes on a 2-core laptop) and
 # **gpu** (a Colab GPU: 128² images, longer pretraining, all methods on both backbones, 5 folds).
+# Each size also names the evaluation protocols run beside full fine-tuning (section 8).
 # The paper presets in `notebooks/params/cl_tci/` set every value explicitly.
 
 # %%
@@ -145,15 +152,16 @@ SIZES = {
     "smoke": dict(image=64, patients=12, times=4, epochs=1, batch=8, lr=0.1, warmup=0, queue=64,
                   m=0.99, proj=64, archs=["unet", "deeplabv3"],
                   methods=["SimCLR", "CL-TCI-SimCLR + sampler", "CL-TCI-MoCo"],
-                  deeplab=["CL-TCI-MoCo"], counts=[2], folds=2, ft_steps=8, ft_batch=4, ft_lr=1e-3),
+                  deeplab=["CL-TCI-MoCo"], counts=[2], folds=2, ft_steps=8, ft_batch=4, ft_lr=1e-3,
+                  protocols=["linear probe"]),
     "cpu": dict(image=64, patients=60, times=4, epochs=30, batch=32, lr=0.1, warmup=2, queue=512,
                 m=0.99, proj=128, archs=["unet", "deeplabv3"], methods=ALL_METHODS,
                 deeplab=["CL-TCI-MoCo"], counts=[1, 4], folds=3, ft_steps=40, ft_batch=4,
-                ft_lr=1e-3),
+                ft_lr=1e-3, protocols=["frozen encoder", "linear probe"]),
     "gpu": dict(image=128, patients=120, times=4, epochs=200, batch=32, lr=0.1, warmup=10, queue=1024,
                 m=0.99, proj=512, archs=["unet", "deeplabv3"], methods=ALL_METHODS,
                 deeplab=ALL_METHODS, counts=[2, 5, 10, 20, "all"], folds=5, ft_steps=400, ft_batch=8,
-                ft_lr=1e-3),
+                ft_lr=1e-3, protocols=["frozen encoder", "discriminative", "linear probe"]),
 }
 if size not in SIZES:
     raise ValueError(f"preset={preset!r}: choose one of {sorted(SIZES)} or 'auto'")
@@ -169,10 +177,15 @@ n_folds = pick(n_folds, S["folds"])
 unknown = sorted(set(methods + deeplab_methods) - set(ALL_METHODS))
 if unknown or not set(settings) <= {"semi", "transfer"}:
     raise ValueError(f"unknown methods {unknown} or settings {settings}; methods: {ALL_METHODS}")
+eval_protocols = list(eval_protocols) or S["protocols"]
+choices = [p for p in EVALUATION_PROTOCOLS if p != "full"]  # full fine-tuning is the grid itself
+if unknown := [p for p in eval_protocols if p not in choices]:
+    raise ValueError(f"eval_protocols: unknown protocol(s) {unknown}; choose from {choices}")
 run_dir = medcl_lite.run_folder(out_dir, f"cl_tci-{size}")  # out_dir, else $MEDCL_RUNS/cl_tci-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  archs={archs}  methods={methods}  deeplab={deeplab_methods}")
-print(f"settings={settings}  labels={label_counts}  folds={n_folds}  run folder: {run_dir}")
+print(f"settings={settings}  labels={label_counts}  folds={n_folds}  protocols={eval_protocols}")
+print(f"run folder: {run_dir}")
 
 # %% [markdown]
 # ## 1 · The data and the two settings
@@ -433,32 +446,84 @@ for setting in settings:
 
 # %% [markdown]
 # ## 7 · Reading the result
-# Differences are judged against the spread over folds; the verdict is computed from this run.
+# A pretrained run and the random-init run of the same fold and seed see the same labelled images,
+# validation and test patients, and start the same decoder, so compare them in **pairs**: for pair
+# $i$ (a fold × seed), $d_i = \text{Dice}(\text{pretrained}, i) - \text{Dice}(\text{random init}, i)$,
+# honest Dice. Over the $n$ pairs of a backbone, setting and budget the table gives the mean
+# difference $\bar d$ (`mean_diff`) and its 95 % interval
+# $\bar d \pm t_{0.975,\,n-1}\, s_d / \sqrt{n}$ (`ci_low`, `ci_high`; `medcl_lite.paired`). The verdict
+# is computed from it: "better" or "worse" only when the interval excludes 0, "no evidence" when it
+# covers 0. With 2 folds ($t_{0.975,1} = 12.7$) or 3 ($4.3$) the interval is wide: few folds buy
+# little certainty. Several methods face one baseline here: each row is one comparison, and reading
+# off the best of them overstates its difference (the winner's curse).
 
 
 # %%
-def verdict(rows: pd.DataFrame, value: str = "test_dice", baseline: str = "random init") -> str:
-    """One line per (backbone, setting, budget): the best pretraining against random init."""
-    lines = []
-    for _, c in compare_to_baseline(rows, ["arch", "setting", "n_labelled"], value, baseline).iterrows():
-        word = "larger than" if c.beyond_spread else "within"
-        lines.append(f"- {c.arch}, {c.setting}, {c.n_labelled} labelled: best pretraining {c.best} {c.delta:+.3f} "
-                     f"Dice vs {baseline} ({word} the fold spread {c.spread:.3f})")
-    return "\n".join(lines)
+def budget_name(n) -> str:
+    """'1 labelled image', '4 labelled images', 'all labels'."""
+    return "all labels" if str(n) == "all" else f"{n} labelled image{'' if str(n) == '1' else 's'}"
 
 
-summary_text = verdict(rows)
+GROUPS = ["arch", "setting", "n_labelled"]
+comparison = paired_comparison(rows, groups=GROUPS, value="test_dice", pair_on=["fold", "seed"])
+display(comparison.round(3))
+summary_text = verdict_text(comparison, GROUPS, label=lambda r: f"{r.arch}, {r.setting}, {budget_name(r.n_labelled)}")
 display(Markdown(summary_text))
-sampler_effect = rows[rows.init.isin(["CL-TCI-SimCLR", "CL-TCI-SimCLR + sampler"])]
-if not sampler_effect.empty:
-    display(Markdown("**Sampler effect** (honest Dice, mean over folds):"))
-    display(sampler_effect.pivot_table(index=["arch", "setting", "n_labelled"], columns="init",
-                                       values="test_dice", aggfunc="mean").round(3))
+
+# %% [markdown]
+# **The chapter's own questions**, paired the same way but against another pretraining instead of
+# random init: does the temporal positive help SimCLR (CL-TCI-SimCLR, with and without the
+# sampler, minus SimCLR) and MoCo (CL-TCI-MoCo minus MoCo)? And what does the patient-aware sampler
+# add (CL-TCI-SimCLR + sampler minus CL-TCI-SimCLR)? Only the questions whose methods this run
+# pretrained are asked.
+
+# %%
+QUESTIONS = {  # baseline -> the methods compared with it, each pair on the same fold and seed
+    "SimCLR": ["CL-TCI-SimCLR", "CL-TCI-SimCLR + sampler"],
+    "MoCo": ["CL-TCI-MoCo"],
+    "CL-TCI-SimCLR": ["CL-TCI-SimCLR + sampler"],  # the sampler effect
+}
+method_parts, method_text = [], []
+for base, others in QUESTIONS.items():
+    asked = rows[rows.init.isin([base, *others])]
+    if base not in set(asked.init) or set(asked.init) == {base}:
+        continue
+    answer = paired_comparison(asked, groups=GROUPS, value="test_dice", baseline=base, pair_on=["fold", "seed"])
+    method_parts.append(answer.assign(baseline=base))
+    method_text.append(verdict_text(answer, GROUPS, baseline=base,
+                                    label=lambda r: f"{r.arch}, {r.setting}, {budget_name(r.n_labelled)}"))
+method_comparison = pd.concat(method_parts, ignore_index=True) if method_parts else pd.DataFrame()
+if method_parts:
+    display(method_comparison.round(3))
+    display(Markdown("\n\n".join(method_text)))
+else:
+    print("no method-vs-method question: this run lacks SimCLR, MoCo or their CL-TCI variants")
+
+# %% [markdown]
+# Two more readings computed from this run: how much higher the paper's protocol (pooled Dice, step
+# picked on the test fold) reads than the honest one, per run, and what the sampler changed in the
+# batches (section 2) and in the embeddings (section 4).
+
+# %%
+gap = (rows.paper_test_dice_pooled - rows.test_dice).groupby([rows.arch, rows.setting, rows.n_labelled]).mean()
+reading = [f"- paper minus honest protocol, mean over folds per cell: {gap.min():+.3f} to {gap.max():+.3f} "
+           f"({(gap > 0).sum()} of {len(gap)} cells higher)"]
+sampled = [f"{a} CL-TCI-SimCLR + sampler" for a in archs if f"{a} CL-TCI-SimCLR + sampler" in probe.index]
+reading.append(f"- anchors with a same-patient positive in a batch: shuffled {rates.iloc[0, 0]:.3f}, "
+               f"patient-aware {rates.iloc[1, 0]:.3f}")
+for name in sampled:
+    near = probe.iloc[:, 0]
+    unsampled = name.replace(" + sampler", "")
+    without = f", without it {near[unsampled]:.3f}" if unsampled in near.index else ""
+    reading.append(f"- nearest neighbour is the same patient: {name} {near[name]:.3f}{without}, "
+                   f"random init {near['random init']:.3f}")
+reading_text = "\n".join(reading)
+display(Markdown(reading_text))
 
 # %% [markdown]
 # **A reference run** of the `cpu` size (2-core CPU, torch 2.14.1, 2026-11-22, 1608 s; 1487 s alone on 2026-12-06:
 # `medcl reproduce 01_cl_tci -f notebooks/params/cl_tci/cpu.yaml --name cl_tci-cpu`), honest Dice
-# (per image, step chosen on validation), mean ± std over 3 folds. Your run prints its own table
+# (per image, step chosen on validation), mean ± std over 3 folds. Your run prints its own tables
 # above; runs are deterministic by seed on one machine.
 #
 # | backbone · init | semi, 1 label | semi, 4 labels | transfer, 1 label | transfer, 4 labels |
@@ -472,26 +537,72 @@ if not sampler_effect.empty:
 # | DeepLab-V3 · random init | 0.654 ± 0.035 | 0.762 ± 0.050 | 0.728 ± 0.035 | 0.788 ± 0.036 |
 # | DeepLab-V3 · CL-TCI-MoCo | 0.679 ± 0.055 | 0.758 ± 0.069 | 0.751 ± 0.019 | 0.788 ± 0.036 |
 #
-# What it says: within the clean site A (semi-supervised) every pretraining is *below* random
-# initialisation with one label (by 0.03–0.07, mostly within the fold spread); on site B
-# (transfer) the pretrained U-Nets are 0.00–0.01 above it, within the spread; CL-TCI-MoCo gives
-# DeepLab-V3 +0.02 at one label in both settings, within the spread. The paper's protocol (pooled
-# Dice, step picked on the test fold) reads 0.002–0.025 higher than the honest one on every cell.
-# The sampler gives every anchor a same-patient positive (0.625 → 1.0) but no better Dice, and its
-# encoder finds the same patient by nearest neighbour *less* often (0.65 vs about 0.9): more
-# positives per batch are not automatically a better representation at this budget.
+# Its means alone decide nothing: whether a difference between two rows is evidence is what the
+# paired intervals decide, and they are computed for your run above, not for this table. Questions
+# to put to your run's tables: in the clean site A (semi-supervised), is any pretraining better than
+# random init at one label, or worse? On site B (transfer)? Does the temporal positive beat plain
+# SimCLR or MoCo anywhere, and does the sampler, which gives more anchors a same-patient positive,
+# also give a better Dice or an encoder that finds the same patient more often?
 #
 # How to read it. The premise of CL-TCI holds on the phantom by construction (a patient's anatomy
-# is fixed over time), and the embedding probe above shows whether the encoders picked it up. Whether
-# that turns into better lung Dice depends on the budget: global contrast trains only the encoder,
-# the decoder starts from scratch, and a few CPU minutes of pretraining on a few hundred 64² images
-# are far from the paper's 500 epochs at 256². If the table shows no gain, that is the result of
-# this budget. The paper reports MoCo-based CL-TCI as generally better than the SimCLR-based one;
-# MoCo's queue gives every query many same-patient keys, which the shuffled SimCLR batch rarely does
-# (section 2). The `gpu` size and the paper presets run the longer schedules.
+# is fixed over time), and the embedding probe of section 4 shows whether the encoders picked it up.
+# Whether that turns into better lung Dice depends on the budget: global contrast trains only the
+# encoder, the decoder starts from scratch, and a few CPU minutes of pretraining on a few hundred
+# 64² images are far from the paper's 500 epochs at 256². If the paired verdicts show no gain, that
+# is the result of this budget. The paper reports MoCo-based CL-TCI as generally better than the
+# SimCLR-based one; MoCo's queue gives every query many same-patient keys, which the shuffled SimCLR
+# batch rarely does (section 2 measures how rarely). Does your run's CL-TCI-MoCo vs MoCo row agree?
+# The `gpu` size and the paper presets run the longer schedules.
 
 # %% [markdown]
-# ## 8 · Overlays
+# ## 8 · Evaluation protocols: what did the encoder learn?
+# Full fine-tuning lets every weight move, so it can overwrite what pretraining put in the encoder,
+# or learn the same from the labels alone. The self-supervised papers also measure the encoder with
+# less freedom (`medcl_lite.experiment.EVALUATION_PROTOCOLS`, parameter `eval_protocols`):
+# - **frozen encoder**: only the decoder and the head learn, on the encoder's frozen weights and
+#   BatchNorm statistics (`encoder_lr_scale=0`): the score measures what pretraining put in the
+#   encoder, since a random encoder stays random.
+# - **discriminative**: the encoder learns at 0.1 × the decoder's learning rate
+#   (`encoder_lr_scale=0.1`), the papers' way of keeping what pretraining learned while adapting it.
+# - **linear probe**: a 1×1 convolution on encoder stage 3 predicts the coarse mask (each cell's
+#   majority class), nothing else learns (`medcl_lite.probe`): the standard self-supervised
+#   measurement (SimCLR Sec. 2.3), here dense.
+#
+# They run at the smallest label budget only, on the first backbone, with the same encoders, folds,
+# seed and fine-tuning settings as the grid, so every run pairs with the grid's runs; the grid's
+# runs of that budget are the **full** protocol. Each protocol compares its pretrained runs with its
+# own random-init runs, paired on fold and seed as in section 7. The metric is per-image Dice
+# (`test_dice`) for every protocol (the probe scores no other). How to read it: if pretraining wins
+# under the frozen encoder or the probe but not under full fine-tuning, the representation holds
+# something that full fine-tuning at this size does not need, or overwrites.
+
+# %%
+first_arch, budget = archs[0], label_counts[:1]
+encoders = {"random init": None, **{n: r.encoder_state for (a, n), r in pretrained.items() if a == first_arch}}
+protocol_parts = []
+for setting in settings:
+    data = roles[setting][0]
+    extra = run_evaluation_protocols(data, folds_of[setting], encoders, budget, [seed],
+                                     replace(ft_base, arch=first_arch), eval_protocols,
+                                     out_dir=run_dir / f"protocols_{setting}", progress=progress)
+    full = rows[(rows.setting == setting) & (rows.arch == first_arch) & (rows.n_labelled == str(budget[0]))]
+    protocol_parts += [full.assign(protocol="full"), extra.assign(setting=setting, arch=first_arch)]
+protocol_rows = pd.concat(protocol_parts, ignore_index=True)
+atomic_write_text(run_dir / "protocols.csv", protocol_rows.to_csv(index=False))
+protocol_means = protocol_rows.pivot_table(index=["setting", "init"], columns="protocol", values="test_dice",
+                                           aggfunc="mean", sort=False)[["full", *eval_protocols]].reset_index()
+display(Markdown(f"Per-image Dice, mean over folds, {first_arch}, {budget_name(budget[0])}:"))
+display(protocol_means.round(3))
+PROTOCOL_GROUPS = ["setting", "protocol", "n_labelled"]
+protocol_comparison = paired_comparison(protocol_rows, groups=PROTOCOL_GROUPS, value="test_dice",
+                                        pair_on=["fold", "seed"])
+display(protocol_comparison.round(3))
+protocol_text = verdict_text(protocol_comparison, PROTOCOL_GROUPS,
+                             label=lambda r: f"{r.setting}, {r.protocol}, {budget_name(r.n_labelled)}")
+display(Markdown(protocol_text))
+
+# %% [markdown]
+# ## 9 · Overlays
 # Test images of fold 0 at the smallest label budget, first backbone: contours are the ground
 # truth, colours the prediction, for random init and the best pretraining of that cell.
 
@@ -531,7 +642,22 @@ md = [
     "",
     probe.to_markdown(),
     "",
+    f"Paired comparisons (honest Dice, pairs: same fold and seed; {n_folds} folds x seed {seed}):",
+    "",
+    comparison.round(3).to_markdown(index=False),
+    "",
     summary_text,
+    "",
+    *([method_comparison.round(3).to_markdown(index=False), "", "\n\n".join(method_text), ""] if method_parts else []),
+    reading_text,
+    "",
+    f"Evaluation protocols ({first_arch}, {budget_name(budget[0])}; per-image Dice, mean over folds):",
+    "",
+    protocol_means.round(3).to_markdown(index=False),
+    "",
+    protocol_comparison.round(3).to_markdown(index=False),
+    "",
+    protocol_text,
     "",
     "The paper's own numbers are not public in machine-readable form: no column of them is shown.",
     "",

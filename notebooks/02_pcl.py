@@ -38,8 +38,11 @@
 #    site-A volumes, labels from site A) and the **transfer** setting (pretrain on site A,
 #    fine-tune on a second site, B), k-fold by patient, and compare with random initialisation;
 #    Dice two ways: the paper's (2-D Dice pooled over slices, epoch picked on the held-out fold) and
-#    the honest one (3-D Dice per volume, step picked on a separate validation split);
-# 5. sweep θ to see how the threshold matters.
+#    the honest one (3-D Dice per volume, step picked on a separate validation split); each
+#    pretraining is paired with random init (and PCL with SimCLR and GCL) on the same fold and seed;
+# 5. sweep θ to see how the threshold matters;
+# 6. measure the encoders with less freedom than full fine-tuning (frozen encoder, discriminative
+#    learning rates, a linear probe) at the smallest label budget.
 #
 # Real data: the same notebook runs on prepared ACDC, CHD, MM-WHS and HVSMR folders through the
 # presets in `notebooks/params/pcl/` (`medcl data check acdc`, …).
@@ -80,12 +83,14 @@ from medcl_lite.data.phantoms import make_cardiac_volumes
 from medcl_lite.data.prepared import load_role
 from medcl_lite.data.transforms import view_transform
 from medcl_lite.experiment import (
-    compare_to_baseline,
+    EVALUATION_PROTOCOLS,
     load_predictions,
     protocol_table,
+    run_evaluation_protocols,
     run_finetune_grid,
 )
 from medcl_lite.metrics import summarize
+from medcl_lite.paired import paired_comparison, verdict_text
 from medcl_lite.train import FinetuneConfig, PretrainConfig, embed, pretrain
 
 env = medcl_lite.print_env()
@@ -128,12 +133,14 @@ ft_batch = 0  # 0: the size's value (paper: 10)
 ft_lr = 0.0  # 0: the size's value (paper: Adam 5e-5, cosine)
 ft_loss = "ce+dice"  # "ce" (paper) | "ce+dice"
 ft_augment = "light"  # "none" (paper's CHD code) | "light"
+eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION_PROTOCOLS): "frozen encoder", "discriminative", "linear probe"; empty: the size's
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
 # that everything runs; numbers mean little), **cpu** (82 minutes on a shared 2-core CPU) and
 # **gpu** (a Colab GPU: 128² slices, longer pretraining, 5 folds). The paper presets in
-# `notebooks/params/pcl/` set every value explicitly.
+# `notebooks/params/pcl/` set every value explicitly. Each size also names the evaluation
+# protocols run beside full fine-tuning (section 9).
 
 # %%
 run_device = medcl_lite.get_device(device)
@@ -142,13 +149,15 @@ ALL_METHODS = ["SimCLR", "GCL", "PCL", "MoCo", "MoCo-PCL"]
 SIZES = {
     "smoke": dict(image=64, patients=8, slices=(6, 8), epochs=1, batch=8, lr=0.1, warmup=0, queue=64,
                   m=0.99, proj=64, methods=["SimCLR", "GCL", "PCL", "MoCo-PCL"], counts=[1], folds=2,
-                  ft_steps=6, ft_batch=4, ft_lr=1e-3, thetas=[0.1]),
+                  ft_steps=6, ft_batch=4, ft_lr=1e-3, thetas=[0.1], protocols=["linear probe"]),
     "cpu": dict(image=64, patients=36, slices=(10, 18), epochs=20, batch=32, lr=0.1, warmup=2,
                 queue=256, m=0.99, proj=128, methods=ALL_METHODS, counts=[1, 2, 6], folds=3,
-                ft_steps=60, ft_batch=8, ft_lr=1e-3, thetas=[0.05, 0.1, 0.2, 0.5]),
+                ft_steps=60, ft_batch=8, ft_lr=1e-3, thetas=[0.05, 0.1, 0.2, 0.5],
+                protocols=["frozen encoder", "linear probe"]),
     "gpu": dict(image=128, patients=60, slices=(10, 18), epochs=150, batch=32, lr=0.1, warmup=5,
                 queue=1024, m=0.99, proj=512, methods=ALL_METHODS, counts=[1, 2, 6, "all"], folds=5,
-                ft_steps=300, ft_batch=10, ft_lr=1e-3, thetas=[0.05, 0.1, 0.2, 0.5]),
+                ft_steps=300, ft_batch=10, ft_lr=1e-3, thetas=[0.05, 0.1, 0.2, 0.5],
+                protocols=["frozen encoder", "discriminative", "linear probe"]),
 }
 if size not in SIZES:
     raise ValueError(f"preset={preset!r}: choose one of {sorted(SIZES)} or 'auto'")
@@ -165,10 +174,15 @@ if unknown or not set(settings) <= {"semi", "transfer"}:
     raise ValueError(f"unknown methods {unknown} or settings {settings}; methods: {ALL_METHODS}")
 if thetas and "PCL" not in methods:
     raise ValueError("sweep_thetas compares PCL thresholds: keep 'PCL' in methods or set sweep_thetas: [0]")
+eval_protocols = list(eval_protocols) or S["protocols"]
+choices = [p for p in EVALUATION_PROTOCOLS if p != "full"]  # full fine-tuning is the grid itself
+if unknown := [p for p in eval_protocols if p not in choices]:
+    raise ValueError(f"eval_protocols: unknown protocol(s) {unknown}; choose from {choices}")
 run_dir = medcl_lite.run_folder(out_dir, f"pcl-{size}")  # out_dir, else $MEDCL_RUNS/pcl-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  methods={methods}  θ={threshold}  sweep={thetas}")
-print(f"settings={settings}  budgets={label_counts} {label_unit}  folds={n_folds}  run folder: {run_dir}")
+print(f"settings={settings}  budgets={label_counts} {label_unit}  folds={n_folds}  protocols={eval_protocols}")
+print(f"run folder: {run_dir}")
 
 # %% [markdown]
 # ## 1 · The data and the two settings
@@ -258,7 +272,8 @@ display(similarity.set_index("|Δdepth|").T)
 batch_rows = np.random.default_rng(seed).permutation(len(pool_rows))[:32]
 near = pairing.positional(depth[batch_rows], threshold=threshold).numpy()
 negatives = ~np.eye(len(batch_rows), dtype=bool)
-print(f"in a random batch of {len(batch_rows)}: {near[negatives].mean():.0%} of SimCLR's negatives lie within "
+near_share = float(near[negatives].mean())
+print(f"in a random batch of {len(batch_rows)}: {near_share:.0%} of SimCLR's negatives lie within "
       f"θ={threshold} of the anchor's depth (false negatives PCL makes positive)")
 
 # %% [markdown]
@@ -446,7 +461,9 @@ display(smallest.groupby(["setting", "init"], sort=False)[class_columns].mean().
 # ## 7 · The θ sweep
 # PCL pretrained with other thresholds, fine-tuned in the first setting at the smallest budget
 # (same folds and seed). Too small a θ leaves only the own view (SimCLR); too large makes the
-# whole volume one positive set and the loss can no longer tell positions apart.
+# whole volume one positive set and the loss can no longer tell positions apart. The second table
+# pairs each θ with the chosen `threshold` on the same fold and seed (mean difference, 95 % t
+# interval, as in section 8).
 
 # %%
 sweep_rows = pd.DataFrame()
@@ -467,9 +484,12 @@ if thetas:
     sweep_table = summarize(sweep_rows, ["theta"], "test_dice_volume").sort_values("theta")
     sweep_table["positives per anchor"] = [share.get(f"θ={t}", np.nan) for t in sweep_table.theta]
     display(sweep_table[["theta", "mean ± std", "positives per anchor"]].set_index("theta").round(3))
-    print("for reference, same cell: " + ", ".join(
+    print("for reference, same cell (means): " + ", ".join(
         f"{i} {base_rows[base_rows.init == i].test_dice_volume.mean():.3f}" for i in ("random init", "SimCLR", "GCL")
         if i in set(base_rows.init)))
+    sweep_comparison = paired_comparison(sweep_rows, groups=["n_labelled"], value="test_dice_volume",
+                                         baseline=f"PCL θ={threshold}", pair_on=["fold", "seed"])
+    display(sweep_comparison.round(3))  # each θ minus the chosen θ, paired on fold and seed
     if sweep_rows.theta.nunique() > 1:
         fig = viz.plot_dice_vs_labels(sweep_rows, x="theta", y="test_dice_volume", hue=None,
                                       title=f"{setting}, {budget_name(label_counts[0])}: honest Dice vs PCL θ")
@@ -477,30 +497,75 @@ if thetas:
 
 # %% [markdown]
 # ## 8 · Reading the result
-# Differences are judged against the spread over folds; the verdict is computed from this run.
-
+# A pretrained run and the random-init run of the same fold and seed see the same labelled volumes,
+# validation and test patients, and start the same decoder, so compare them in **pairs**: for pair
+# $i$ (a fold × seed), $d_i = \text{Dice}(\text{pretrained}, i) - \text{Dice}(\text{random init}, i)$,
+# honest 3-D Dice per volume. Over the $n$ pairs of a setting and budget the table gives the mean
+# difference $\bar d$ (`mean_diff`) and its 95 % interval
+# $\bar d \pm t_{0.975,\,n-1}\, s_d / \sqrt{n}$ (`ci_low`, `ci_high`; `medcl_lite.paired`). The verdict
+# is computed from it: "better" or "worse" only when the interval excludes 0, "no evidence" when it
+# covers 0. With 2 folds ($t_{0.975,1} = 12.7$) or 3 ($4.3$) the interval is wide: few folds buy
+# little certainty. Several methods face one baseline here: each row is one comparison, and reading
+# off the best of them overstates its difference (the winner's curse).
 
 # %%
-def verdict(rows: pd.DataFrame, value: str = "test_dice_volume", baseline: str = "random init") -> str:
-    """One line per (setting, budget): the best pretraining against random init, and PCL vs SimCLR."""
-    lines = []
-    for _, c in compare_to_baseline(rows, ["setting", "n_labelled"], value, baseline).iterrows():
-        cell = rows[(rows.setting == c.setting) & (rows.n_labelled == c.n_labelled)].groupby("init")[value].mean()
-        extra = f"; PCL vs SimCLR {cell['PCL'] - cell['SimCLR']:+.3f}" if {"PCL", "SimCLR"} <= set(cell.index) else ""
-        word = "larger than" if c.beyond_spread else "within"
-        lines.append(f"- {c.setting}, {budget_name(c.n_labelled)}: best pretraining {c.best} {c.delta:+.3f} Dice vs "
-                     f"{baseline} ({word} the fold spread {c.spread:.3f}){extra}")
-    return "\n".join(lines)
-
-
-summary_text = verdict(rows)
+GROUPS = ["setting", "n_labelled"]
+comparison = paired_comparison(rows, groups=GROUPS, value="test_dice_volume", pair_on=["fold", "seed"])
+display(comparison.round(3))
+summary_text = verdict_text(comparison, GROUPS, label=lambda r: f"{r.setting}, {budget_name(r.n_labelled)}")
 display(Markdown(summary_text))
+
+# %% [markdown]
+# **The chapter's own questions**, paired the same way but against another pretraining: do the
+# depth-aware answers beat SimCLR's instance pairs (GCL and PCL minus SimCLR)? Does PCL's sliding
+# window beat GCL's fixed partitions (PCL minus GCL)? Does the positional mask help MoCo too
+# (MoCo-PCL minus MoCo)? Only the questions whose methods this run pretrained are asked.
+
+# %%
+QUESTIONS = {  # baseline -> the methods compared with it, each pair on the same fold and seed
+    "SimCLR": ["GCL", "PCL"],
+    "GCL": ["PCL"],
+    "MoCo": ["MoCo-PCL"],
+}
+method_parts, method_text = [], []
+for base, others in QUESTIONS.items():
+    asked = rows[rows.init.isin([base, *others])]
+    if base not in set(asked.init) or set(asked.init) == {base}:
+        continue
+    answer = paired_comparison(asked, groups=GROUPS, value="test_dice_volume", baseline=base,
+                               pair_on=["fold", "seed"])
+    method_parts.append(answer.assign(baseline=base))
+    method_text.append(verdict_text(answer, GROUPS, baseline=base,
+                                    label=lambda r: f"{r.setting}, {budget_name(r.n_labelled)}"))
+method_comparison = pd.concat(method_parts, ignore_index=True) if method_parts else pd.DataFrame()
+if method_parts:
+    display(method_comparison.round(3))
+    display(Markdown("\n\n".join(method_text)))
+else:
+    print("no method-vs-method question: this run lacks SimCLR, GCL, MoCo or their depth-aware variants")
+
+# %% [markdown]
+# Two more readings computed from this run: how much higher the paper's protocol (pooled 2-D Dice,
+# step picked on the test fold) reads than the honest one, and what the embedding probe of section 5
+# says about each encoder next to chance.
+
+# %%
+gap = (rows.paper_test_dice_pooled - rows.test_dice_volume).groupby([rows.setting, rows.n_labelled]).mean()
+nearest_gap = probe.iloc[:, 0]
+reading_text = "\n".join([
+    f"- paper minus honest protocol, mean over folds per cell: {gap.min():+.3f} to {gap.max():+.3f} "
+    f"({(gap > 0).sum()} of {len(gap)} cells higher)",
+    f"- in a random batch, {near_share:.0%} of SimCLR's negatives lie within θ={threshold} of the anchor's depth",
+    "- mean |Δdepth| to the nearest other-patient slice: "
+    + ", ".join(f"{name} {value:.3f}" for name, value in nearest_gap.items()),
+])
+display(Markdown(reading_text))
 
 # %% [markdown]
 # **A reference run** of the `cpu` size (2-core CPU shared with other jobs, torch 2.14.1,
 # 2026-11-22, 4894 s: `medcl reproduce 02_pcl -f notebooks/params/pcl/cpu.yaml --name pcl-cpu`;
 # pretraining 89-142 s per method, 140 steps), honest Dice (3-D per volume, step chosen on
-# validation), mean ± std over 3 folds. Your run prints its own table above; runs are
+# validation), mean ± std over 3 folds. Your run prints its own tables above; runs are
 # deterministic by seed on one machine.
 #
 # | init | semi, 1 vol. | semi, 2 vol. | semi, 6 vol. | transfer, 1 vol. | transfer, 2 vol. | transfer, 6 vol. |
@@ -512,20 +577,19 @@ display(Markdown(summary_text))
 # | MoCo | 0.657 ± 0.008 | 0.661 ± 0.025 | 0.623 ± 0.101 | 0.537 ± 0.010 | 0.596 ± 0.036 | 0.564 ± 0.042 |
 # | MoCo-PCL | 0.701 ± 0.015 | 0.626 ± 0.058 | 0.653 ± 0.013 | 0.607 ± 0.024 | 0.617 ± 0.078 | 0.624 ± 0.036 |
 #
-# θ sweep (semi, 1 volume): 0.05 → 0.693 ± 0.047, 0.1 → 0.664 ± 0.039, 0.2 → 0.655 ± 0.018,
-# 0.35 → 0.700 ± 0.022, 0.5 → 0.709 ± 0.037: no trend larger than the fold spread.
+# θ sweep (semi, 1 volume), means: 0.05 → 0.693 ± 0.047, 0.1 → 0.664 ± 0.039, 0.2 → 0.655 ± 0.018,
+# 0.35 → 0.700 ± 0.022, 0.5 → 0.709 ± 0.037.
 #
-# What it says: the positional answer is the one that helps here. PCL is above SimCLR in every
-# cell (+0.04 to +0.20) and above random init in every cell, by more than the fold spread only in
-# three (semi 6 volumes +0.13, transfer 2 volumes +0.19, transfer 6 volumes +0.02); GCL and
-# MoCo-PCL mostly lie between SimCLR and PCL (MoCo-PCL ties PCL at 1 semi volume). Plain SimCLR is *below* random init everywhere, as the
-# false-negative picture predicts: 57 % of its negatives lie within θ of the anchor's depth. The
-# embedding probe agrees: the nearest other-patient slice is 0.05 away in depth for PCL, GCL and
-# MoCo-PCL against 0.13-0.14 for random, SimCLR and MoCo (chance 0.33). The paper's protocol reads
-# up to 0.14 higher than the honest one, most where a run is unstable (random init, transfer 2
-# volumes). Caveats: with a fixed 60-step fine-tuning budget more labelled volumes do not always
-# help (random init drops from 1 to 6 volumes, with a large fold spread), so compare rows within
-# a column, not columns; and the θ sweep is one budget, one seed, three folds.
+# Its means alone decide nothing: whether a difference between two rows is evidence is what the
+# paired intervals decide, and they are computed for your run above, not for this table. Questions
+# to put to your run's tables: is PCL better than SimCLR, and than GCL, in every cell or only in
+# some, and in how many is the interval clear of 0? Is plain SimCLR below random init, as the
+# false-negative picture (section 2: the share of its negatives within θ of the anchor's depth)
+# predicts? Does the embedding probe (section 5) rank the encoders the way the Dice does? Does the
+# θ sweep show a trend that its paired differences support? Caveats: with a fixed fine-tuning
+# budget more labelled volumes do not always help (in the table above random init drops from 1 to
+# 6 volumes, with a large fold spread), so compare rows within a column, not columns; and the θ
+# sweep is one budget, one seed, a few folds.
 
 # %% [markdown]
 # **The paper's numbers**, for orientation only: ACDC (real cine MRI, 352², 300 pretraining
@@ -542,7 +606,52 @@ display(Markdown(summary_text))
 # the presets in `notebooks/params/pcl/` write every setting out.
 
 # %% [markdown]
-# ## 9 · Overlays
+# ## 9 · Evaluation protocols: what did the encoder learn?
+# Full fine-tuning lets every weight move, so it can overwrite what pretraining put in the encoder,
+# or learn the same from the labels alone. The self-supervised papers also measure the encoder with
+# less freedom (`medcl_lite.experiment.EVALUATION_PROTOCOLS`, parameter `eval_protocols`):
+# - **frozen encoder**: only the decoder and the head learn, on the encoder's frozen weights and
+#   BatchNorm statistics (`encoder_lr_scale=0`): the score measures what pretraining put in the
+#   encoder, since a random encoder stays random.
+# - **discriminative**: the encoder learns at 0.1 × the decoder's learning rate
+#   (`encoder_lr_scale=0.1`), the papers' way of keeping what pretraining learned while adapting it.
+# - **linear probe**: a 1×1 convolution on encoder stage 3 predicts the coarse mask (each cell's
+#   majority class), nothing else learns (`medcl_lite.probe`): the standard self-supervised
+#   measurement (SimCLR Sec. 2.3), here dense.
+#
+# They run at the smallest label budget only, with the same encoders, folds, seed and fine-tuning
+# settings as the grid, so every run pairs with the grid's runs; the grid's runs of that budget are
+# the **full** protocol. Each protocol compares its pretrained runs with its own random-init runs,
+# paired on fold and seed as in section 8. The metric here is per-slice Dice (`test_dice`) for
+# every protocol, since the probe scores no other, not the 3-D Dice of section 8. How to read it:
+# if pretraining wins under the frozen encoder or the probe but not under full fine-tuning, the
+# representation holds something that full fine-tuning at this size does not need, or overwrites.
+
+# %%
+budget = label_counts[:1]
+protocol_parts = []
+for setting in settings:
+    data = roles[setting][0]
+    extra = run_evaluation_protocols(data, folds_of[setting], encoders, budget, [seed], ft_base, eval_protocols,
+                                     out_dir=run_dir / f"protocols_{setting}", progress=progress, unit=label_unit)
+    full = rows[(rows.setting == setting) & (rows.n_labelled == str(budget[0]))]
+    protocol_parts += [full.assign(protocol="full"), extra.assign(setting=setting)]
+protocol_rows = pd.concat(protocol_parts, ignore_index=True)
+atomic_write_text(run_dir / "protocols.csv", protocol_rows.to_csv(index=False))
+protocol_means = protocol_rows.pivot_table(index=["setting", "init"], columns="protocol", values="test_dice",
+                                           aggfunc="mean", sort=False)[["full", *eval_protocols]].reset_index()
+display(Markdown(f"Per-slice Dice, mean over folds, {budget_name(budget[0])}:"))
+display(protocol_means.round(3))
+PROTOCOL_GROUPS = ["setting", "protocol", "n_labelled"]
+protocol_comparison = paired_comparison(protocol_rows, groups=PROTOCOL_GROUPS, value="test_dice",
+                                        pair_on=["fold", "seed"])
+display(protocol_comparison.round(3))
+protocol_text = verdict_text(protocol_comparison, PROTOCOL_GROUPS,
+                             label=lambda r: f"{r.setting}, {r.protocol}, {budget_name(r.n_labelled)}")
+display(Markdown(protocol_text))
+
+# %% [markdown]
+# ## 10 · Overlays
 # Test slices of fold 0 at the smallest budget in each setting: contours are the ground truth,
 # colours the prediction, for random init and the best pretraining of that cell.
 
@@ -579,11 +688,28 @@ md = [
     "",
     probe.to_markdown(),
     "",
+    f"Paired comparisons (honest 3-D Dice, pairs: same fold and seed; {n_folds} folds x seed {seed}):",
+    "",
+    comparison.round(3).to_markdown(index=False),
+    "",
     summary_text,
+    "",
+    *([method_comparison.round(3).to_markdown(index=False), "", "\n\n".join(method_text), ""] if method_parts else []),
+    reading_text,
+    "",
+    f"Evaluation protocols ({budget_name(budget[0])}; per-slice Dice, mean over folds):",
+    "",
+    protocol_means.round(3).to_markdown(index=False),
+    "",
+    protocol_comparison.round(3).to_markdown(index=False),
+    "",
+    protocol_text,
     "",
 ]
 if not sweep_rows.empty:
-    md += ["θ sweep (honest Dice):", "", sweep_table[["theta", "mean ± std"]].to_markdown(index=False), ""]
+    md += ["θ sweep (honest Dice):", "", sweep_table[["theta", "mean ± std"]].to_markdown(index=False), "",
+           f"Each θ minus θ={threshold}, paired on fold and seed:", "",
+           sweep_comparison.round(3).to_markdown(index=False), ""]
 md += ["The paper's ACDC numbers (PCL: 0.671 with 2 patients, 0.850 with 6) are on real data and not "
        "comparable with phantom numbers.", ""]
 atomic_write_text(run_dir / "results.md", "\n".join(md))
