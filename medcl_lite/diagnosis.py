@@ -218,9 +218,9 @@ def reading(table: pd.DataFrame, baseline: str = "random init", reference: str =
                      f"{row.verdict}; {moved:+.3f} against the reference recipe's difference.")  # fmt: skip
     wins = [n for n, r in rows.iterrows() if r.verdict == "better"]
     if wins:
-        lines.append(f"\nThe pretrained encoder beats {baseline} beyond the interval under: {', '.join(wins)}.")
+        lines.append(f"\nThe pretrained encoder beats {baseline} (95 % interval above 0) under: {', '.join(wins)}.")
     else:
         best = rows.mean_diff.idxmax()
-        lines.append(f"\nNo row shows the pretrained encoder better than {baseline} beyond its interval; the "
-                     f"smallest gap is under {best!r} ({rows.loc[best, 'mean_diff']:+.3f}).")  # fmt: skip
+        lines.append(f"\nNo row shows the pretrained encoder above {baseline} with a 95 % interval above 0; the "
+                     f"most favourable row is {best!r} ({rows.loc[best, 'mean_diff']:+.3f}).")  # fmt: skip
     return "\n".join(lines)

@@ -28,7 +28,6 @@ from medcl_lite.train import FinetuneConfig, finetune
 __all__ = [
     "EVALUATION_PROTOCOLS",
     "GridRun",
-    "compare_to_baseline",
     "grid_runs",
     "load_grid",
     "load_predictions",
@@ -335,33 +334,3 @@ def protocol_table(
     if len(index) > 1:
         table.index = [" · ".join(str(k) for k in key) for key in table.index]
     return table
-
-
-def compare_to_baseline(
-    rows: pd.DataFrame, groups: Sequence[str], value: str = "test_dice", baseline: str = "random init"
-) -> pd.DataFrame:
-    """For each group (e.g. setting x budget): the best initialisation against ``baseline``.
-
-    A difference counts only when it is larger than the spread over folds / seeds (the larger
-    of the two standard deviations): the chapters' computed verdict.
-
-    Returns:
-        The ``groups`` columns, ``best``, ``delta`` (best mean - baseline mean), ``spread`` and
-        ``beyond_spread`` (bool), one row per group.
-    """
-    groups = list(groups)
-    stats = rows.groupby([*groups, "init"], sort=False)[value].agg(["mean", "std"])
-    records = []
-    for key, block in stats.groupby(level=list(range(len(groups))), sort=False):
-        block = block.droplevel(list(range(len(groups))))
-        if baseline not in block.index or len(block) < 2:
-            continue
-        base = block.loc[baseline]
-        best = block.drop(baseline)["mean"].idxmax()
-        delta = float(block.loc[best, "mean"] - base["mean"])
-        spread = float(np.nanmax([base["std"], block.loc[best, "std"]]))
-        key = key if isinstance(key, tuple) else (key,)
-        records.append({**dict(zip(groups, key, strict=True)), "best": best, "delta": delta,
-                        "spread": spread, "beyond_spread": bool(abs(delta) > spread)})
-    return pd.DataFrame.from_records(records, columns=[*groups, "best", "delta", "spread", "beyond_spread"])
-

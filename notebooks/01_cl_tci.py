@@ -76,7 +76,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from medcl_lite import pairing, train, viz
+from medcl_lite import pairing, reference, train, viz
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.config import from_params, pick
 from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
@@ -498,6 +498,8 @@ if method_parts:
     display(Markdown("\n\n".join(method_text)))
 else:
     print("no method-vs-method question: this run lacks SimCLR, MoCo or their CL-TCI variants")
+all_comparisons = pd.concat([comparison.assign(baseline="random init"), method_comparison], ignore_index=True)
+atomic_write_text(run_dir / "comparison.csv", all_comparisons.to_csv(index=False))
 
 # %% [markdown]
 # Two more readings computed from this run: how much higher the paper's protocol (pooled Dice, step
@@ -521,22 +523,21 @@ reading_text = "\n".join(reading)
 display(Markdown(reading_text))
 
 # %% [markdown]
-# **A reference run** of the `cpu` size (2-core CPU, torch 2.14.1, 2026-11-22, 1608 s; 1487 s alone on 2026-12-06:
-# `medcl reproduce 01_cl_tci -f notebooks/params/cl_tci/cpu.yaml --name cl_tci-cpu`), honest Dice
-# (per image, step chosen on validation), mean ± std over 3 folds. Your run prints its own tables
-# above; runs are deterministic by seed on one machine.
-#
-# | backbone · init | semi, 1 label | semi, 4 labels | transfer, 1 label | transfer, 4 labels |
-# |---|---|---|---|---|
-# | U-Net · random init | 0.872 ± 0.005 | 0.915 ± 0.008 | 0.885 ± 0.012 | 0.892 ± 0.021 |
-# | U-Net · SimCLR | 0.813 ± 0.048 | 0.881 ± 0.013 | 0.895 ± 0.024 | 0.898 ± 0.019 |
-# | U-Net · CL-TCI-SimCLR | 0.831 ± 0.043 | 0.893 ± 0.004 | 0.886 ± 0.042 | 0.893 ± 0.027 |
-# | U-Net · CL-TCI-SimCLR + sampler | 0.801 ± 0.084 | 0.890 ± 0.010 | 0.898 ± 0.023 | 0.895 ± 0.028 |
-# | U-Net · MoCo | 0.847 ± 0.044 | 0.897 ± 0.012 | 0.896 ± 0.031 | 0.898 ± 0.032 |
-# | U-Net · CL-TCI-MoCo | 0.819 ± 0.028 | 0.890 ± 0.003 | 0.898 ± 0.017 | 0.884 ± 0.037 |
-# | DeepLab-V3 · random init | 0.654 ± 0.035 | 0.762 ± 0.050 | 0.728 ± 0.035 | 0.788 ± 0.036 |
-# | DeepLab-V3 · CL-TCI-MoCo | 0.679 ± 0.055 | 0.758 ± 0.069 | 0.751 ± 0.019 | 0.788 ± 0.036 |
-#
+# **The reference run** of the `cpu` size, read from `notebooks/reference/01_cl_tci/` (recorded by
+# `medcl reproduce ... --record`, never retyped): honest Dice (per image, step chosen on
+# validation), mean ± std over the folds, then its paired comparisons. Your run prints its own
+# tables above; runs are deterministic by seed on one machine.
+
+# %%
+print(reference.caption("01_cl_tci"))
+recorded = reference.load_table("01_cl_tci", "results.csv")
+if recorded is not None:
+    display(protocol_table(recorded, ["arch", "init"], ["setting"], {"test_dice": "honest"}))
+    recorded_comparison = reference.load_table("01_cl_tci", "comparison.csv")
+    if recorded_comparison is not None:
+        display(recorded_comparison.round(3))
+
+# %% [markdown]
 # Its means alone decide nothing: whether a difference between two rows is evidence is what the
 # paired intervals decide, and they are computed for your run above, not for this table. Questions
 # to put to your run's tables: in the clean site A (semi-supervised), is any pretraining better than
@@ -546,10 +547,10 @@ display(Markdown(reading_text))
 #
 # How to read it. The premise of CL-TCI holds on the phantom by construction (a patient's anatomy
 # is fixed over time), and the embedding probe of section 4 shows whether the encoders picked it up.
-# Whether that turns into better lung Dice depends on the budget: global contrast trains only the
-# encoder, the decoder starts from scratch, and a few CPU minutes of pretraining on a few hundred
-# 64² images are far from the paper's 500 epochs at 256². If the paired verdicts show no gain, that
-# is the result of this budget. The paper reports MoCo-based CL-TCI as generally better than the
+# Whether that turns into better lung Dice is a separate question: global contrast trains only the
+# encoder, the decoder starts from scratch, and the quickstart's diagnosis (chapter 00, section 8)
+# measures which parts of the recipe move the difference (fine-tuning rate and length, frozen vs
+# full, BatchNorm statistics, pretraining length, crops, the room the label budget leaves). The paper reports MoCo-based CL-TCI as generally better than the
 # SimCLR-based one; MoCo's queue gives every query many same-patient keys, which the shuffled SimCLR
 # batch rarely does (section 2 measures how rarely). Does your run's CL-TCI-MoCo vs MoCo row agree?
 # The `gpu` size and the paper presets run the longer schedules.

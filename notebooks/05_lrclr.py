@@ -84,6 +84,7 @@ from medcl_lite.image_text import (
     train_image_text,
     zero_shot_table,
 )
+from medcl_lite.paired import interval, paired_comparison, verdict_text
 
 env = medcl_lite.print_env()
 
@@ -300,28 +301,31 @@ for finding in findings:
 
 # %% [markdown]
 # ## 6 · Reading the result
-# Computed from this run: LRCLR minus CLIP per finding, against the spread over seeds.
-
+# CLIP and LRCLR of the same seed see the same images, reports, tokenizer and schedule, so compare
+# them in **pairs**: for seed $i$, $d_i = \text{AUC}(\text{LRCLR}, i) - \text{AUC}(\text{CLIP}, i)$ per
+# finding, reported as the mean $\bar d$ with its 95 % interval $\bar d \pm t_{0.975,\,n-1}\, s_d/\sqrt{n}$
+# (`medcl_lite.paired`): "better" or "worse" only when the interval excludes 0, "no evidence" when
+# it covers 0, "too few pairs" with one seed. Four findings are four comparisons: one of them
+# crossing its interval by chance is not unlikely. The second table asks whether each model finds a
+# finding at all: its AUC minus chance (0.5), with the same kind of interval over seeds.
 
 # %%
-def verdict(summary: pd.DataFrame) -> str:
-    if not {"CLIP", "LRCLR"} <= set(methods):
-        return "(one method only: nothing to compare)"
-    lines = []
-    for finding, r in summary.iterrows():
-        delta = r["mean"]["LRCLR"] - r["mean"]["CLIP"]
-        if len(seeds) < 2:
-            lines.append(f"- {finding}: LRCLR {delta:+.3f} AUC vs CLIP (one seed: no spread to judge it by)")
-            continue
-        spread = np.nanmax([r["std"]["LRCLR"], r["std"]["CLIP"]])
-        word = "larger than" if abs(delta) > spread else "within"
-        lines.append(f"- {finding}: LRCLR {delta:+.3f} AUC vs CLIP ({word} the seed spread {spread:.3f}); "
-                     f"chance is 0.5")
-    return "\n".join(lines)
-
-
-reading = verdict(summary)
+if {"CLIP", "LRCLR"} <= set(methods):
+    pairs = auc[auc.method.isin(["CLIP", "LRCLR"])].rename(columns={"method": "init"})
+    comparison = paired_comparison(pairs, groups=["finding"], value="auc", baseline="CLIP", pair_on=["seed"])
+    display(comparison.round(3))
+    reading = verdict_text(comparison, ["finding"], baseline="CLIP", unit="AUC")
+else:
+    reading = "(one method only: nothing to compare)"
 display(Markdown(reading))
+chance = []
+for (finding, method), block in auc.groupby(["finding", "method"], sort=False):
+    mean, low, high = interval(block.auc - 0.5)
+    chance.append({"finding": finding, "method": method, "seeds": len(block), "AUC - 0.5": mean,
+                   "ci_low": low, "ci_high": high,
+                   "above chance": "too few seeds" if len(block) < 2 else "yes" if low > 0 else
+                   "no evidence" if high >= 0 else "below"})  # fmt: skip
+display(pd.DataFrame(chance).round(3))
 
 # %% [markdown]
 # **The reference run of the cpu size** (`medcl reproduce 05_lrclr -f

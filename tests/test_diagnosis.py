@@ -133,8 +133,8 @@ def test_reading_is_computed_from_the_table():
     assert "random init reaches 0.710 Dice at 1 labelled and 0.860 with all labels: +0.150 left to gain" in text
     assert "- **reference**: pretrained -0.050 vs random init [-0.050, -0.050], worse." in text
     assert "- frozen encoder (frozen vs full): +0.030 [+0.030, +0.030], better; +0.080 against" in text
-    assert "beyond the interval under: frozen encoder." in text
+    assert "beats random init (95 % interval above 0) under: frozen encoder." in text
     no_win = reading(diagnosis_table(rows[rows.ablation != "frozen encoder"]))
-    assert "No row shows the pretrained encoder better" in no_win and "'all labels' (+0.000)" in no_win
+    assert "No row shows the pretrained encoder above random init" in no_win and "most favourable row is 'all labels' (+0.000)" in no_win
     with pytest.raises(ValueError, match="no 'reference' row"):
         reading(diagnosis_table(rows[rows.ablation != "reference"]))
