@@ -28,7 +28,7 @@ import pandas as pd
 
 from medcl_lite.checkpoint import atomic_write_text
 
-__all__ = ["TABLES", "caption", "load_table", "record", "reference_dir", "reference_root"]
+__all__ = ["TABLES", "caption", "current_commit", "load_table", "record", "reference_dir", "reference_root"]
 
 #: The run-folder files a reference keeps, when the run wrote them.
 TABLES = ("results.csv", "results.md", "protocols.csv", "diagnosis.csv", "comparison.csv")
@@ -88,12 +88,24 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def current_commit() -> str:
+    """The checkout's commit, with ``+uncommitted`` when tracked files differ from it ("unknown"
+    outside a git checkout). Read it *before* a run starts: that is the code the run executes."""
+    return _git_commit(Path(__file__).resolve().parent)
+
+
 def record(
-    run_dir: str | Path, chapter: str, command: str, dest_root: str | Path | None = None, threads: int | None = None
+    run_dir: str | Path,
+    chapter: str,
+    command: str,
+    dest_root: str | Path | None = None,
+    threads: int | None = None,
+    commit: str | None = None,
 ) -> Path:
     """Copy a finished run's tables and executed notebook into ``dest_root/chapter`` (default:
-    :func:`reference_root`) and write its ``run.json``. The old reference of that chapter is
-    replaced as a whole, so no stale table survives. Returns the reference folder."""
+    :func:`reference_root`) and write its ``run.json``; ``commit`` is :func:`current_commit` as
+    read when the run started (default: now). The old reference of that chapter is replaced as a
+    whole, so no stale table survives. Returns the reference folder."""
     import torch
 
     from medcl_lite.threads import requested_threads
@@ -116,7 +128,7 @@ def record(
     run = {
         "chapter": chapter,
         "date": datetime.date.today().isoformat(),
-        "commit": _git_commit(Path(__file__).resolve().parent),
+        "commit": commit or current_commit(),
         "command": command,
         "machine": f"{os.cpu_count()}-core {_cpu_name()}",
         "threads": requested_threads(threads) or os.cpu_count(),

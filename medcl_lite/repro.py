@@ -131,6 +131,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.out or args.dry_run or args.jobs != 1:
         raise ValueError("--out, --dry-run and --jobs go with --grid FILE")
     params = load_params(args.file, args.param)
+    if args.record:
+        from medcl_lite.reference import current_commit
+
+        commit = current_commit()  # the code this run executes, before anyone edits the checkout
     out_dir = reproduce(
         args.notebook,
         params,
@@ -144,7 +148,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         from medcl_lite import reference
 
         command = "medcl " + " ".join(shlex.quote(a) for a in sys.argv[1:] if a != "--record")
-        dest = reference.record(out_dir, find_notebook(args.notebook).stem, command, threads=args.threads or None)
+        dest = reference.record(out_dir, find_notebook(args.notebook).stem, command, threads=args.threads or None,
+                                commit=commit)
         print(f"recorded as the reference run: {dest}")
     table = out_dir / "results.md"
     print(f"\nrun folder: {out_dir}  ({(out_dir / 'wall_time.txt').read_text().strip()})")

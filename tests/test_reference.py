@@ -40,6 +40,10 @@ def test_record_keeps_tables_notebook_and_how_it_ran(tmp_path, monkeypatch, caps
     (dest / "diagnosis.csv").write_text("stale\n")
     assert repro.main(argv) == 0
     assert not (dest / "diagnosis.csv").exists() and not list((tmp_path / "reference").glob(".*"))
+    # the commit is read when the run starts (the code it executed), and can be given
+    other = reference.record(tmp_path / "runs" / "r", "07_demo", "cmd", dest_root=tmp_path / "other", commit="abc123")
+    assert json.loads((other / "run.json").read_text())["commit"] == "abc123"
+    assert reference.current_commit() != ""
 
 
 def test_missing_reference_and_unfinished_runs_are_named(tmp_path, monkeypatch, capsys):
