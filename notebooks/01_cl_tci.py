@@ -100,7 +100,7 @@ env = medcl_lite.print_env()
 # %% tags=["parameters"]
 # Parameters: papermill overrides these (medcl reproduce 01_cl_tci -f notebooks/params/cl_tci/...)
 smoke = None  # None: smoke run on a CPU, teaching run on a GPU; True or False forces it
-preset = "auto"  # size when not smoke: cpu (about 25 min on 2 cores), gpu, or auto
+preset = "auto"  # size when not smoke: cpu (about 30 min on 2 cores), gpu, or auto
 seed = 0  # data, split and pretraining seed
 device = "auto"  # auto, cpu, cuda or mps
 out_dir = ""  # run folder; empty: MEDCL_RUNS/cl_tci-SIZE (default ~/.cache/medcl_lite/runs)
@@ -139,7 +139,7 @@ eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
-# that everything runs; numbers mean little), **cpu** (about 25 minutes on a 2-core laptop) and
+# that everything runs; numbers mean little), **cpu** (about 30 minutes on a 2-core laptop) and
 # **gpu** (a Colab GPU: 128² images, longer pretraining, all methods on both backbones, 5 folds).
 # Each size also names the evaluation protocols run beside full fine-tuning (section 8).
 # The paper presets in `notebooks/params/cl_tci/` set every value explicitly.

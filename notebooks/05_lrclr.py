@@ -343,8 +343,9 @@ display(pd.DataFrame(chance).round(3))
 # against .998 for the same encoder trained with labels). Opacity and effusion are above chance
 # but far below what the images show (.56 against .88 and .85). The nodule is barely visible at
 # 64² even with labels (.59), so zero-shot cannot be expected to find it. **LRCLR against CLIP:**
-# no difference beyond the seed spread on three findings. The nodule gains +.036 with a spread of
-# .031: one borderline difference out of four, on three seeds, is not evidence. The pointing game
+# this table holds means and seed spreads only, which cannot say whether a difference is evidence;
+# the paired intervals of section 6 say it for your run (this reference is re-run with them by the
+# next recording). Its largest difference is the nodule's +.036, one of four findings. The pointing game
 # (section 7) is at chance (.04 hits against .04 for a random region): at this size the region
 # path does not learn where findings are. The paper's gains come from MIMIC-scale data and a
 # pretrained model, which this CPU run does not have.
