@@ -61,13 +61,15 @@ def square_pair(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
 # --------------------------------------------------------------------------- presets and views
 def test_presets_share_one_set_of_keys_and_build():
     keys = set(PRESETS["quickstart"])
-    assert set(PRESETS) == {"cl_tci", "pcl", "quickstart"}
+    assert set(PRESETS) == {"cl_tci", "pcl", "quickstart", "quickstart_no_crop"}
     for name, settings in PRESETS.items():
         assert set(settings) == keys, name
         assert isinstance(view_transform(16, name), v2.Transform)
     assert PRESETS["quickstart"]["hflip"] == 0.0  # left/right lungs are distinct labels
     assert PRESETS["cl_tci"]["gamma"] == (1.0, 1.4)
     assert PRESETS["pcl"]["scale"] == (0.7, 1.3) and PRESETS["pcl"]["affine_p"] == 0.67
+    no_crop = {k: v for k, v in PRESETS["quickstart_no_crop"].items() if PRESETS["quickstart"][k] != v}
+    assert no_crop == {"crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0)}  # the diagnosis's one change
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
