@@ -19,20 +19,10 @@ from pathlib import Path
 import torch
 
 from medcl_lite.threads import omp_wait_policy
+from medcl_lite.utils import cpu_model
 
 #: Where the scripts write their records by default (commit the ones README.md quotes).
 RESULTS = Path(__file__).parent / "results"
-
-
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def machine(device: torch.device | None = None, versions: dict[str, str] | None = None) -> dict:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from medcl_lite.checkpoint import atomic_write_text
+from medcl_lite.utils import cpu_model
 
 __all__ = ["TABLES", "caption", "current_commit", "load_table", "record", "reference_dir", "reference_root"]
 
@@ -78,15 +79,6 @@ def _git_commit(folder: Path) -> str:
     return out.stdout.strip() + ("+uncommitted" if dirty else "")
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def current_commit() -> str:
     """The checkout's commit, with ``+uncommitted`` when tracked files differ from it ("unknown"
@@ -130,7 +122,7 @@ def record(
         "date": datetime.date.today().isoformat(),
         "commit": commit or current_commit(),
         "command": command,
-        "machine": f"{os.cpu_count()}-core {_cpu_name()}",
+        "machine": f"{os.cpu_count()}-core {cpu_model() or platform.machine()}",
         "threads": requested_threads(threads) or os.cpu_count(),
         "torch": torch.__version__,
         "wall_time": wall.read_text().strip(),

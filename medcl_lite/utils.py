@@ -108,3 +108,15 @@ def print_env() -> dict[str, str]:
     for key, value in info.items():
         print(f"{key:<{width}}  {value}")
     return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``: what
+    benchmark records and reference runs (:mod:`medcl_lite.reference`) name the machine by."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
