@@ -9,12 +9,14 @@ factor                 what the ablation changes
 ====================== ==============================================================================
 fine-tuning LR         the learning rate (the papers fine-tune at 1e-4 / 5e-5, the teaching sizes 1e-3)
 fine-tuning length     the number of fine-tuning steps
-frozen vs full         only the decoder learns (``encoder_lr_scale=0``), or the encoder learns slower
+frozen vs full         only the decoder learns (``encoder_lr_scale=0``), the encoder learns slower, or
+                       it waits for the first half of the steps (``frozen_encoder_steps``, LP-FT)
 BatchNorm statistics   the pretrained running statistics reset (mean 0, variance 1), or kept frozen
                        while the weights learn (``encoder_bn="frozen"``)
 encoder-only transfer  only the first stages of the pretrained encoder are kept, the rest start random
 pretraining length     an encoder from a shorter pretraining run
-augmentation mismatch  an encoder pretrained without the views' crops (what fine-tuning never sees)
+augmentation mismatch  an encoder pretrained without the views' crops (what fine-tuning never sees), or
+                       with views that also vary what tells the scanners apart (noise, blur, sharpening)
 label-budget ceiling   all labelled images instead of the smallest budget (how much room there is)
 ====================== ==============================================================================
 
@@ -106,12 +108,14 @@ def keep_encoder_stages(state: dict, stages: int, random_state: dict) -> dict:
 
 
 def default_ablations(base: FinetuneConfig, random_encoder: dict, short_pretraining: str = "",
-                      no_crop_pretraining: str = "") -> dict[str, Ablation]:  # fmt: skip
+                      no_crop_pretraining: str = "", scanner_view_pretraining: str = "") -> dict[str, Ablation]:  # fmt: skip
     """The module table's ablations around ``base`` (the chapter's fine-tuning recipe).
 
     ``random_encoder``: a random encoder ``state_dict`` whose deeper stages replace the pretrained
-    ones in the encoder-only ablation. ``short_pretraining`` / ``no_crop_pretraining``: keys of the
-    pretrained encoders of a shorter run and of a run without crops ("" leaves that ablation out).
+    ones in the encoder-only ablation. ``short_pretraining`` / ``no_crop_pretraining`` /
+    ``scanner_view_pretraining``: keys of the pretrained encoders of a shorter run, of a run without
+    crops and of a run whose views also vary what tells the scanners apart (noise, blur, edge
+    enhancement: the ``quickstart_scanners`` preset); "" leaves that ablation out.
     """
     longer = 5 * base.max_steps
     every = max(1, longer // 6)
@@ -123,6 +127,7 @@ def default_ablations(base: FinetuneConfig, random_encoder: dict, short_pretrain
                                                                           "lr": 1e-4}),  # fmt: skip
         "frozen encoder": Ablation("frozen vs full", {"encoder_lr_scale": 0.0}),
         "encoder lr x0.1": Ablation("frozen vs full", {"encoder_lr_scale": 0.1}),
+        "decoder first, then all (LP-FT)": Ablation("frozen vs full", {"frozen_encoder_steps": base.max_steps // 2}),
         "frozen, BN statistics reset": Ablation("BatchNorm statistics", {"encoder_lr_scale": 0.0},
                                                 transform=reset_batchnorm_statistics),  # fmt: skip
         "BN statistics reset": Ablation("BatchNorm statistics", transform=reset_batchnorm_statistics),
@@ -135,6 +140,8 @@ def default_ablations(base: FinetuneConfig, random_encoder: dict, short_pretrain
         ablations["shorter pretraining"] = Ablation("pretraining length", encoder=short_pretraining)
     if no_crop_pretraining:
         ablations["pretrained without crops"] = Ablation("augmentation mismatch", encoder=no_crop_pretraining)
+    if scanner_view_pretraining:
+        ablations["pretrained with scanner views"] = Ablation("augmentation mismatch", encoder=scanner_view_pretraining)
     return ablations
 
 

@@ -22,15 +22,19 @@ from medcl_lite.config import to_dict
 from medcl_lite.data.datasets import Fold, Protocol, choose_labelled_by
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.metrics import summarize
+from medcl_lite.paired import paired_comparison, verdict_text
 from medcl_lite.semi import SemiConfig, finetune_two_stream
 from medcl_lite.train import FinetuneConfig, finetune
 
 __all__ = [
     "EVALUATION_PROTOCOLS",
+    "by_site",
     "GridRun",
     "grid_runs",
     "load_grid",
     "load_predictions",
+    "ProtocolReport",
+    "protocol_report",
     "protocol_table",
     "results_table",
     "run_finetune_grid",
@@ -334,3 +338,72 @@ def protocol_table(
     if len(index) > 1:
         table.index = [" · ".join(str(k) for k in key) for key in table.index]
     return table
+
+
+@dataclass(frozen=True)
+class ProtocolReport:
+    """Every evaluation protocol at one budget, read as the chapters read it (:func:`protocol_report`).
+
+    ``rows``: one row per run with a ``protocol`` column ("full" = the grid's own runs);
+    ``means``: "mean ± std" of ``value`` per initialisation (rows, in their order) and protocol
+    (columns, "full" first); ``comparison``: :func:`medcl_lite.paired.paired_comparison` of every
+    initialisation against random init within each protocol.
+    """
+
+    rows: pd.DataFrame
+    means: pd.DataFrame
+    comparison: pd.DataFrame
+    groups: tuple[str, ...]
+
+    def text(self, label=None) -> str:
+        """The computed bullets (:func:`medcl_lite.paired.verdict_text`); ``label(row)`` names a group."""
+        return verdict_text(self.comparison, self.groups, label=label)
+
+
+def protocol_report(
+    full_rows: pd.DataFrame,
+    protocol_rows: pd.DataFrame,
+    groups: Sequence[str] = (),
+    value: str = "test_dice",
+    pair_on: Sequence[str] = ("fold", "seed"),
+) -> ProtocolReport:
+    """Join a grid's full fine-tuning runs of one budget with :func:`run_evaluation_protocols`'
+    runs of that budget, and pair each protocol's pretrained runs with its own random-init runs.
+
+    Args:
+        full_rows: the grid's rows at the budget (one ``n_labelled``), any ``groups`` columns set.
+        protocol_rows: what :func:`run_evaluation_protocols` returned for the same budget.
+        groups: extra grouping columns before ``protocol`` and ``n_labelled`` (e.g. ``["setting"]``).
+        value: the metric every protocol shares (the probe gives ``test_dice`` only).
+        pair_on: the keys that pair runs (same fold and seed; ``["seed"]`` without folds).
+    """
+    budgets = set(map(str, full_rows["n_labelled"])) | set(map(str, protocol_rows.get("n_labelled", [])))
+    if len(budgets) > 1:
+        raise ValueError(f"protocol_report: one label budget at a time, got {sorted(budgets)}")
+    rows = pd.concat([full_rows.assign(protocol="full"), protocol_rows], ignore_index=True)
+    rows["n_labelled"] = rows["n_labelled"].astype(str)
+    groups = (*groups, "protocol", "n_labelled")
+    index = [g for g in groups if g not in ("protocol", "n_labelled")] + ["init"]
+    summary = summarize(rows, [*index, "protocol"], value)
+    means = summary.pivot(index=index, columns="protocol", values="mean ± std")
+    order = list(dict.fromkeys(map(tuple, rows[index].to_numpy().tolist())))
+    keys = [key if len(index) > 1 else key[0] for key in order]
+    means = means.loc[[k for k in keys if k in means.index], list(dict.fromkeys(rows["protocol"]))]
+    means.columns.name = None
+    comparison = paired_comparison(rows, groups=list(groups), value=value, pair_on=list(pair_on))
+    return ProtocolReport(rows, means, comparison, groups)
+
+
+def by_site(rows: pd.DataFrame, value: str = "test_dice") -> pd.DataFrame:
+    """One row per run and site: the per-site scores (``<value>_site_<site>``, what the fine-tuning
+    runs report when the data has a ``site`` column) under ``value``, with a ``site`` column; the
+    other columns repeat. Pair them with ``paired_comparison(..., groups=[..., "site"])`` to ask
+    where (on which scanner) a pretrained encoder helps. Sites a run did not score are left out."""
+    prefix = f"{value}_site_"
+    columns = [c for c in rows.columns if c.startswith(prefix)]
+    if not columns:
+        raise ValueError(f"by_site: no {prefix}<site> columns; the rows have {list(rows.columns)}")
+    keep = [c for c in rows.columns if not c.startswith(f"{value}_") and c != value]
+    long = rows[keep + columns].melt(id_vars=keep, value_vars=columns, var_name="site", value_name=value)
+    long["site"] = long["site"].str.removeprefix(prefix)
+    return long.dropna(subset=[value]).reset_index(drop=True)

@@ -218,6 +218,12 @@ class FinetuneConfig:
     # mode, the "frozen BN" of detection fine-tuning), which a batch of augmented copies of one
     # labelled image cannot estimate. A frozen encoder (encoder_lr_scale=0) always has frozen BN.
     encoder_bn: str = "train"
+    # Decoder first (LP-FT: Kumar et al., "Fine-Tuning can Distort Pretrained Features and
+    # Underperform Out-of-Distribution", ICLR 2022): the first `frozen_encoder_steps` steps train the
+    # decoder and head on the frozen encoder (weights and BatchNorm statistics), then the whole
+    # network learns. A random decoder's first gradients otherwise reach the pretrained encoder and
+    # fit it to the few labelled images' own scanner. 0 = off.
+    frozen_encoder_steps: int = 0
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -228,6 +234,7 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         name = type(self).__name__
         check_range(name, "encoder_lr_scale", self.encoder_lr_scale, 0.0)
+        check_range(name, "frozen_encoder_steps", self.frozen_encoder_steps, 0)
         check_choice(name, "init", self.init, {"random", "pretrained"})
         check_choice(name, "encoder_bn", self.encoder_bn, {"train", "frozen"})
         check_choice(name, "augment", self.augment, {"none", "light"})
@@ -634,15 +641,19 @@ def _check_distributable(cfg: PretrainConfig, n_proc: int) -> None:
         )
 
 
-def _update(loss: Tensor, optimizer, scaler, scheduler, where: str) -> None:
+def _update(loss: Tensor, optimizer, scaler, scheduler, where: str, keep=()) -> None:
     """One optimiser step: backward (loss scaled for mixed precision on CUDA), step, schedule.
 
     Stops at the first NaN/inf loss instead of training on garbage; ``where`` names the step.
+    Parameters in ``keep`` are left as they are this step (their gradients dropped: the
+    optimiser skips a parameter without one, its moments untouched).
     """
     if not torch.isfinite(loss.detach()):
         raise FloatingPointError(f"loss is {float(loss)} at {where}: lower lr, check the inputs for NaN")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    for param in keep:
+        param.grad = None
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
@@ -830,13 +841,20 @@ def finetune(
     history, best = [], {"val_dice": -1.0, "step": 0, "state": None}
     trained = distributed.wrap(model, device)  # DDP in a distributed run
     distributed.seed_augmentations(cfg.seed, 0)
-    _train_mode(model, frozen_bn)
+    # Decoder first (LP-FT): the encoder's gradients are dropped and its BatchNorm statistics kept
+    # for `warmup` steps. (Its weights keep requires_grad, so a DDP run all-reduces them all along.)
+    warmup = 0 if frozen else min(cfg.frozen_encoder_steps, steps)
+    encoder_params = list(model.encoder.parameters()) if warmup else []
+    _train_mode(model, frozen_bn or warmup > 0)
     bar = tqdm(loader, disable=not cfg.progress or rank != 0, desc="finetune", mininterval=2.0)
     for step, batch in enumerate(bar, 1):
+        if warmup and step == warmup + 1:  # the decoder has learned to read the encoder: now all learn
+            _train_mode(model, frozen_bn)
         x, y = batch["image"].to(device), batch["mask"].to(device)
         with torch.autocast(device.type, enabled=use_amp):
             loss = _segmentation_loss(trained(x), y, cfg.loss)
-        _update(loss, optimizer, scaler, scheduler, where=f"fine-tuning step {step}")
+        _update(loss, optimizer, scaler, scheduler, where=f"fine-tuning step {step}",
+                keep=encoder_params if step <= warmup else ())  # fmt: skip
         row = {"step": step, "loss": distributed.mean_over_ranks(loss)}
         if step % cfg.eval_every == 0 or step == steps:
             row["val_dice"] = evaluate(model, data, val_index)[0]["dice"]
@@ -844,7 +862,7 @@ def finetune(
                 best = {"val_dice": row["val_dice"], "step": step, "state": copy.deepcopy(model.state_dict())}
             if paper:
                 row["test_dice_pooled"] = evaluate(model, data, test_index)[0]["dice_pooled"]
-            _train_mode(model, frozen_bn)  # evaluation restored train mode on the whole model
+            _train_mode(model, frozen_bn or step <= warmup)  # evaluation restored train mode on the whole model
         history.append(row)
     model.load_state_dict(best["state"])
     metrics = {"best_step": best["step"], "val_dice": best["val_dice"], "n_train": int(len(train_index))}

@@ -27,6 +27,7 @@ __all__ = [
     "plot_curves",
     "plot_dice_vs_labels",
     "plot_embeddings",
+    "plot_paired",
     "plot_roc",
     "save_figure",
     "show_correspondences",
@@ -591,6 +592,54 @@ def plot_dice_vs_labels(
     ax.grid(alpha=0.3)
     if hue is not None:
         ax.legend(title=hue)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_paired(
+    comparison: pd.DataFrame,
+    label: Sequence[str],
+    baseline: str = "random init",
+    unit: str = "Dice",
+    title: str | None = None,
+) -> Figure:
+    """The paired comparisons of :func:`medcl_lite.paired.paired_comparison` as a forest plot: one
+    line per row, its mean difference (dot) and 95 % interval (bar), a vertical line at 0.
+
+    A bar clear of 0 is a "better" (right) or "worse" (left) verdict; one that crosses 0 is "no
+    evidence". Rows with fewer than two pairs have no interval and show the dot alone.
+
+    Args:
+        comparison: rows with ``mean_diff``, ``ci_low``, ``ci_high``, ``verdict`` and ``label``'s columns.
+        label: the columns that name a row, joined with " · " (e.g. ``["protocol", "site", "init"]``).
+        baseline, unit: the axis label, "<unit> difference vs <baseline>".
+    """
+    needed = ["mean_diff", "ci_low", "ci_high", "verdict", *label]
+    if not isinstance(comparison, pd.DataFrame) or comparison.empty:
+        raise ValueError("plot_paired: comparison must be a non-empty DataFrame (paired_comparison's output)")
+    missing = [c for c in needed if c not in comparison.columns]
+    if missing:
+        raise ValueError(f"plot_paired: comparison has no column(s) {missing}")
+    rows = comparison.reset_index(drop=True)
+    names = [" · ".join("all labels" if str(v) == "all" else str(v) for v in values)
+             for values in rows[list(label)].itertuples(index=False)]  # fmt: skip
+    colours = {"better": "tab:green", "worse": "tab:red"}
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.32 * len(rows)))
+    positions = np.arange(len(rows))[::-1]  # the first row on top
+    for y, row in zip(positions, rows.itertuples(index=False), strict=True):
+        colour = colours.get(row.verdict, "tab:grey")
+        if np.isfinite(row.ci_low) and np.isfinite(row.ci_high):
+            ax.plot([row.ci_low, row.ci_high], [y, y], color=colour, linewidth=2)
+        ax.plot([row.mean_diff], [y], "o", color=colour)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(positions)
+    ax.set_yticklabels(names)
+    ax.set_xlabel(f"{unit} difference vs {baseline} (mean and 95 % interval over pairs)")
+    ax.grid(axis="x", alpha=0.3)
+    handles = [Line2D([], [], color=c, marker="o", label=v) for v, c in [*colours.items(), ("no evidence", "tab:grey")]]
+    ax.legend(handles=handles, loc="best", fontsize="small")
     if title:
         ax.set_title(title)
     fig.tight_layout()

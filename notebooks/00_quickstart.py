@@ -83,7 +83,9 @@ from medcl_lite.data.phantoms import make_chest_xrays
 from medcl_lite.data.transforms import view_transform
 from medcl_lite.experiment import (
     EVALUATION_PROTOCOLS,
+    by_site,
     load_predictions,
+    protocol_report,
     results_table,
     run_evaluation_protocols,
     run_finetune_grid,
@@ -373,18 +375,59 @@ if recorded is not None:
 
 # %%
 first = label_counts[:1]
-protocol_rows = run_evaluation_protocols(data, protocol, encoders, first, seeds, ft_base, eval_protocols,
-                                         out_dir=run_dir / "protocols", progress=progress)  # fmt: skip
-full_rows = rows[rows.n_labelled == str(first[0])].assign(protocol="full")
-protocol_rows = pd.concat([full_rows, protocol_rows], ignore_index=True)
-atomic_write_text(run_dir / "protocols.csv", protocol_rows.to_csv(index=False))
-by_protocol = paired_comparison(protocol_rows, groups=["protocol", "n_labelled"], pair_on=["seed"])
-display(protocol_rows.pivot_table(index="init", columns="protocol", values="test_dice", aggfunc="mean",
-                                  sort=False).round(3))  # fmt: skip
-display(by_protocol.round(3))
-protocol_text = verdict_text(by_protocol, ["protocol", "n_labelled"],
-                             label=lambda r: f"{r.protocol}, {r.n_labelled} labelled")  # fmt: skip
+extra = run_evaluation_protocols(data, protocol, encoders, first, seeds, ft_base, eval_protocols,
+                                 out_dir=run_dir / "protocols", progress=progress)  # fmt: skip
+protocols = protocol_report(rows[rows.n_labelled == str(first[0])], extra, pair_on=["seed"])
+atomic_write_text(run_dir / "protocols.csv", protocols.rows.to_csv(index=False))
+display(protocols.means)
+display(protocols.comparison.round(3))
+protocol_text = protocols.text(label=lambda r: f"{r.protocol}, {r.n_labelled} labelled")
 display(Markdown(protocol_text))
+
+# %% [markdown]
+# ### Where does the representation help? The same runs, per site
+# The test set mixes three scanners, and its mean hides where a representation helps and where it
+# breaks. Every run above also scored each site (`test_dice_site_A`, ...); `by_site` turns those
+# columns into rows, so the same pairs (same seed, same labelled image) can be compared **per
+# site**. Site A is where the labels come from; B (a computed-radiography plate: noisier, blurred,
+# edge-enhanced, darker) and C (portable: scatter, rotation, lines) are only in the unlabelled pool
+# and the test set. The forest plot draws each paired difference with its 95 % interval: a bar
+# clear of 0 on the right is "better", on the left "worse".
+
+# %%
+def paired_by_site(protocol_rows: pd.DataFrame) -> pd.DataFrame:
+    """Pretrained minus random init, per site and protocol, paired on the seed."""
+    return paired_comparison(by_site(protocol_rows), groups=["site", "protocol", "n_labelled"], pair_on=["seed"])
+
+
+site_comparison = paired_by_site(protocols.rows)
+fig = viz.plot_paired(site_comparison, ["site", "protocol", "init"],
+                      title=f"this run: pretrained minus random init per site, {first[0]} labelled")  # fmt: skip
+viz.save_figure(fig, run_dir / "figures" / "paired_by_site.png")
+site_text = verdict_text(site_comparison, ["site", "protocol"], label=lambda r: f"site {r.site}, {r.protocol}")
+display(Markdown(site_text))
+
+# %% [markdown]
+# The same reading of the recorded reference run (`cpu` size, 3 seeds), from its `protocols.csv`:
+
+# %%
+recorded_protocols = reference.load_table("00_quickstart", "protocols.csv")
+if recorded_protocols is not None:
+    recorded_sites = paired_by_site(recorded_protocols)
+    fig = viz.plot_paired(recorded_sites, ["site", "protocol", "init"],
+                          title="reference run: pretrained minus random init per site")  # fmt: skip
+    display(Markdown(verdict_text(recorded_sites, ["site", "protocol"], label=lambda r: f"site {r.site}, {r.protocol}")))
+
+# %% [markdown]
+# **How to read it.** Compare the rows of one protocol across sites. Where a frozen pretrained
+# encoder beats a frozen random one on site A, pretraining put something into the encoder that
+# reads these lungs; where it loses on another site, the features that the decoder learned to read
+# on site A change on that scanner, and the decoder misreads them. The views of SimCLR and MoCo
+# vary exposure, gamma, blur and noise, but contrastive learning only makes the *projection head's
+# output* invariant to them; the encoder stages that a U-Net decoder reads through its skip
+# connections may still carry the scanner. The diagnosis below tests this directly with encoders
+# pretrained on views that also vary what tells the scanners apart (noise up to site B's, blur,
+# edge enhancement: the `quickstart_scanners` preset).
 
 # %% [markdown]
 # ## 8 · Why? A diagnosis, one factor at a time
@@ -396,11 +439,11 @@ display(Markdown(protocol_text))
 # |---|---|
 # | fine-tuning LR | 1e-4, the papers' fine-tuning rate, instead of 1e-3 |
 # | fine-tuning length | 5x the fine-tuning steps |
-# | frozen vs full | the encoder frozen, or learning 10x slower |
+# | frozen vs full | the encoder frozen, learning 10x slower, or waiting for the first half of the steps while the decoder learns to read it (LP-FT, Kumar et al. 2022) |
 # | BatchNorm statistics | pretrained running statistics reset; or frozen while the weights learn |
 # | encoder-only transfer | only stages 1-2 (stride 2 and 4) of the pretrained encoder kept |
 # | pretraining length | SimCLR pretrained for a quarter of the epochs |
-# | augmentation mismatch | SimCLR pretrained without random crops (fine-tuning never crops) |
+# | augmentation mismatch | SimCLR pretrained without random crops (fine-tuning never crops), or with views that also vary the scanners' noise, blur and edge enhancement |
 # | label-budget ceiling | all labelled images: how much room the smallest budget leaves |
 #
 # The diagnosis trains about 150 short runs; with `diagnose=False` (the default) the notebook shows
@@ -411,6 +454,7 @@ if diagnose:
     variants = {  # name: (pretraining changes, run folder)
         "SimCLR, 1/4 of the epochs": ({"max_epochs": max(1, epochs // 4)}, "pretrain_simclr_short"),
         "SimCLR, no crops": ({"augment": "quickstart_no_crop"}, "pretrain_simclr_no_crop"),
+        "SimCLR, scanner views": ({"augment": "quickstart_scanners"}, "pretrain_simclr_scanners"),
     }
     extra = {}
     for name, (change, folder) in variants.items():
@@ -466,6 +510,10 @@ md = [
     f"Evaluation protocols at {first[0]} labelled (test Dice per image, paired over seeds):",
     "",
     protocol_text,
+    "",
+    f"Per site at {first[0]} labelled (pretrained minus random init, paired over seeds):",
+    "",
+    site_text,
     "",
 ]
 atomic_write_text(run_dir / "results.md", "\n".join(md))

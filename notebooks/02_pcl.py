@@ -85,6 +85,7 @@ from medcl_lite.data.transforms import view_transform
 from medcl_lite.experiment import (
     EVALUATION_PROTOCOLS,
     load_predictions,
+    protocol_report,
     protocol_table,
     run_evaluation_protocols,
     run_finetune_grid,
@@ -629,25 +630,19 @@ display(Markdown(reading_text))
 
 # %%
 budget = label_counts[:1]
-protocol_parts = []
+full_parts, extra_parts = [], []
 for setting in settings:
     data = roles[setting][0]
     extra = run_evaluation_protocols(data, folds_of[setting], encoders, budget, [seed], ft_base, eval_protocols,
                                      out_dir=run_dir / f"protocols_{setting}", progress=progress, unit=label_unit)
-    full = rows[(rows.setting == setting) & (rows.n_labelled == str(budget[0]))]
-    protocol_parts += [full.assign(protocol="full"), extra.assign(setting=setting)]
-protocol_rows = pd.concat(protocol_parts, ignore_index=True)
-atomic_write_text(run_dir / "protocols.csv", protocol_rows.to_csv(index=False))
-protocol_means = protocol_rows.pivot_table(index=["setting", "init"], columns="protocol", values="test_dice",
-                                           aggfunc="mean", sort=False)[["full", *eval_protocols]].reset_index()
-display(Markdown(f"Per-slice Dice, mean over folds, {budget_name(budget[0])}:"))
-display(protocol_means.round(3))
-PROTOCOL_GROUPS = ["setting", "protocol", "n_labelled"]
-protocol_comparison = paired_comparison(protocol_rows, groups=PROTOCOL_GROUPS, value="test_dice",
-                                        pair_on=["fold", "seed"])
-display(protocol_comparison.round(3))
-protocol_text = verdict_text(protocol_comparison, PROTOCOL_GROUPS,
-                             label=lambda r: f"{r.setting}, {r.protocol}, {budget_name(r.n_labelled)}")
+    full_parts.append(rows[(rows.setting == setting) & (rows.n_labelled == str(budget[0]))])
+    extra_parts.append(extra.assign(setting=setting))
+protocols = protocol_report(pd.concat(full_parts), pd.concat(extra_parts), ["setting"])
+atomic_write_text(run_dir / "protocols.csv", protocols.rows.to_csv(index=False))
+display(Markdown(f"Per-slice Dice, mean ± std over folds, {budget_name(budget[0])}:"))
+display(protocols.means)
+display(protocols.comparison.round(3))
+protocol_text = protocols.text(label=lambda r: f"{r.setting}, {r.protocol}, {budget_name(r.n_labelled)}")
 display(Markdown(protocol_text))
 
 # %% [markdown]
@@ -699,9 +694,9 @@ md = [
     "",
     f"Evaluation protocols ({budget_name(budget[0])}; per-slice Dice, mean over folds):",
     "",
-    protocol_means.round(3).to_markdown(index=False),
+    protocols.means.to_markdown(),
     "",
-    protocol_comparison.round(3).to_markdown(index=False),
+    protocols.comparison.round(3).to_markdown(index=False),
     "",
     protocol_text,
     "",

@@ -84,11 +84,11 @@ from medcl_lite.data.transforms import view_transform
 from medcl_lite.experiment import (
     EVALUATION_PROTOCOLS,
     load_predictions,
+    protocol_report,
     protocol_table,
     run_evaluation_protocols,
     run_finetune_grid,
 )
-from medcl_lite.metrics import summarize
 from medcl_lite.models import DenseProjectionHead, ProjectionHead, build_segmenter
 from medcl_lite.paired import paired_comparison, verdict_text
 from medcl_lite.semi import SemiConfig
@@ -552,22 +552,14 @@ if len(two) and all(c in two for c in stream_columns.values()):
 # %%
 print("transferred:", {name: "encoder + decoder" if r.trains_decoder else "encoder" for name, r in pretrained.items()})
 smallest = str(label_counts[0])
-protocol_rows = run_evaluation_protocols(ft_data, folds, inits, label_counts[:1], [seed], ft_base, eval_protocols,
-                                         out_dir=run_dir / "protocols", progress=progress, unit=label_unit)
-full_rows = grids["supervised"][grids["supervised"].n_labelled == smallest].assign(protocol="full")
-all_rows = pd.concat([full_rows, protocol_rows], ignore_index=True)
-atomic_write_text(run_dir / "protocols.csv", all_rows.to_csv(index=False))
-protocol_means = summarize(all_rows, ["init", "protocol"], "test_dice").pivot(index="init", columns="protocol",
-                                                                             values="mean ± std")
-protocol_means = protocol_means.loc[[i for i in inits if i in protocol_means.index],
-                                    [p for p in ["full", *eval_protocols] if p in protocol_means.columns]]
+extra = run_evaluation_protocols(ft_data, folds, inits, label_counts[:1], [seed], ft_base, eval_protocols,
+                                 out_dir=run_dir / "protocols", progress=progress, unit=label_unit)
+protocols = protocol_report(grids["supervised"][grids["supervised"].n_labelled == smallest], extra, pair_on=pair_on)
+atomic_write_text(run_dir / "protocols.csv", protocols.rows.to_csv(index=False))
 display(Markdown(f"**Dice per image at {budget_name(smallest)}, supervised scheme, mean ± std over folds**"))
-display(protocol_means)
-protocol_comparison = paired_comparison(all_rows, groups=["protocol", "n_labelled"], value="test_dice",
-                                        pair_on=pair_on)
-display(protocol_comparison.round(3))
-protocol_text = verdict_text(protocol_comparison, ["protocol", "n_labelled"],
-                             label=lambda row: f"{row.protocol}, {budget_name(row.n_labelled)}")
+display(protocols.means)
+display(protocols.comparison.round(3))
+protocol_text = protocols.text(label=lambda row: f"{row.protocol}, {budget_name(row.n_labelled)}")
 display(Markdown(protocol_text))
 
 # %% [markdown]
@@ -615,7 +607,7 @@ md = [
     "",
     f"Evaluation protocols at {budget_name(smallest)} (supervised scheme), Dice per image, mean ± std over folds:",
     "",
-    protocol_means.to_markdown(),
+    protocols.means.to_markdown(),
     "",
     protocol_text,
     "",

@@ -62,15 +62,18 @@ def test_keep_encoder_stages_takes_shallow_stages_from_the_pretrained_state():
 
 def test_default_ablations_change_one_thing_each():
     base = FinetuneConfig(max_steps=60, lr=1e-3)
-    ablations = default_ablations(base, _encoder_state(2), short_pretraining="short", no_crop_pretraining="nocrop")
+    ablations = default_ablations(base, _encoder_state(2), short_pretraining="short", no_crop_pretraining="nocrop",
+                                  scanner_view_pretraining="scanners")  # fmt: skip
     assert ablations["reference"] == Ablation("the recipe itself")
     assert ablations["lr 1e-4 (the papers')"].finetune == {"lr": 1e-4}
     assert ablations["300 steps"].finetune == {"max_steps": 300, "eval_every": 50}
     assert ablations["frozen encoder"].finetune == {"encoder_lr_scale": 0.0}
+    assert ablations["decoder first, then all (LP-FT)"].finetune == {"frozen_encoder_steps": 30}
     assert ablations["all labels"].label_count == "all"
     assert ablations["encoder BN frozen"].finetune == {"encoder_bn": "frozen"}
     assert ablations["shorter pretraining"].encoder == "short"
     assert ablations["pretrained without crops"].encoder == "nocrop"
+    assert ablations["pretrained with scanner views"] == Ablation("augmentation mismatch", encoder="scanners")
     assert "shorter pretraining" not in default_ablations(base, _encoder_state(2))
     factors = {a.factor for a in ablations.values()}
     assert {"fine-tuning LR", "fine-tuning length", "frozen vs full", "BatchNorm statistics", "encoder-only transfer",

@@ -141,3 +141,23 @@ def test_grid_runs_two_stream_semi_supervised_fine_tuning(tiny_set, tmp_path, mo
     monkeypatch.setattr(experiment, "finetune_two_stream", None)  # finished runs are reused
     again = run_finetune_grid(tiny_set, protocol, {"random init": None}, [1, "all"], [0], base, tmp_path, progress=False)
     np.testing.assert_allclose(again.test_dice.to_numpy(), rows.test_dice.to_numpy())
+
+
+def test_by_site_turns_site_columns_into_rows_and_pairs_per_site():
+    import pandas as pd
+
+    from medcl_lite.paired import paired_comparison
+
+    rows = pd.DataFrame({
+        "init": ["random init", "SimCLR"] * 2, "seed": [0, 0, 1, 1], "n_labelled": "1",
+        "test_dice": [0.8, 0.7, 0.8, 0.7], "test_dice_pooled": 0.5,
+        "test_dice_site_A": [0.8, 0.9, 0.7, 0.8], "test_dice_site_B": [0.8, 0.5, np.nan, np.nan],
+    })  # fmt: skip
+    long = experiment.by_site(rows)
+    assert sorted(long.columns) == ["init", "n_labelled", "seed", "site", "test_dice"]  # other test_dice_* gone
+    assert len(long) == 6 and long[long.site == "B"].seed.tolist() == [0, 0]  # unscored sites left out
+    got = paired_comparison(long, groups=["site"], pair_on=["seed"]).set_index("site")
+    assert got.mean_diff.round(6).to_dict() == {"A": 0.1, "B": -0.3}
+    assert got.n_pairs.to_dict() == {"A": 2, "B": 1}
+    with pytest.raises(ValueError, match="no test_dice_site_<site> columns"):
+        experiment.by_site(rows.drop(columns=["test_dice_site_A", "test_dice_site_B"]))

@@ -82,12 +82,21 @@ def test_notebook_setup_obeys_thread_settings(source, tmp_path, monkeypatch):
 
 @pytest.mark.notebook
 def test_quickstart_reproduce_smoke(tmp_path):
-    out = repro.reproduce("00_quickstart", repro.load_params([str(NOTEBOOKS / "params/quickstart/smoke.yaml")]),
-                          name="qs", runs_dir=tmp_path, progress=False)
-    for name in ("00_quickstart.ipynb", "params.yaml", "results.md", "results.csv", "wall_time.txt"):
+    """The quickstart through `medcl reproduce`, with the diagnosis run (nbval runs it without)."""
+    import pandas as pd
+
+    params = repro.load_params([str(NOTEBOOKS / "params/quickstart/smoke.yaml")], [("diagnose", "true")])
+    out = repro.reproduce("00_quickstart", params, name="qs", runs_dir=tmp_path, progress=False)
+    for name in ("00_quickstart.ipynb", "params.yaml", "results.md", "results.csv", "protocols.csv", "diagnosis.csv",
+                 "wall_time.txt"):  # fmt: skip
         assert (out / name).is_file(), name
-    assert (out / "figures" / "dice_vs_labels.png").is_file()
-    assert "random init" in (out / "results.md").read_text()
+    for figure in ("dice_vs_labels.png", "paired_by_site.png"):
+        assert (out / "figures" / figure).is_file(), figure
+    results = (out / "results.md").read_text()
+    assert "random init" in results and "Per site" in results and "site A, frozen encoder" in results
+    diagnosed = pd.read_csv(out / "diagnosis.csv").set_index("ablation")
+    for row in ("reference", "pretrained with scanner views", "decoder first, then all (LP-FT)", "all labels"):
+        assert row in diagnosed.index, row
 
 
 PARAM_FILES = sorted(p for p in (NOTEBOOKS / "params").glob("*/*.yaml") if not p.stem.startswith("grid"))

@@ -2,6 +2,7 @@
 (``encoder_lr_scale``) and the linear probe of encoder features."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -163,3 +164,58 @@ def test_evaluation_protocols_by_name_pair_across_protocols(tiny_set, tmp_path):
     assert run_evaluation_protocols(tiny_set, folds, encoders, [1], [0], base, []).empty
     with pytest.raises(ValueError, match="unknown protocol.*'frozen'"):
         run_evaluation_protocols(tiny_set, folds, encoders, [1], [0], base, ["frozen"])
+
+
+def _runs(protocol: str, shift: float, settings=("semi",)) -> pd.DataFrame:
+    """Fake runs: random init scores 0.5 + fold / 10, the pretrained encoder ``shift`` more."""
+    rows = pd.DataFrame([
+        {"setting": s, "init": init, "n_labelled": "1", "fold": f, "seed": 0,
+         "test_dice": 0.5 + f / 10 + (shift if init == "pretrained" else 0.0)}
+        for s in settings for init in ("random init", "pretrained") for f in range(3)
+    ])  # fmt: skip
+    return rows.assign(protocol=protocol) if protocol else rows
+
+
+def test_protocol_report_joins_the_grid_and_pairs_within_each_protocol():
+    from medcl_lite.experiment import protocol_report
+
+    full = _runs("", -0.02)  # the grid's own rows carry no protocol column
+    extra = pd.concat([_runs("frozen encoder", 0.1), _runs("linear probe", 0.0)])
+    report = protocol_report(full, extra, ["setting"])
+    assert report.rows.protocol.tolist()[:6] == ["full"] * 6 and len(report.rows) == 18
+    assert list(report.means.columns) == ["full", "frozen encoder", "linear probe"]
+    assert list(report.means.index) == [("semi", "random init"), ("semi", "pretrained")]
+    assert report.means.loc[("semi", "pretrained"), "frozen encoder"] == "0.700 ± 0.100"
+    got = report.comparison.set_index("protocol")
+    assert got.mean_diff.round(6).to_dict() == {"full": -0.02, "frozen encoder": 0.1, "linear probe": 0.0}
+    assert got.verdict.to_dict() == {"full": "worse", "frozen encoder": "better", "linear probe": "no evidence"}
+    assert got.ci_low["frozen encoder"] == pytest.approx(0.1)  # a constant shift: a zero-width interval
+    assert "semi, frozen encoder, 1: pretrained +0.100 Dice" in report.text()
+    assert report.text(label=lambda r: r.protocol).startswith("- full: pretrained -0.020")
+    no_extra = protocol_report(full, pd.DataFrame(), ["setting"])  # no protocol asked for: full only
+    assert list(no_extra.means.columns) == ["full"] and list(no_extra.comparison.protocol) == ["full"]
+    with pytest.raises(ValueError, match="one label budget at a time.*'1', 'all'"):
+        protocol_report(full, extra.assign(n_labelled="all"), ["setting"])
+
+
+def test_decoder_first_keeps_the_encoder_for_its_steps_then_all_learn(tiny_set):
+    """LP-FT (``frozen_encoder_steps``): while the encoder waits, the run is the frozen-encoder run
+    step for step (same decoder); after it, the encoder's weights and statistics move."""
+    idx = np.arange(len(tiny_set))
+
+    def run(**kwargs):
+        cfg = FinetuneConfig(init="pretrained", max_steps=3, eval_every=3, batch_size=4, optimizer="sgd", lr=0.05,
+                             augment="none", progress=False, **kwargs)  # fmt: skip
+        return finetune(cfg, tiny_set, idx[:4], idx[4:8], encoder_state=_encoder_state()).model
+
+    start = _encoder_state()
+    waiting, frozen = run(frozen_encoder_steps=3), run(encoder_lr_scale=0.0)
+    assert all(torch.equal(waiting.encoder.state_dict()[k].cpu(), v) for k, v in start.items())
+    for a, b in zip(waiting.decoder.parameters(), frozen.decoder.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert all(p.requires_grad for p in waiting.encoder.parameters())  # only its updates were dropped
+    moved = run(frozen_encoder_steps=2).encoder.state_dict()
+    assert _delta({k: moved[k].cpu() for k in start}, start).abs().max() > 0
+    assert any(not torch.equal(moved[k].cpu(), start[k]) for k in start if "running_mean" in k)
+    with pytest.raises(ConfigError, match="frozen_encoder_steps"):
+        FinetuneConfig(frozen_encoder_steps=-1)

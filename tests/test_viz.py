@@ -216,3 +216,25 @@ def test_show_heatmaps_draws_boxes_where_given():
     assert patches == [1, 0, 1] and fig.axes[0].patches[0].get_width() == 7
     with pytest.raises(ValueError, match="one entry per image"):
         viz.show_heatmaps(images(3), images(3), boxes=[None])
+
+
+def test_plot_paired_one_line_per_comparison_coloured_by_verdict():
+    comparison = pd.DataFrame({
+        "site": ["A", "B", "C"], "init": ["SimCLR"] * 3, "n_pairs": [3, 3, 1],
+        "mean_diff": [0.06, -0.27, 0.1], "ci_low": [0.01, -0.33, np.nan], "ci_high": [0.11, -0.21, np.nan],
+        "verdict": ["better", "worse", "too few pairs"],
+    })  # fmt: skip
+    fig = viz.plot_paired(comparison, ["site", "init"], title="per site")
+    ax = fig.axes[0]
+    ticks = {t.get_text(): t.get_position()[1] for t in ax.get_yticklabels()}
+    assert ticks == {"A · SimCLR": 2, "B · SimCLR": 1, "C · SimCLR": 0}  # the first row on top
+    bars = [line for line in ax.lines if len(line.get_xdata()) == 2 and line.get_xdata()[0] != line.get_xdata()[1]]
+    assert sorted(tuple(b.get_xdata()) for b in bars) == [(-0.33, -0.21), (0.01, 0.11)]  # no interval: no bar
+    dots = {float(line.get_xdata()[0]): line.get_color() for line in ax.lines if line.get_marker() == "o"}
+    assert dots == {0.06: "tab:green", -0.27: "tab:red", 0.1: "tab:grey"}
+    assert ax.get_title() == "per site"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no column.*'protocol'"):
+        viz.plot_paired(comparison, ["protocol"])
+    with pytest.raises(ValueError, match="non-empty"):
+        viz.plot_paired(comparison.iloc[:0], ["site"])

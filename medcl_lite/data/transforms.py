@@ -32,7 +32,8 @@ from torchvision.transforms.v2 import functional as F
 #: ``scale`` zoom range (> 1 zooms in); ``affine_p`` probability of rotation/shift/zoom;
 #: ``hflip``/``vflip`` flip probabilities; ``brightness``/``contrast`` ColorJitter factors (0 = off);
 #: ``gamma`` range of the gamma exponent (None = off); ``blur_sigma``/``blur_p`` Gaussian blur
-#: (pixels); ``noise_sigma``/``noise_p`` additive Gaussian noise (intensity units).
+#: (pixels); ``noise_sigma``/``noise_p`` additive Gaussian noise (intensity units);
+#: ``sharpen_amount``/``sharpen_p`` unsharp masking, ``x + a (x - blur(x))`` (a detector's edge enhancement).
 PRESETS: dict[str, dict[str, Any]] = {
     # CL-TCI (METHODS.md "CL-TCI"; public code dewenzeng/CL-TCI, dataset/bch.py
     # `prepare_for_contrast` and dataset/augmentation.py): brightness, contrast (saturation and hue
@@ -56,6 +57,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "blur_p": 0.0,
         "noise_sigma": None,
         "noise_p": 0.0,
+        "sharpen_amount": None,
+        "sharpen_p": 0.0,
     },
     # PCL (METHODS.md "PCL"; public code dewenzeng/positional_cl, dataset/acdc.py
     # `prepare_contrast`): MirrorTransform on both axes (each flip p = 0.5), then with p = 0.67 a
@@ -82,6 +85,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "blur_p": 0.0,
         "noise_sigma": None,
         "noise_p": 0.0,
+        "sharpen_amount": None,
+        "sharpen_p": 0.0,
     },
     # Quick start (our choice, notebooks/00_quickstart): the small phantoms need stronger crops and
     # intensity changes than the papers' 256-512 px images, or global contrastive learning tells
@@ -106,12 +111,26 @@ PRESETS: dict[str, dict[str, Any]] = {
         "blur_p": 0.5,
         "noise_sigma": (0.0, 0.05),
         "noise_p": 0.5,
+        "sharpen_amount": None,
+        "sharpen_p": 0.0,
     },
 }
 # The quickstart's views without the crop (the whole image, rotation and intensity changes kept):
 # the "augmentation mismatch" ablation of medcl_lite.diagnosis. Fine-tuning never crops, so an
 # encoder made invariant to crops learns something segmentation does not ask of it.
 PRESETS["quickstart_no_crop"] = {**PRESETS["quickstart"], "crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0)}
+# The quickstart's views that also vary what tells the phantom's scanners apart: detector noise up to
+# 0.08 (site B's reaches ~0.07) most of the time, blur up to 2 px, and a detector's edge enhancement
+# (unsharp masking). The "scanner views" ablation of medcl_lite.diagnosis: does an encoder whose
+# views cover the scanners of its pool read an unseen site's images better?
+PRESETS["quickstart_scanners"] = {
+    **PRESETS["quickstart"],
+    "noise_sigma": (0.0, 0.08),
+    "noise_p": 0.8,
+    "blur_sigma": (0.1, 2.0),
+    "sharpen_amount": (0.0, 1.0),
+    "sharpen_p": 0.5,
+}
 
 #: Settings of :func:`joint_transform` (fine-tuning). "light" is our choice: small geometry
 #: (rotation +-10 deg, shift 5 %, zoom 0.9-1.1) and mild intensity changes that keep the labels true.
@@ -391,19 +410,50 @@ class RandomGaussianBlur(_ImageOnlyTransform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if params["sigma"] is None:
             return inpt
-        data = inpt.as_subclass(Tensor)
-        height, width = data.shape[-2:]
-        radius = min(self.radius, height - 1, width - 1)
-        if radius < 1:
+        out = _separable_blur(inpt.as_subclass(Tensor), params["sigma"], self.radius)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+def _separable_blur(data: Tensor, sigma: float, radius: int) -> Tensor:
+    """Gaussian blur of ``[..., H, W]`` by two 1-D convolutions (reflect padding); the radius is
+    cut to the image (a 1-pixel side is returned as is)."""
+    height, width = data.shape[-2:]
+    radius = min(radius, height - 1, width - 1)
+    if radius < 1:
+        return data
+    offsets = torch.arange(-radius, radius + 1, dtype=data.dtype, device=data.device)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    x = data.reshape(-1, 1, height, width)
+    x = nnf.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = nnf.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = nnf.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x.reshape(data.shape)
+
+
+class RandomUnsharpMask(_ImageOnlyTransform):
+    """Edge enhancement ``x + a (x - G_sigma * x)``, ``a ~ U(*amount)``, with probability ``p``;
+    clipped to [0, 1]. Computed-radiography and some flat-panel vendors post-process this way
+    (a low-frequency unsharp mask), so an encoder that should not tell detectors apart sees it in
+    its views. ``sigma`` (pixels) is the width of the subtracted blur."""
+
+    def __init__(self, amount: tuple[float, float] = (0.0, 1.0), p: float = 0.5, sigma: float = 2.0) -> None:
+        super().__init__()
+        self.amount = _check_range("sharpen_amount", amount, 0.0)
+        self.p = _check_probability("sharpen_p", p)
+        if not sigma > 0:
+            raise ValueError(f"sharpen sigma must be > 0 pixels, got {sigma!r}")
+        self.sigma, self.radius = float(sigma), max(1, math.ceil(2 * sigma))
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        u_apply, u_value = _draws(2)
+        return {"amount": _lerp(self.amount, u_value) if u_apply < self.p else None}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["amount"] is None:
             return inpt
-        offsets = torch.arange(-radius, radius + 1, dtype=data.dtype, device=data.device)
-        kernel = torch.exp(-(offsets**2) / (2 * params["sigma"] ** 2))
-        kernel = kernel / kernel.sum()
-        x = data.reshape(-1, 1, height, width)
-        x = nnf.pad(x, (radius, radius, radius, radius), mode="reflect")
-        x = nnf.conv2d(x, kernel.view(1, 1, 1, -1))
-        x = nnf.conv2d(x, kernel.view(1, 1, -1, 1))
-        out = x.reshape(data.shape)
+        data = inpt.as_subclass(Tensor)
+        out = (data + params["amount"] * (data - _separable_blur(data, self.sigma, self.radius))).clamp(0.0, 1.0)
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
 
@@ -416,6 +466,8 @@ def _intensity_steps(
     blur_p: float = 0.0,
     noise_sigma: tuple[float, float] | None = None,
     noise_p: float = 0.0,
+    sharpen_amount: tuple[float, float] | None = None,
+    sharpen_p: float = 0.0,
 ) -> list[v2.Transform]:
     for name, value in (("brightness", brightness), ("contrast", contrast)):
         if not 0.0 <= float(value) < 1.0:
@@ -427,6 +479,8 @@ def _intensity_steps(
         steps.append(RandomGamma(gamma))
     if blur_sigma is not None and blur_p > 0:
         steps.append(RandomGaussianBlur(blur_sigma, blur_p))
+    if sharpen_amount is not None and sharpen_p > 0:
+        steps.append(RandomUnsharpMask(sharpen_amount, sharpen_p))
     if noise_sigma is not None and noise_p > 0:
         steps.append(RandomGaussianNoise(noise_sigma, noise_p))
     return steps
@@ -489,6 +543,8 @@ def view_transform(size: int, preset: str = "quickstart", **overrides: Any) -> v
         s["blur_p"],
         s["noise_sigma"],
         s["noise_p"],
+        s["sharpen_amount"],
+        s["sharpen_p"],
     )
     return v2.Compose([geometry, *intensity])
 

@@ -17,6 +17,7 @@ from medcl_lite.data.transforms import (
     RandomGamma,
     RandomGaussianBlur,
     RandomGaussianNoise,
+    RandomUnsharpMask,
     RandomViewGeometry,
     _base_grid,
     _sample_crop_box,
@@ -61,7 +62,7 @@ def square_pair(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
 # --------------------------------------------------------------------------- presets and views
 def test_presets_share_one_set_of_keys_and_build():
     keys = set(PRESETS["quickstart"])
-    assert set(PRESETS) == {"cl_tci", "pcl", "quickstart", "quickstart_no_crop"}
+    assert set(PRESETS) == {"cl_tci", "pcl", "quickstart", "quickstart_no_crop", "quickstart_scanners"}
     for name, settings in PRESETS.items():
         assert set(settings) == keys, name
         assert isinstance(view_transform(16, name), v2.Transform)
@@ -70,6 +71,8 @@ def test_presets_share_one_set_of_keys_and_build():
     assert PRESETS["pcl"]["scale"] == (0.7, 1.3) and PRESETS["pcl"]["affine_p"] == 0.67
     no_crop = {k: v for k, v in PRESETS["quickstart_no_crop"].items() if PRESETS["quickstart"][k] != v}
     assert no_crop == {"crop_scale": (1.0, 1.0), "crop_ratio": (1.0, 1.0)}  # the diagnosis's one change
+    scanners = {k for k, v in PRESETS["quickstart_scanners"].items() if PRESETS["quickstart"][k] != v}
+    assert scanners == {"noise_sigma", "noise_p", "blur_sigma", "sharpen_amount", "sharpen_p"}  # intensity only
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -264,8 +267,27 @@ def test_blur_keeps_constants_and_mass_and_spreads_a_point():
     torch.testing.assert_close(spread, spread.transpose(-1, -2))
 
 
+def test_unsharp_mask_is_image_plus_amount_times_its_detail():
+    sharpen = RandomUnsharpMask((0.5, 0.5), p=1.0, sigma=1.0)
+    constant = torch.full((1, 16, 16), 0.3)
+    torch.testing.assert_close(sharpen(constant), constant)  # no detail, nothing to enhance
+    torch.manual_seed(0)
+    x = 0.25 + 0.5 * torch.rand(1, 16, 16)  # stays inside [0, 1] after enhancement
+    blurred = RandomGaussianBlur((1.0, 1.0), p=1.0)(x)  # the same kernel (radius 2 for sigma 1)
+    torch.testing.assert_close(sharpen(x), (x + 0.5 * (x - blurred)).clamp(0, 1))
+    edge = torch.zeros(1, 16, 16)
+    edge[..., 8:] = 1.0
+    out = sharpen(edge)
+    assert out.min() >= 0 and out.max() <= 1 and torch.equal(out, out.clamp(0, 1))
+    with pytest.raises(ValueError, match="sharpen_amount"):
+        RandomUnsharpMask((1.0, 0.5))
+    with pytest.raises(ValueError, match="sigma"):
+        RandomUnsharpMask(sigma=0.0)
+
+
 def test_probability_zero_leaves_images_alone(image):
     for transform in (
+        RandomUnsharpMask((1.0, 1.0), p=0.0),
         RandomGamma((2.0, 2.0), p=0.0),
         RandomGaussianNoise((0.1, 0.1), p=0.0),
         RandomGaussianBlur((1.0, 1.0), p=0.0),
