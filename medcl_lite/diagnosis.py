@@ -108,16 +108,20 @@ def keep_encoder_stages(state: dict, stages: int, random_state: dict) -> dict:
 
 
 def default_ablations(base: FinetuneConfig, random_encoder: dict, short_pretraining: str = "",
-                      no_crop_pretraining: str = "", scanner_view_pretraining: str = "") -> dict[str, Ablation]:  # fmt: skip
+                      no_crop_pretraining: str = "", scanner_view_pretraining: str = "",
+                      longer: int = 5) -> dict[str, Ablation]:  # fmt: skip
     """The module table's ablations around ``base`` (the chapter's fine-tuning recipe).
 
     ``random_encoder``: a random encoder ``state_dict`` whose deeper stages replace the pretrained
     ones in the encoder-only ablation. ``short_pretraining`` / ``no_crop_pretraining`` /
     ``scanner_view_pretraining``: keys of the pretrained encoders of a shorter run, of a run without
     crops and of a run whose views also vary what tells the scanners apart (noise, blur, edge
-    enhancement: the ``quickstart_scanners`` preset); "" leaves that ablation out.
+    enhancement: the ``quickstart_scanners`` preset); "" leaves that ablation out. ``longer``: how
+    many times the reference's fine-tuning steps the "length" ablations train.
     """
-    longer = 5 * base.max_steps
+    if longer < 2:
+        raise ValueError(f"default_ablations: longer={longer} must be >= 2 (times the reference's steps)")
+    longer = longer * base.max_steps
     every = max(1, longer // 6)
     ablations = {
         "reference": Ablation("the recipe itself"),
@@ -145,6 +149,14 @@ def default_ablations(base: FinetuneConfig, random_encoder: dict, short_pretrain
     return ablations
 
 
+def _on_encoder(transform: Callable[[dict], dict], state: dict) -> dict:
+    """``transform`` applied to the encoder of a transfer state: an encoder ``state_dict``, or
+    ``{"encoder": ..., "decoder": ...}`` when pretraining also trained the decoder (the decoder kept)."""
+    if set(state) == {"encoder", "decoder"}:
+        return {"encoder": transform(state["encoder"]), "decoder": state["decoder"]}
+    return transform(state)
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
@@ -165,8 +177,9 @@ def run_diagnosis(
     """Every ablation as a small grid: random init and ``method`` at one label budget over ``seeds``.
 
     Args:
-        pretrained: name -> encoder ``state_dict``; the first is the reference encoder, the others
-            are what ablations name in ``Ablation.encoder``.
+        pretrained: name -> encoder ``state_dict`` (or ``{"encoder": ..., "decoder": ...}`` when
+            pretraining trained the decoder too; transforms then change the encoder only); the first
+            is the reference encoder, the others are what ablations name in ``Ablation.encoder``.
         base: the reference fine-tuning recipe; label_count: the reference budget.
         method: the name the pretrained rows get (``init`` column).
         out_dir: one folder per ablation; finished runs are reused.
@@ -182,7 +195,7 @@ def run_diagnosis(
             raise ValueError(f"run_diagnosis: ablation {name!r} names encoder {ablation.encoder!r}; have {list(pretrained)}")
         state = pretrained[ablation.encoder or reference]
         if ablation.transform is not None:
-            state = ablation.transform(state)
+            state = _on_encoder(ablation.transform, state)
         cfg = replace(base, **ablation.finetune)
         budget = label_count if ablation.label_count is None else ablation.label_count
         folder = Path(out_dir) / _slug(name) if out_dir else None

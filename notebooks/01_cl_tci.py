@@ -468,6 +468,8 @@ def budget_name(n) -> str:
 GROUPS = ["arch", "setting", "n_labelled"]
 comparison = paired_comparison(rows, groups=GROUPS, value="test_dice", pair_on=["fold", "seed"])
 display(comparison.round(3))
+fig = viz.plot_paired(comparison, ["arch", "setting", "n_labelled", "init"], title="pretrained minus random init, paired on fold and seed")
+viz.save_figure(fig, run_dir / "figures" / "paired.png")
 summary_text = verdict_text(comparison, GROUPS, label=lambda r: f"{r.arch}, {r.setting}, {budget_name(r.n_labelled)}")
 display(Markdown(summary_text))
 
@@ -647,7 +649,7 @@ md = [
     *([method_comparison.round(3).to_markdown(index=False), "", "\n\n".join(method_text), ""] if method_parts else []),
     reading_text,
     "",
-    f"Evaluation protocols ({first_arch}, {budget_name(budget[0])}; per-image Dice, mean over folds):",
+    f"Evaluation protocols ({first_arch}, {budget_name(budget[0])}; per-image Dice, mean ± std over folds):",
     "",
     protocols.means.to_markdown(),
     "",

@@ -513,6 +513,9 @@ if thetas:
 GROUPS = ["setting", "n_labelled"]
 comparison = paired_comparison(rows, groups=GROUPS, value="test_dice_volume", pair_on=["fold", "seed"])
 display(comparison.round(3))
+fig = viz.plot_paired(comparison, ["setting", "n_labelled", "init"], unit="3-D Dice",
+                      title="pretrained minus random init, paired on fold and seed")  # fmt: skip
+viz.save_figure(fig, run_dir / "figures" / "paired.png")
 summary_text = verdict_text(comparison, GROUPS, label=lambda r: f"{r.setting}, {budget_name(r.n_labelled)}")
 display(Markdown(summary_text))
 
@@ -692,7 +695,7 @@ md = [
     *([method_comparison.round(3).to_markdown(index=False), "", "\n\n".join(method_text), ""] if method_parts else []),
     reading_text,
     "",
-    f"Evaluation protocols ({budget_name(budget[0])}; per-slice Dice, mean over folds):",
+    f"Evaluation protocols ({budget_name(budget[0])}; per-slice Dice, mean ± std over folds):",
     "",
     protocols.means.to_markdown(),
     "",

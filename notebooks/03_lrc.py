@@ -437,6 +437,8 @@ def budget_label(row) -> str:
 
 comparison = paired_comparison(rows, groups=["n_labelled"], value=value, pair_on=pair_on)
 display(comparison.round(3))
+fig = viz.plot_paired(comparison, ["n_labelled", "init"], title="pretrained minus random init, paired on fold and seed")
+viz.save_figure(fig, run_dir / "figures" / "paired.png")
 summary_text = verdict_text(comparison, ["n_labelled"], label=budget_label)
 display(Markdown(summary_text))
 

@@ -74,7 +74,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from medcl_lite import dense, semi, viz
+from medcl_lite import dense, diagnosis, reference, semi, viz
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.config import from_params, pick
 from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
@@ -143,6 +143,7 @@ second_stream = "linknet"  # two-stream: the second decoder (linknet, unetpluspl
 cps_threshold = 0.9  # two-stream: pseudo-label confidence (max softmax)
 cps_weight = 1.0  # two-stream: weight of the pseudo-label loss after ramp-up
 cps_rampup = 0  # two-stream: ramp-up steps, 0: a third of the run
+diagnose = False  # run the diagnosis of section 8 (one factor at a time); False: show the recorded one
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
@@ -435,6 +436,9 @@ def budget_label(row) -> str:
 comparison = paired_comparison(rows.assign(init=rows["arm"]), groups=["n_labelled"], value=value,
                                baseline=baseline_arm, pair_on=pair_on)
 display(comparison.round(3))
+fig = viz.plot_paired(comparison, ["n_labelled", "init"], baseline=baseline_arm,
+                      title=f"each arm minus {baseline_arm}, paired on fold and seed")  # fmt: skip
+viz.save_figure(fig, run_dir / "figures" / "paired.png")
 summary_text = verdict_text(comparison, ["n_labelled"], baseline=baseline_arm, label=budget_label)
 display(Markdown(summary_text))
 
@@ -563,7 +567,52 @@ protocol_text = protocols.text(label=lambda row: f"{row.protocol}, {budget_name(
 display(Markdown(protocol_text))
 
 # %% [markdown]
-# ## 8 · Both streams and their disagreement
+# ## 8 · Why? A diagnosis, one factor at a time
+# When a pretrained encoder loses or ties, several explanations compete. Each row below changes
+# **one** thing in the supervised recipe of section 5 (the chapter's method against random init, at
+# the smallest budget, on the same folds and seed) and reads the paired difference again
+# (`medcl_lite.diagnosis`, as in the quickstart's section 8):
+#
+# | factor | what the row changes |
+# |---|---|
+# | fine-tuning LR | 1e-4, the papers' fine-tuning rate, instead of 1e-3 |
+# | fine-tuning length | twice the fine-tuning steps |
+# | frozen vs full | the encoder frozen, learning 10x slower, or waiting for the first half of the steps (LP-FT) |
+# | BatchNorm statistics | pretrained running statistics reset; or frozen while the weights learn |
+# | encoder-only transfer | only stages 1-2 (stride 2 and 4) of the pretrained encoder kept |
+# | pretraining length | the method pretrained for a third of the epochs |
+# | label-budget ceiling | all labelled patients: how much room the smallest budget leaves |
+#
+# What is transferred stays as in the grid: with `dense_level="decoder"` IDEAL dense also starts
+# the decoder, and the ablations that change the encoder (BatchNorm reset, stages) change only
+# the encoder part. With `diagnose=False` (the default) the notebook shows the table recorded by
+# the reference run (`notebooks/reference/04_ideal/`), when there is one.
+
+# %%
+diagnosed_method = "IDEAL dense" if "IDEAL dense" in pretrained else next(iter(pretrained))
+if diagnose:
+    short_cfg = from_params(PretrainConfig, common, **METHODS[diagnosed_method],
+                            max_epochs=max(1, common["max_epochs"] // 3),
+                            out_dir=str(run_dir / f"pretrain_{diagnosed_method.lower().replace(' ', '_')}_short"))
+    short = pretrain(short_cfg, pool, index=pool_rows).transfer_state
+    torch.manual_seed(seed)
+    random_encoder = build_segmenter("unet", encoder, 1, classes=len(classes)).encoder.state_dict()
+    ablations = diagnosis.default_ablations(ft_base, random_encoder, short_pretraining="shorter", longer=2)
+    diag_rows = diagnosis.run_diagnosis(ft_data, folds, {diagnosed_method: inits[diagnosed_method], "shorter": short},
+                                        ft_base, ablations, label_counts[0], [seed], method=diagnosed_method,
+                                        out_dir=run_dir / "diagnosis", progress=progress, unit=label_unit)  # fmt: skip
+    diagnosed = diagnosis.diagnosis_table(diag_rows, value="test_dice_volume")
+    atomic_write_text(run_dir / "diagnosis.csv", diagnosed.to_csv(index=False))
+    print(f"this run's diagnosis of {diagnosed_method} ({size}, {n_folds} folds, seed {seed}; Dice per volume)")
+else:
+    diagnosed = reference.load_table("04_ideal", "diagnosis.csv")
+    print(reference.caption("04_ideal"))
+if diagnosed is not None:
+    display(diagnosed.round(3))
+    display(Markdown(diagnosis.reading(diagnosed)))
+
+# %% [markdown]
+# ## 9 · Both streams and their disagreement
 # Test slices of fold 0 at the smallest budget, fine-tuned two-stream from the initialisation with
 # the highest mean (picked after the fact: the winner's curse applies to it): the U-Net stream, the second stream, their average (what inference uses), and the
 # pixels where the two streams disagree — where the pseudo-labels of one stream corrected the other

@@ -70,6 +70,7 @@ import torch
 from IPython.display import Markdown, display
 
 from medcl_lite import crossmodal, text, viz
+from medcl_lite import reference as recorded
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.config import from_params, pick
 from medcl_lite.data.datasets import split_by_patient
@@ -285,13 +286,21 @@ if reference:  # the same encoder, schedule and seed, trained with the labels: a
         rows.append(finding_auc_table(classifier, dataset, eval_rows).assign(method=REFERENCE, seed=seed))
 auc = pd.concat(rows, ignore_index=True)
 atomic_write_text(run_dir / "results.csv", auc.to_csv(index=False))
-columns = methods + [REFERENCE] * reference
-summary = auc.groupby(["finding", "method"], sort=False).auc.agg(["mean", "std"]).unstack("method")
-summary_text = summary.apply(lambda r: {m: f"{r['mean'][m]:.3f}" + ("" if np.isnan(r["std"][m]) else f" ± {r['std'][m]:.3f}")
-                                        for m in columns}, axis=1, result_type="expand")
-summary_text.insert(0, "positives / images", [f"{int(auc[auc.finding == f].positives.iloc[0])} / "
-                                              f"{int(auc[auc.finding == f].images.iloc[0])}" for f in summary.index])
-display(summary_text.rename_axis("zero-shot AUC"))
+
+
+def summarise_auc(auc: pd.DataFrame) -> pd.DataFrame:
+    """AUC per finding (rows) and method (columns), "mean ± std" over seeds, with the positives."""
+    columns = list(dict.fromkeys(auc.method))
+    summary = auc.groupby(["finding", "method"], sort=False).auc.agg(["mean", "std"]).unstack("method")
+    table = summary.apply(lambda r: {m: f"{r['mean'][m]:.3f}" + ("" if np.isnan(r["std"][m]) else f" ± {r['std'][m]:.3f}")
+                                     for m in columns}, axis=1, result_type="expand")  # fmt: skip
+    table.insert(0, "positives / images", [f"{int(auc[auc.finding == f].positives.iloc[0])} / "
+                                           f"{int(auc[auc.finding == f].images.iloc[0])}" for f in summary.index])  # fmt: skip
+    return table.rename_axis("zero-shot AUC")
+
+
+summary_text = summarise_auc(auc)
+display(summary_text)
 for finding in findings:
     labels = dataset.meta[finding].to_numpy(dtype=bool)[eval_rows(finding)]
     if labels.any() and not labels.all():
@@ -310,45 +319,63 @@ for finding in findings:
 # finding at all: its AUC minus chance (0.5), with the same kind of interval over seeds.
 
 # %%
-if {"CLIP", "LRCLR"} <= set(methods):
+def lrclr_vs_clip(auc: pd.DataFrame) -> pd.DataFrame | None:
+    """LRCLR minus CLIP per finding, paired on the seed (None without both methods)."""
+    if not {"CLIP", "LRCLR"} <= set(auc.method):
+        return None
     pairs = auc[auc.method.isin(["CLIP", "LRCLR"])].rename(columns={"method": "init"})
-    comparison = paired_comparison(pairs, groups=["finding"], value="auc", baseline="CLIP", pair_on=["seed"])
+    return paired_comparison(pairs, groups=["finding"], value="auc", baseline="CLIP", pair_on=["seed"])
+
+
+def above_chance(auc: pd.DataFrame) -> pd.DataFrame:
+    """Each method's AUC minus chance (0.5) per finding, with its 95 % interval over seeds."""
+    chance = []
+    for (finding, method), block in auc.groupby(["finding", "method"], sort=False):
+        mean, low, high = interval(block.auc - 0.5)
+        chance.append({"finding": finding, "method": method, "seeds": len(block), "AUC - 0.5": mean,
+                       "ci_low": low, "ci_high": high,
+                       "above chance": "too few seeds" if len(block) < 2 else "yes" if low > 0 else
+                       "no evidence" if high >= 0 else "below"})  # fmt: skip
+    return pd.DataFrame(chance)
+
+
+comparison = lrclr_vs_clip(auc)
+if comparison is not None:
     display(comparison.round(3))
+    fig = viz.plot_paired(comparison, ["finding", "init"], baseline="CLIP", unit="AUC",
+                          title="LRCLR minus CLIP per finding, paired on the seed")  # fmt: skip
+    viz.save_figure(fig, run_dir / "figures" / "paired.png")
     reading = verdict_text(comparison, ["finding"], baseline="CLIP", unit="AUC")
 else:
     reading = "(one method only: nothing to compare)"
 display(Markdown(reading))
-chance = []
-for (finding, method), block in auc.groupby(["finding", "method"], sort=False):
-    mean, low, high = interval(block.auc - 0.5)
-    chance.append({"finding": finding, "method": method, "seeds": len(block), "AUC - 0.5": mean,
-                   "ci_low": low, "ci_high": high,
-                   "above chance": "too few seeds" if len(block) < 2 else "yes" if low > 0 else
-                   "no evidence" if high >= 0 else "below"})  # fmt: skip
-display(pd.DataFrame(chance).round(3))
+display(above_chance(auc).round(3))
 
 # %% [markdown]
-# **The reference run of the cpu size** (`medcl reproduce 05_lrclr -f
-# notebooks/params/lrclr/cpu.yaml --name lrclr-cpu`, 3040 s on an idle 2-core CPU; 420 training
-# and 180 held-out patients at 64², 100 epochs = 1300 steps per model, ~380 s each, 3 seeds):
-#
-# | finding | held-out positives | CLIP | LRCLR | supervised (labels) |
-# |---|---|---|---|---|
-# | opacity | 45 / 180 | .564 ± .036 | .565 ± .080 | .883 ± .023 |
-# | nodule | 49 / 180 | .515 ± .027 | .552 ± .031 | .586 ± .014 |
-# | cardiomegaly (PA only) | 43 / 120 | .912 ± .020 | .916 ± .014 | .998 ± .001 |
-# | effusion | 41 / 180 | .546 ± .036 | .564 ± .074 | .851 ± .023 |
-#
-# **Reading.** Trained on reports alone, both models find **cardiomegaly** zero-shot (AUC .91,
-# against .998 for the same encoder trained with labels). Opacity and effusion are above chance
-# but far below what the images show (.56 against .88 and .85). The nodule is barely visible at
-# 64² even with labels (.59), so zero-shot cannot be expected to find it. **LRCLR against CLIP:**
-# this table holds means and seed spreads only, which cannot say whether a difference is evidence;
-# the paired intervals of section 6 say it for your run (this reference is re-run with them by the
-# next recording). Its largest difference is the nodule's +.036, one of four findings. The pointing game
-# (section 7) is at chance (.04 hits against .04 for a random region): at this size the region
-# path does not learn where findings are. The paper's gains come from MIMIC-scale data and a
-# pretrained model, which this CPU run does not have.
+# **The reference run of the cpu size**, recorded with `medcl reproduce 05_lrclr -f
+# notebooks/params/lrclr/cpu.yaml --record` in `notebooks/reference/05_lrclr/` (600 patients at 64²,
+# 100 epochs = 1300 steps per model, 3 seeds). The same tables as above, computed from its
+# `results.csv`:
+
+# %%
+print(recorded.caption("05_lrclr"))  # medcl_lite.reference, imported as `recorded`: `reference` is a parameter here
+recorded_auc = recorded.load_table("05_lrclr", "results.csv")
+if recorded_auc is not None:
+    display(summarise_auc(recorded_auc))
+    recorded_comparison = lrclr_vs_clip(recorded_auc)
+    if recorded_comparison is not None:
+        display(Markdown(verdict_text(recorded_comparison, ["finding"], baseline="CLIP", unit="AUC")))
+    display(above_chance(recorded_auc).round(3))
+
+# %% [markdown]
+# **How to read it.** The supervised column is what the encoder *can* see at this size and budget:
+# where it is near 1, the finding is plain in the images; where it is itself low (a small nodule at
+# 64²), no zero-shot model can be expected to find it. A zero-shot AUC near the supervised one means
+# the reports taught the encoder what the labels would have; an AUC whose interval covers 0.5 means
+# the model learned nothing about that finding from the reports. LRCLR against CLIP: read the
+# paired lines, not the gap between two means. The paper's gains come from MIMIC-scale data and a
+# pretrained model, which a CPU run on a phantom does not have; section 7 asks whether the region
+# path learned *where* findings are.
 #
 # **How this setting was found** (measured on the same phantom, 420 / 180 patients):
 #
@@ -413,6 +440,23 @@ if "LRCLR" in methods and f"{findings[0]}_box" in dataset.meta:
         viz.save_figure(fig, run_dir / "figures" / "heatmaps.png")
         print(f"pointing game on {len(hits)} finding sentences: {np.mean(hits):.2f} hits "
               f"(a random region: {np.mean(chance):.2f})")
+    pointing = pd.DataFrame({"row": [r for r, _ in cases], "finding": [f for _, f in cases], "hit": hits,
+                             "chance": chance})  # fmt: skip
+    atomic_write_text(run_dir / "pointing.csv", pointing.to_csv(index=False))
+
+# %% [markdown]
+# The pointing game of the recorded reference run, per finding (hits against a random region's
+# chance, 95 % interval over the cases of the hit rate minus chance):
+
+# %%
+recorded_pointing = recorded.load_table("05_lrclr", "pointing.csv")
+if recorded_pointing is not None:
+    game = []
+    for finding, block in recorded_pointing.groupby("finding", sort=False):
+        mean, low, high = interval(block.hit.astype(float) - block.chance)
+        game.append({"finding": finding, "cases": len(block), "hits": block.hit.mean(), "chance": block.chance.mean(),
+                     "hits - chance": mean, "ci_low": low, "ci_high": high})  # fmt: skip
+    display(pd.DataFrame(game).round(3))
 
 # %%
 md = [

@@ -75,6 +75,10 @@ def test_default_ablations_change_one_thing_each():
     assert ablations["pretrained without crops"].encoder == "nocrop"
     assert ablations["pretrained with scanner views"] == Ablation("augmentation mismatch", encoder="scanners")
     assert "shorter pretraining" not in default_ablations(base, _encoder_state(2))
+    assert default_ablations(base, _encoder_state(2), longer=2)["120 steps"].finetune == {"max_steps": 120,
+                                                                                          "eval_every": 20}
+    with pytest.raises(ValueError, match="longer=1"):
+        default_ablations(base, _encoder_state(2), longer=1)
     factors = {a.factor for a in ablations.values()}
     assert {"fine-tuning LR", "fine-tuning length", "frozen vs full", "BatchNorm statistics", "encoder-only transfer",
             "pretraining length", "augmentation mismatch", "label-budget ceiling"} <= factors  # fmt: skip
@@ -141,3 +145,17 @@ def test_reading_is_computed_from_the_table():
     assert "No row shows the pretrained encoder above random init" in no_win and "most favourable row is 'all labels' (+0.000)" in no_win
     with pytest.raises(ValueError, match="no 'reference' row"):
         reading(diagnosis_table(rows[rows.ablation != "reference"]))
+
+
+def test_transforms_change_the_encoder_of_an_encoder_and_decoder_state():
+    """Region and dense losses also train the decoder (``{"encoder", "decoder"}`` transfer states):
+    an ablation's transform changes the encoder part only."""
+    from medcl_lite.diagnosis import _on_encoder
+
+    encoder = _encoder_state(1)
+    decoder = {"blocks.0.conv1.0.weight": torch.ones(2, 2)}
+    both = _on_encoder(reset_batchnorm_statistics, {"encoder": encoder, "decoder": decoder})
+    assert both["decoder"] is decoder
+    assert all(both["encoder"][k].eq(0).all() for k in encoder if k.endswith("running_mean"))
+    alone = _on_encoder(reset_batchnorm_statistics, encoder)
+    assert set(alone) == set(encoder) and all(torch.equal(alone[k], both["encoder"][k]) for k in encoder)
