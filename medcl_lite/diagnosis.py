@@ -38,7 +38,7 @@ import torch
 
 from medcl_lite.data.datasets import Fold, Protocol
 from medcl_lite.data.sliceset import SliceSet
-from medcl_lite.experiment import run_finetune_grid
+from medcl_lite.experiment import by_site, run_finetune_grid
 from medcl_lite.paired import paired_comparison
 from medcl_lite.train import FinetuneConfig
 
@@ -50,6 +50,7 @@ __all__ = [
     "reading",
     "reset_batchnorm_statistics",
     "run_diagnosis",
+    "site_table",
 ]
 
 #: ResNet encoder (smp) parameter prefixes of stages 1..5 (strides 2, 4, 8, 16, 32).
@@ -213,6 +214,22 @@ def diagnosis_table(rows: pd.DataFrame, value: str = "test_dice", baseline: str 
     comparison.insert(3, baseline, comparison["ablation"].map(means[baseline]))
     comparison.insert(4, "pretrained", [means.loc[a, i] for a, i in zip(comparison.ablation, comparison.init, strict=True)])
     return comparison.drop(columns="init")
+
+
+def site_table(rows: pd.DataFrame, value: str = "test_dice", baseline: str = "random init") -> pd.DataFrame:
+    """The diagnosis per site: one line per ablation (in their order), one column per site, each cell
+    the paired difference with its 95 % interval and verdict, e.g. ``"+0.061 [+0.007, +0.115] better"``.
+
+    Reads the per-site scores of :func:`run_diagnosis`'s rows (``<value>_site_<site>``,
+    :func:`medcl_lite.experiment.by_site`): where an ablation helps the labelled site and hurts another,
+    the mean over sites of :func:`diagnosis_table` shows neither."""
+    long = by_site(rows, value)
+    comparison = paired_comparison(long, groups=["site", "ablation", "n_labelled"], value=value, baseline=baseline)
+    comparison["cell"] = [f"{r.mean_diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] {r.verdict}" if r.n_pairs > 1
+                          else f"{r.mean_diff:+.3f} ({r.verdict})" for r in comparison.itertuples()]  # fmt: skip
+    table = comparison.pivot(index="ablation", columns="site", values="cell")
+    table.columns = [f"site {c}" for c in table.columns]
+    return table.loc[list(dict.fromkeys(rows["ablation"]))].rename_axis(None)
 
 
 def reading(table: pd.DataFrame, baseline: str = "random init", reference: str = "reference",

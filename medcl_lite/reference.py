@@ -32,7 +32,8 @@ from medcl_lite.utils import cpu_model
 __all__ = ["TABLES", "caption", "current_commit", "load_table", "record", "reference_dir", "reference_root"]
 
 #: The run-folder files a reference keeps, when the run wrote them.
-TABLES = ("results.csv", "results.md", "protocols.csv", "diagnosis.csv", "comparison.csv", "pointing.csv")
+TABLES = ("results.csv", "results.md", "protocols.csv", "diagnosis.csv", "diagnosis_rows.csv", "comparison.csv",
+          "pointing.csv")
 #: An executed notebook larger than this is not kept (figures at teaching sizes are far smaller).
 MAX_NOTEBOOK_BYTES = 5_000_000
 

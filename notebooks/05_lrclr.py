@@ -353,9 +353,14 @@ display(above_chance(auc).round(3))
 
 # %% [markdown]
 # **The reference run of the cpu size**, recorded with `medcl reproduce 05_lrclr -f
-# notebooks/params/lrclr/cpu.yaml --record` in `notebooks/reference/05_lrclr/` (600 patients at 64²,
-# 100 epochs = 1300 steps per model, 3 seeds). The same tables as above, computed from its
-# `results.csv`:
+# notebooks/params/lrclr/cpu.yaml --record` into `notebooks/reference/05_lrclr/` (600 patients at
+# 64², 100 epochs = 1300 steps per model, 3 seeds): the same tables as above, computed from its
+# `results.csv`, when this checkout has it (the cell says so when it has not).
+#
+# Until it is recorded with the current code, the previous cpu reference run (commit before the
+# recordings were kept; 3040 s on an idle 2-core CPU; means ± spread over 3 seeds, no paired
+# intervals) read: zero-shot AUC CLIP / LRCLR / supervised (labels) = opacity .564 / .565 / .883,
+# nodule .515 / .552 / .586, cardiomegaly (PA only) .912 / .916 / .998, effusion .546 / .564 / .851.
 
 # %%
 print(recorded.caption("05_lrclr"))  # medcl_lite.reference, imported as `recorded`: `reference` is a parameter here

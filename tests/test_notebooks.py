@@ -88,7 +88,7 @@ def test_quickstart_reproduce_smoke(tmp_path):
     params = repro.load_params([str(NOTEBOOKS / "params/quickstart/smoke.yaml")], [("diagnose", "true")])
     out = repro.reproduce("00_quickstart", params, name="qs", runs_dir=tmp_path, progress=False)
     for name in ("00_quickstart.ipynb", "params.yaml", "results.md", "results.csv", "protocols.csv", "diagnosis.csv",
-                 "wall_time.txt"):  # fmt: skip
+                 "diagnosis_rows.csv", "wall_time.txt"):  # fmt: skip
         assert (out / name).is_file(), name
     for figure in ("dice_vs_labels.png", "paired_by_site.png"):
         assert (out / "figures" / figure).is_file(), figure
