@@ -123,7 +123,8 @@ augment = "light"  # "none" | "light" (small affine and intensity; never a flip:
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute on a CPU: checks that
 # everything runs; numbers mean little), **cpu** (a 2-core CPU: 64² images, 100 epochs = 1300
-# steps per model, 3 seeds; about 50 minutes) and **gpu** (a Colab GPU: 256² images, more
+# steps per model, 3 seeds; a step takes about 0.45 s on 2 cores, so the six contrastive models alone
+# take about an hour, the supervised reference more) and **gpu** (a Colab GPU: 256² images, more
 # patients). At 64² the last encoder map is 2×2, so the cpu size takes its regions from the stage
 # before (4×4, `region_level=-2`). Why 64² and 1300 steps rather than 128² and 260 steps:
 # section 6.
@@ -357,9 +358,9 @@ display(above_chance(auc).round(3))
 # 64², 100 epochs = 1300 steps per model, 3 seeds): the same tables as above, computed from its
 # `results.csv`, when this checkout has it (the cell says so when it has not).
 #
-# Until it is recorded with the current code, the previous cpu reference run (commit before the
-# recordings were kept; 3040 s on an idle 2-core CPU; means ± spread over 3 seeds, no paired
-# intervals) read: zero-shot AUC CLIP / LRCLR / supervised (labels) = opacity .564 / .565 / .883,
+# Until it is recorded with the current code, the previous cpu reference run (commit 4ec8167, typed
+# by hand before recordings were kept; means ± spread over 3 seeds, no paired intervals) read:
+# zero-shot AUC CLIP / LRCLR / supervised (labels) = opacity .564 / .565 / .883,
 # nodule .515 / .552 / .586, cardiomegaly (PA only) .912 / .916 / .998, effusion .546 / .564 / .851.
 
 # %%
