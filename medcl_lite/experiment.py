@@ -296,8 +296,16 @@ def results_table(rows: pd.DataFrame, value: str = "test_dice", label_order: Seq
     table = summary.pivot(index="init", columns="n_labelled", values="mean ± std")
     table = table[[c for c in order if c in table.columns]]
     table.columns = [f"{c} labelled" if c != "all" else "all labels" for c in table.columns]
-    inits = list(dict.fromkeys(rows["init"]))
-    return table.loc[[i for i in inits if i in table.index]]
+    return _in_order_of(rows, ["init"], table)
+
+
+def _in_order_of(rows: pd.DataFrame, index: Sequence[str], table: pd.DataFrame) -> pd.DataFrame:
+    """``table``'s rows (keyed by the ``index`` columns, one or several) in the order ``rows``
+    first shows their keys; keys the table lacks are skipped."""
+    index = list(index)
+    order = dict.fromkeys(map(tuple, rows[index].to_numpy().tolist()))
+    keys = [key if len(index) > 1 else key[0] for key in order]
+    return table.loc[[k for k in keys if k in table.index]]
 
 
 def protocol_table(
@@ -331,9 +339,7 @@ def protocol_table(
     summary["protocol"] = pd.Categorical(summary["protocol"], list(protocols.values()))
     table = summary.pivot_table(index=index, columns=[*columns, "labels", "protocol"], values="mean ± std",
                                 aggfunc="first", observed=True)
-    order = list(dict.fromkeys(map(tuple, rows[index].to_numpy().tolist())))
-    keys = [key if len(index) > 1 else key[0] for key in order]
-    table = table.loc[[k for k in keys if k in table.index]]
+    table = _in_order_of(rows, index, table)
     table.columns = [" · ".join(str(c) for c in column) for column in table.columns]
     if len(index) > 1:
         table.index = [" · ".join(str(k) for k in key) for key in table.index]
@@ -386,9 +392,7 @@ def protocol_report(
     index = [g for g in groups if g not in ("protocol", "n_labelled")] + ["init"]
     summary = summarize(rows, [*index, "protocol"], value)
     means = summary.pivot(index=index, columns="protocol", values="mean ± std")
-    order = list(dict.fromkeys(map(tuple, rows[index].to_numpy().tolist())))
-    keys = [key if len(index) > 1 else key[0] for key in order]
-    means = means.loc[[k for k in keys if k in means.index], list(dict.fromkeys(rows["protocol"]))]
+    means = _in_order_of(rows, index, means)[list(dict.fromkeys(rows["protocol"]))]
     means.columns.name = None
     comparison = paired_comparison(rows, groups=list(groups), value=value, pair_on=list(pair_on))
     return ProtocolReport(rows, means, comparison, groups)
