@@ -11,8 +11,9 @@ fine-tuning LR         the learning rate (the papers fine-tune at 1e-4 / 5e-5, t
 fine-tuning length     the number of fine-tuning steps
 frozen vs full         only the decoder learns (``encoder_lr_scale=0``), the encoder learns slower, or
                        it waits for the first half of the steps (``frozen_encoder_steps``, LP-FT)
-BatchNorm statistics   the pretrained running statistics reset (mean 0, variance 1), or kept frozen
-                       while the weights learn (``encoder_bn="frozen"``)
+BatchNorm statistics   the pretrained running statistics reset (mean 0, variance 1), kept frozen
+                       while the weights learn (``encoder_bn="frozen"``), or re-estimated at test time
+                       on each site's own images (``test_bn="per_site"``, AdaBN)
 encoder-only transfer  only the first stages of the pretrained encoder are kept, the rest start random
 pretraining length     an encoder from a shorter pretraining run
 augmentation mismatch  an encoder pretrained without the views' crops (what fine-tuning never sees), or
@@ -50,6 +51,7 @@ __all__ = [
     "reading",
     "reset_batchnorm_statistics",
     "run_diagnosis",
+    "site_means",
     "site_table",
 ]
 
@@ -137,6 +139,7 @@ def default_ablations(base: FinetuneConfig, random_encoder: dict, short_pretrain
                                                 transform=reset_batchnorm_statistics),  # fmt: skip
         "BN statistics reset": Ablation("BatchNorm statistics", transform=reset_batchnorm_statistics),
         "encoder BN frozen": Ablation("BatchNorm statistics", {"encoder_bn": "frozen"}),
+        "BN statistics per test site": Ablation("BatchNorm statistics", {"test_bn": "per_site"}),
         "stages 1-2 only": Ablation("encoder-only transfer",
                                     transform=lambda s: keep_encoder_stages(s, 2, random_encoder)),  # fmt: skip
         "all labels": Ablation("label-budget ceiling", label_count="all"),
@@ -230,6 +233,21 @@ def site_table(rows: pd.DataFrame, value: str = "test_dice", baseline: str = "ra
     table = comparison.pivot(index="ablation", columns="site", values="cell")
     table.columns = [f"site {c}" for c in table.columns]
     return table.loc[list(dict.fromkeys(rows["ablation"]))].rename_axis(None)
+
+
+def site_means(rows: pd.DataFrame, ablations: Sequence[str], value: str = "test_dice") -> pd.DataFrame:
+    """Mean ``value`` per site of :func:`run_diagnosis`'s rows: one line per (ablation, init) of
+    ``ablations`` (in that order), one column per site: what an ablation does to each
+    initialisation's score on each scanner, beside what it does to their difference
+    (:func:`site_table`)."""
+    missing = [a for a in ablations if a not in set(rows["ablation"])]
+    if missing:
+        raise ValueError(f"site_means: no rows for ablations {missing}; have {list(dict.fromkeys(rows['ablation']))}")
+    long = by_site(rows[rows["ablation"].isin(ablations)], value)
+    table = long.pivot_table(index=["ablation", "init"], columns="site", values=value, aggfunc="mean", sort=False)
+    table.columns = [f"site {c}" for c in table.columns]
+    order = {a: i for i, a in enumerate(ablations)}
+    return table.sort_index(level="ablation", key=lambda level: level.map(order), sort_remaining=False)
 
 
 def reading(table: pd.DataFrame, baseline: str = "random init", reference: str = "reference",

@@ -243,10 +243,11 @@ def run_evaluation_protocols(
 
 
 def _load_finished(run_dir: Path | None, cfg: FinetuneConfig, n_train: int) -> dict | None:
-    """Metrics of a finished run with the same configuration and label count, else None."""
+    """Metrics of a finished run with the same configuration and label count, else None (a field
+    the saved configuration lacks, added to the package since, counts as its default)."""
     if run_dir is None or not (run_dir / "metrics.json").is_file() or not (run_dir / "config.json").is_file():
         return None
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = to_dict(type(cfg)()) | json.loads((run_dir / "config.json").read_text())
     now = to_dict(cfg)
     if {k: v for k, v in saved.items() if k != "progress"} != {k: v for k, v in now.items() if k != "progress"}:
         return None

@@ -23,6 +23,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from medcl_lite import distributed, pairing
+from medcl_lite.batchnorm import predict_per_site
 from medcl_lite.checkpoint import (
     atomic_write_text,
     get_rng_state,
@@ -224,6 +225,11 @@ class FinetuneConfig:
     # network learns. A random decoder's first gradients otherwise reach the pretrained encoder and
     # fit it to the few labelled images' own scanner. 0 = off.
     frozen_encoder_steps: int = 0
+    # The encoder's BatchNorm statistics at test time: "train" those of the training images (the
+    # labelled site); "per_site" re-estimated on each test site's own images, no label used (AdaBN,
+    # prediction-time BatchNorm: medcl_lite.batchnorm). The test score only; validation picks the
+    # step with the training statistics.
+    test_bn: str = "train"
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -237,6 +243,7 @@ class FinetuneConfig:
         check_range(name, "frozen_encoder_steps", self.frozen_encoder_steps, 0)
         check_choice(name, "init", self.init, {"random", "pretrained"})
         check_choice(name, "encoder_bn", self.encoder_bn, {"train", "frozen"})
+        check_choice(name, "test_bn", self.test_bn, {"train", "per_site"})
         check_choice(name, "augment", self.augment, {"none", "light"})
         check_choice(name, "loss", self.loss, {"ce", "ce+dice"})
         check_choice(name, "optimizer", self.optimizer, {"sgd", "adam"})
@@ -716,7 +723,8 @@ def embed(net: EncoderWithHead, data: SliceSet, index=None, batch_size: int = 12
     return map_images(net.features, net, data, index, batch_size)
 
 
-def evaluate(model: nn.Module, data: SliceSet, index, hd95: bool = False) -> tuple[dict, np.ndarray]:
+def evaluate(model: nn.Module, data: SliceSet, index, hd95: bool = False,
+             per_site_bn: bool = False) -> tuple[dict, np.ndarray]:  # fmt: skip
     """Dice of ``model`` on rows ``index``: per image (mean over images and classes), pooled over
     all slices (the papers' way) and, when every row is a slice of a volume, per 3-D volume
     (``dice_volume``: mean over volumes of the volume's mean class Dice, the honest number).
@@ -724,8 +732,11 @@ def evaluate(model: nn.Module, data: SliceSet, index, hd95: bool = False) -> tup
     With ``hd95`` (volumes only): HD95 of every stacked volume and class in mm when the rows carry
     ``spacing_x/y/z`` (:func:`~medcl_lite.metrics.hd95_per_volume`): ``hd95_volume``, the mean of
     the defined values, ``hd95_undefined``, how many (volume, class) cases had an empty prediction
-    or truth, and ``hd95_<class>``."""
-    pred = predict(model, data, index)
+    or truth, and ``hd95_<class>``.
+
+    With ``per_site_bn`` each site's rows are predicted by a copy of ``model`` whose encoder
+    BatchNorm statistics were estimated on those rows (:func:`medcl_lite.batchnorm.predict_per_site`)."""
+    pred = predict_per_site(predict, model, data, index) if per_site_bn else predict(model, data, index)
     target = data.masks[np.asarray(index)]
     per_image = dice_per_image(pred, target, len(data.classes))  # [N, K], NaN = absent in both
     pooled = dice_pooled(pred, target, len(data.classes))
@@ -872,7 +883,7 @@ def finetune(
         metrics.update(paper_test_dice_pooled=float(top["test_dice_pooled"]), paper_best_step=int(top["step"]))
     test_pred = None
     if test_index is not None and len(test_index):
-        test_metrics, test_pred = evaluate(model, data, test_index, hd95=True)
+        test_metrics, test_pred = evaluate(model, data, test_index, hd95=True, per_site_bn=cfg.test_bn == "per_site")
         metrics.update({f"test_{k}": v for k, v in test_metrics.items()})
     result = FinetuneResult(model, metrics, pd.DataFrame(history), cfg, test_pred)
     if cfg.out_dir and rank == 0:

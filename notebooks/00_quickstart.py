@@ -427,9 +427,12 @@ if recorded_protocols is not None:
 # on site A change on that scanner, and the decoder misreads them. The views of SimCLR and MoCo
 # vary exposure, gamma, blur and noise, but contrastive learning only makes the *projection head's
 # output* invariant to them; the encoder stages that a U-Net decoder reads through its skip
-# connections may still carry the scanner. The diagnosis below tests this directly with encoders
-# pretrained on views that also vary what tells the scanners apart (noise up to site B's, blur,
-# edge enhancement: the `quickstart_scanners` preset).
+# connections may still carry the scanner. The diagnosis below tests two versions of this. Either
+# the *features* carry the scanner (then encoders pretrained on views that also vary what tells the
+# scanners apart, noise up to site B's, blur, edge enhancement, the `quickstart_scanners` preset,
+# should close the gap), or only the *units* do: every BatchNorm layer of the encoder normalises
+# with a mean and variance estimated on site A's images, and a darker, noisier scanner shifts them
+# (then re-estimating them on each site's own images should close it).
 
 # %% [markdown]
 # ## 8 · Why? A diagnosis, one factor at a time
@@ -442,7 +445,7 @@ if recorded_protocols is not None:
 # | fine-tuning LR | 1e-4, the papers' fine-tuning rate, instead of 1e-3 |
 # | fine-tuning length | 5x the fine-tuning steps |
 # | frozen vs full | the encoder frozen, learning 10x slower, or waiting for the first half of the steps while the decoder learns to read it (LP-FT, Kumar et al. 2022) |
-# | BatchNorm statistics | pretrained running statistics reset; or frozen while the weights learn |
+# | BatchNorm statistics | pretrained running statistics reset; frozen while the weights learn; or re-estimated at test time on each site's own images, no label used (AdaBN: `FinetuneConfig(test_bn="per_site")`) |
 # | encoder-only transfer | only stages 1-2 (stride 2 and 4) of the pretrained encoder kept |
 # | pretraining length | SimCLR pretrained for a quarter of the epochs |
 # | augmentation mismatch | SimCLR pretrained without random crops (fine-tuning never crops), or with views that also vary the scanners' noise, blur and edge enhancement |
@@ -488,6 +491,38 @@ if diagnosed is not None:
 # %%
 if diag_rows is not None:
     display(diagnosis.site_table(diag_rows))
+
+# %% [markdown]
+# ### Scanner units: BatchNorm statistics per site
+# A BatchNorm layer computes $\hat x = (x - \mu) / \sqrt{\sigma^2 + \epsilon}$ per channel, with
+# $\mu, \sigma^2$ the running statistics of the images it trained on: here site A's. AdaBN (Li et
+# al. 2017) keeps every weight and re-estimates $\mu, \sigma^2$ on a new site's unlabelled images
+# (`medcl_lite.batchnorm.adapt_batchnorm`, PyTorch's `update_bn`); the row "BN statistics per test
+# site" does it on each test site's own images before predicting them. No label of B or C is used,
+# and the same is done for random init. If a score rises on B and C, what the few labels of A left
+# wrong there was partly the scanner's units, not what the encoder learned.
+
+# %%
+def bn_site_reading(rows: pd.DataFrame, ablation: str = "BN statistics per test site") -> str:
+    """Each site's mean Dice with the training statistics and with per-site statistics, per
+    initialisation, then the paired SimCLR minus random init difference under each."""
+    means = diagnosis.site_means(rows, ["reference", ablation])
+    lines = []
+    for site in means.columns:
+        moves = [f"{init} {means.loc[('reference', init), site]:.3f} → {means.loc[(ablation, init), site]:.3f}"
+                 for init in dict.fromkeys(rows["init"])]  # fmt: skip
+        lines.append(f"- {site}: " + ", ".join(moves))
+    gaps = paired_comparison(by_site(rows[rows.ablation.isin(["reference", ablation])]),
+                             groups=["site", "ablation", "n_labelled"], pair_on=["seed"])  # fmt: skip
+    return "\n".join(lines) + "\n\n" + verdict_text(gaps, ["site", "ablation"],
+                                                    label=lambda r: f"{r.ablation}, site {r.site}")  # fmt: skip
+
+
+if diag_rows is not None and "BN statistics per test site" in set(diag_rows.ablation):
+    display(diagnosis.site_means(diag_rows, ["reference", "BN statistics per test site"]).round(3))
+    display(Markdown(bn_site_reading(diag_rows)))
+elif diag_rows is not None:
+    print("the recorded diagnosis predates the per-site BatchNorm row: run with diagnose=True")
 
 # %% [markdown]
 # ## 9 · Overlays and results on disk

@@ -71,6 +71,7 @@ def test_default_ablations_change_one_thing_each():
     assert ablations["decoder first, then all (LP-FT)"].finetune == {"frozen_encoder_steps": 30}
     assert ablations["all labels"].label_count == "all"
     assert ablations["encoder BN frozen"].finetune == {"encoder_bn": "frozen"}
+    assert ablations["BN statistics per test site"] == Ablation("BatchNorm statistics", {"test_bn": "per_site"})
     assert ablations["shorter pretraining"].encoder == "short"
     assert ablations["pretrained without crops"].encoder == "nocrop"
     assert ablations["pretrained with scanner views"] == Ablation("augmentation mismatch", encoder="scanners")
@@ -177,3 +178,25 @@ def test_site_table_reads_each_ablation_per_site():
     assert table.loc["frozen encoder", "site B"] == "-0.200 [-0.200, -0.200] worse"
     one_seed = site_table(rows[rows.seed == 0])
     assert one_seed.loc["reference", "site A"] == "+0.100 (too few pairs)"
+
+
+def test_site_means_per_ablation_and_init():
+    """Closed form: the mean over seeds of each site's column, ablations in the order asked."""
+    from medcl_lite.diagnosis import site_means
+
+    rows = pd.DataFrame([
+        {"ablation": ablation, "factor": "f", "init": init, "seed": seed, "n_labelled": "1", "test_dice": 0.5,
+         "test_dice_site_A": 0.5 + seed / 10 + (0.1 if init == "SimCLR" else 0.0),
+         "test_dice_site_B": 0.6 + seed / 10 - (0.2 if ablation == "reference" else 0.0)}
+        for ablation in ("reference", "frozen encoder", "all labels") for init in ("random init", "SimCLR")
+        for seed in range(3)
+    ])  # fmt: skip
+    table = site_means(rows, ["frozen encoder", "reference"])
+    assert list(table.index) == [("frozen encoder", "random init"), ("frozen encoder", "SimCLR"),
+                                 ("reference", "random init"), ("reference", "SimCLR")]  # fmt: skip
+    assert list(table.columns) == ["site A", "site B"]
+    assert table.loc[("reference", "SimCLR"), "site A"] == pytest.approx(0.7)
+    assert table.loc[("reference", "random init"), "site B"] == pytest.approx(0.5)
+    assert table.loc[("frozen encoder", "SimCLR"), "site B"] == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="BN statistics per test site"):
+        site_means(rows, ["BN statistics per test site"])

@@ -40,6 +40,25 @@ def test_finished_runs_are_loaded_not_retrained(grid, monkeypatch):
     assert load_predictions(out, "random init", 1, 0).shape == (len(protocol.test), 32, 32)
 
 
+def test_a_field_added_since_counts_as_its_default(grid, monkeypatch):
+    """A run saved before a FinetuneConfig field existed is reused while the field keeps its default."""
+    import json
+
+    data, protocol, encoders, base, rows, out = grid
+    for saved in out.glob("*/config.json"):
+        config = json.loads(saved.read_text())
+        config.pop("test_bn")
+        saved.write_text(json.dumps(config))
+    calls = []
+    real = experiment.finetune
+    monkeypatch.setattr(experiment, "finetune", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run_finetune_grid(data, protocol, encoders, [1, "all"], [0, 1], base, out, progress=False)
+    assert calls == []
+    per_site = FinetuneConfig(**{**base.__dict__, "test_bn": "per_site"})
+    run_finetune_grid(data, protocol, {"random init": None}, [1], [0], per_site, out, progress=False)
+    assert calls == [1]
+
+
 def test_changed_config_is_retrained(grid, monkeypatch):
     data, protocol, encoders, base, rows, out = grid
     calls = []

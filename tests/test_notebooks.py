@@ -95,8 +95,11 @@ def test_quickstart_reproduce_smoke(tmp_path):
     results = (out / "results.md").read_text()
     assert "random init" in results and "Per site" in results and "site A, frozen encoder" in results
     diagnosed = pd.read_csv(out / "diagnosis.csv").set_index("ablation")
-    for row in ("reference", "pretrained with scanner views", "decoder first, then all (LP-FT)", "all labels"):
+    for row in ("reference", "pretrained with scanner views", "decoder first, then all (LP-FT)",
+                "BN statistics per test site", "all labels"):  # fmt: skip
         assert row in diagnosed.index, row
+    executed = (out / "00_quickstart.ipynb").read_text()
+    assert "BN statistics per test site, site A" in executed  # the per-site BatchNorm reading, computed
 
 
 PARAM_FILES = sorted(p for p in (NOTEBOOKS / "params").glob("*/*.yaml") if not p.stem.startswith("grid"))
