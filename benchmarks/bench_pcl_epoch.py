@@ -3,7 +3,7 @@
 The real loop, ``medcl_lite.train.pretrain``: TwoViewDataset + DataLoader with PCL's views
 (``augment="pcl_elastic"``: mirror, then with p = 0.67 elastic + rotation + scale), U-Net
 ResNet-18 encoder + 512-d projection head on 2B views, NT-Xent with positional positives
-(θ = 0.35, ACDC), backward, SGD (lr 0.1, momentum 0.9, wd 1e-5), batch 32 (METHODS.md "PCL").
+(θ = 0.35, ACDC), backward, SGD (lr 0.1, momentum 0.9, wd 1e-5), batch 32 (docs/methods.md, "PCL").
 Data: the built-in cardiac MRI phantom (ACDC-like, depth per slice) at ``--size``. One "epoch" is
 the first ``batch * steps`` slices, i.e. ``steps`` steps; the first step is dropped as warm-up.
 Also times the augmentation alone (TwoViewDataset batches through the same DataLoader settings)
@@ -38,7 +38,8 @@ from medcl_lite.train import PretrainConfig, pretrain
 
 #: The phantom draws 10-18 slices per volume; the fewest decides how many patients we need.
 PHANTOM_MIN_SLICES = 10
-#: PCL's pretraining length (METHODS.md "PCL": 300 epochs), for the whole-run projection.
+#: PCL's pretraining length (docs/methods.md, "PCL: hyper-parameters": 300 epochs), for the
+#: whole-run projection.
 PCL_EPOCHS = 300
 #: Pretraining pools of the projection. Every count is an ASSUMPTION stated in ``assumption``.
 POOLS: dict[str, dict] = {

@@ -1,7 +1,7 @@
 """Benchmark: pretraining throughput (images/s) of every method, and of its data pipeline alone.
 
 For each method (SimCLR, MoCo, CL-TCI, PCL, GCL, MoCo + LRC, IDEAL dense; ``METHODS``) at its
-paper's resolution (METHODS.md; capped by ``--max-size``) on its built-in phantom:
+paper's resolution (docs/methods.md; capped by ``--max-size``) on its built-in phantom:
 
 - ``step img/s``: images per second of the full step of ``medcl_lite.train.pretrain`` (data
   loading and augmentation of both views, forward, loss, backward, optimiser), = batch / median
@@ -62,31 +62,32 @@ class Method:
     source: str = ""  # where paper_size / paper_batch come from
 
 
-#: CLI id -> method. Sizes and batches from METHODS.md and notebooks/params (cited in ``source``).
+#: CLI id -> method. Sizes and batches from docs/methods.md and notebooks/params (cited in
+#: ``source``).
 METHODS: dict[str, Method] = {
     "simclr": Method(
         "SimCLR", "xray", 256, 32, {"augment": "cl_tci", "proj_dim": 512},
-        "CL-TCI's SimCLR baseline: 256², batch 32 (METHODS.md 'CL-TCI')",
+        "CL-TCI's SimCLR baseline: 256², batch 32 (docs/methods.md, 'CL-TCI')",
     ),
     "moco": Method(
         "MoCo", "xray", 256, 16, {"framework": "moco", "augment": "cl_tci", "proj_dim": 512},
-        "CL-TCI's MoCo baseline: 256², batch 16, K = 3072 (METHODS.md 'CL-TCI')",
+        "CL-TCI's MoCo baseline: 256², batch 16, K = 3072 (docs/methods.md, 'CL-TCI')",
     ),
     "cl_tci": Method(
         "CL-TCI", "xray", 256, 16,
         {"framework": "moco", "pairing": "temporal", "sampler": "patient", "images_per_patient": 2,
          "augment": "cl_tci", "proj_dim": 512},
-        "CL-TCI (MoCo + temporal, patient sampler k = 2): 256², batch 16 (METHODS.md 'CL-TCI')",
+        "CL-TCI (MoCo + temporal, patient sampler k = 2): 256², batch 16 (docs/methods.md, 'CL-TCI')",
     ),
     "pcl": Method(
         "PCL", "cardiac", 352, 32,
         {"pairing": "positional", "threshold": 0.35, "augment": "pcl_elastic", "proj_dim": 512},
-        "PCL on ACDC: 352², batch 32, θ = 0.35 (METHODS.md 'PCL'; CHD is 512²)",
+        "PCL on ACDC: 352², batch 32, θ = 0.35 (docs/methods.md, 'PCL'; CHD is 512²)",
     ),
     "gcl": Method(
         "GCL", "cardiac", 352, 32,
         {"pairing": "partition", "parts": 4, "augment": "pcl_elastic", "proj_dim": 512},
-        "GCL baseline of PCL on ACDC: 352², batch 32, 4 partitions (METHODS.md 'PCL')",
+        "GCL baseline of PCL on ACDC: 352², batch 32, 4 partitions (docs/methods.md, 'PCL: GCL baseline')",
     ),
     "moco_lrc": Method(
         "MoCo + LRC", "abdomen", 256, 32,

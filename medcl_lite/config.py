@@ -1,7 +1,7 @@
 """Run configurations: dataclasses that papermill parameters fill, validated before any training.
 
-An unknown or ill-typed parameter fails at once and names itself (DESIGN.md, "Runs"), so a typo in
-a 10-hour reproduction is caught in the first second, not silently ignored.
+An unknown or ill-typed parameter fails at once and names itself (docs/design.md, "Runs"), so a
+typo in a 10-hour reproduction is caught in the first second, not silently ignored.
 """
 
 from __future__ import annotations

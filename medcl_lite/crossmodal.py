@@ -1,12 +1,12 @@
 """Image-text contrast of LRCLR: global image-report pairs plus local region-sentence pairs.
 
-In the one-idea table of DESIGN.md, LRCLR's positive for a report sentence is "the image region it
-describes". Everything here is a positive mask handed to the shared
+In the one-idea table (docs/design.md, "The one idea"), LRCLR's positive for a report sentence
+is "the image region it describes". Everything here is a positive mask handed to the shared
 :func:`medcl_lite.losses.info_nce`; there is no second softmax loss.
 
 - Global term (CLIP, Radford et al. 2021, Sec. 2.3 and Fig. 3): symmetric InfoNCE over matched
   image-report pairs of the batch (:func:`image_text_loss`).
-- Local term (LRCLR, METHODS.md "LRCLR"): the cells of the last encoder map are regions
+- Local term (LRCLR, docs/methods.md, "LRCLR"): the cells of the last encoder map are regions
   (:func:`region_features`); a learned scorer keeps the top-k (:class:`RegionSelector`); the kept
   regions cross-attend to the report's sentences (:class:`CrossModalAttention`); every sentence is
   contrasted with the region it attends to most, against all other kept regions of the batch

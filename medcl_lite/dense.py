@@ -1,4 +1,4 @@
-"""IDEAL's dense contrastive loss with exact geometric correspondence (METHODS.md "IDEAL").
+"""IDEAL's dense contrastive loss with exact geometric correspondence (docs/methods.md, "IDEAL").
 
 IDEAL projects the encoder's feature map with a 1x1 convolution
 (:class:`medcl_lite.models.DenseProjectionHead`) and contrasts *locations*: a location of the

@@ -7,7 +7,7 @@ A grid file names a notebook, its parameters (``base`` files and/or ``params``) 
 metrics. Running the grid again skips done cells with the same parameters and re-runs the others
 into the same folder, where the notebooks resume from their checkpoints and finished fine-tuning
 runs. Finally every done cell's ``results.csv`` is gathered into ``DIR/results.csv`` and tabulated
-as mean ± std over seeds and folds (METHODS.md, "Protocol common to all chapters") in
+as mean ± std over seeds and folds (docs/methods.md, "Protocol common to all chapters") in
 ``DIR/results.md``, with the paper's published numbers beside ours where the grid file gives them
 (never invented), and ``DIR/dice_vs_labels.png``.
 

@@ -1,4 +1,4 @@
-"""Training and zero-shot evaluation of image–report models (LRCLR chapter, METHODS.md "LRCLR").
+"""Training and zero-shot evaluation of image–report models (docs/methods.md, "LRCLR").
 
 :func:`train_image_text` trains a :class:`~medcl_lite.crossmodal.LRCLRModel` on images whose
 ``meta["report"]`` holds their report: the CLIP baseline (``use_regions=False``: image vs report)

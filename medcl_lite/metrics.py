@@ -1,7 +1,7 @@
 """Segmentation metrics: Dice (per image, pooled over slices, per volume), HD95 (per mask pair
 and per volume), result summaries.
 
-Three Dice numbers answer three questions, and papers mix them up (METHODS.md, "PCL caveats"):
+Three Dice numbers answer three questions, and papers mix them up (docs/methods.md, "PCL: caveats"):
 
 - :func:`dice_per_image`: one Dice per 2-D image and class; average them for a per-slice mean.
 - :func:`dice_pooled`: intersections and sizes summed over *all* slices first, then one Dice per
@@ -136,8 +136,9 @@ def dice_per_image(pred, target, num_classes: int, include_background: bool = Fa
 def dice_pooled(pred, target, num_classes: int, include_background: bool = False) -> np.ndarray:
     """Dice pooled over 2-D slices: intersections and sizes summed over all images first.
 
-    This is how the PCL and CL-TCI public code report Dice (METHODS.md). It weights each slice by
-    its structure's size and is usually higher than the mean of :func:`dice_per_image`.
+    This is how the PCL and CL-TCI public code report Dice (docs/methods.md, "PCL: caveats"). It
+    weights each slice by its structure's size and is usually higher than the mean of
+    :func:`dice_per_image`.
 
     Args:
         pred, target: integer label maps ``[N, H, W]`` (or ``[H, W]``), numpy or torch.
@@ -163,7 +164,7 @@ def dice_per_volume(
     """3-D Dice of every volume, from its 2-D slices (slice order does not matter).
 
     Overlaps and sizes of all slices of a volume are summed, which equals the Dice of the stacked
-    volume (DESIGN.md, "Runs": the honest per-volume number).
+    volume (docs/design.md, "Evaluation": the honest per-volume number).
 
     Args:
         pred, target: integer label maps ``[N, H, W]``, numpy or torch.
@@ -499,10 +500,10 @@ def _volume_spacing(spacings: np.ndarray, volume_id) -> tuple[float, ...]:
 def summarize(df: pd.DataFrame, by: Sequence[str] | str, value: str = "dice") -> pd.DataFrame:
     """Mean, standard deviation and count of ``value`` per group, plus a ``"mean ± std"`` text.
 
-    The papers report mean ± std over folds or seeds (METHODS.md, "Protocol"). ``std`` uses
-    ddof=1 (the sample standard deviation); a group with one value has std NaN, shown as
-    ``"0.812 ± –"``. NaN values (e.g. empty-class Dice) are left out, and ``n`` counts the
-    values actually used.
+    The papers report mean ± std over folds or seeds
+    (docs/methods.md, "Protocol common to all chapters"). ``std`` uses ddof=1 (the sample
+    standard deviation); a group with one value has std NaN, shown as ``"0.812 ± –"``. NaN values
+    (e.g. empty-class Dice) are left out, and ``n`` counts the values actually used.
 
     Args:
         df: one row per measurement (e.g. per seed and volume).

@@ -122,7 +122,7 @@ class RegionHead(nn.Module):
 
 
 class DenseProjectionHead(nn.Module):
-    """IDEAL's dense projection: 1x1 convolutions on a feature map, no pooling (METHODS.md "IDEAL").
+    """IDEAL's dense projection (docs/methods.md, "IDEAL"): 1x1 convolutions, no pooling.
 
     ``[B, C, h, w] -> [B, dim, h, w]``: one embedding per location. ``hidden=None`` is one 1x1
     convolution (IDEAL: "a 1x1 convolution, no MLP"); ``hidden=n`` is DenseCL's dense head,

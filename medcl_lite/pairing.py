@@ -1,4 +1,5 @@
-"""Positive-mask builders: each method's answer to "which pairs are positive?" (DESIGN.md).
+"""Positive-mask builders: each method's answer to "which pairs are positive?"
+(docs/design.md, "The one idea").
 
 Every function returns a boolean mask ``[Nq, Nk]``: entry (i, j) is True when key j is a positive
 for query i *in addition to* the query's own other view (SimCLR) or own key (MoCo), which the

@@ -1,11 +1,11 @@
 """Region pooling, contrastive region sampling and the region loss of LRC.
 
-LRC ("localized region contrast", METHODS.md "LRC") average-pools local (decoder) features over
-each superpixel region; a region in view 1 is positive with the *same* region in view 2 and
+LRC ("localized region contrast", docs/methods.md, "LRC") average-pools local (decoder) features
+over each superpixel region; a region in view 1 is positive with the *same* region in view 2 and
 negative with the other regions of the image and of the batch. Its "contrastive sampling" loss
-draws R regions per image instead of using all of them. In the one-idea table of DESIGN.md the
-positive mask is the instance mask over the sampled regions, so the loss is plain
-:func:`medcl_lite.losses.nt_xent` on the pooled, projected region vectors.
+draws R regions per image instead of using all of them. In the one-idea table
+(docs/design.md, "The one idea") the positive mask is the instance mask over the sampled regions,
+so the loss is plain :func:`medcl_lite.losses.nt_xent` on the pooled, projected region vectors.
 
 Not published, our choices (exposed as parameters; defaults in :func:`region_loss`): R = 8 regions
 per image, regions smaller than 16 feature-map pixels in either view are skipped, τ = 0.1.

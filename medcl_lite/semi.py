@@ -1,4 +1,4 @@
-"""IDEAL's two-stream semi-supervised fine-tuning (METHODS.md, "IDEAL", "Fine-tune").
+"""IDEAL's two-stream semi-supervised fine-tuning (docs/methods.md, "IDEAL: fine-tuning").
 
 One shared encoder feeds two decoders of different architecture: a U-Net decoder (stream
 ``"unet"``) and a second one chosen by ``SemiConfig.second_stream`` (default ``"linknet"``), each

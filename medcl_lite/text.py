@@ -1,6 +1,6 @@
 """The text side of LRCLR: report sentences, a word tokenizer, a small text encoder, prompts.
 
-LRCLR (METHODS.md "LRCLR") contrasts image regions with report sentences and scores findings
+LRCLR (docs/methods.md, "LRCLR") contrasts image regions with report sentences and scores findings
 zero-shot against positive and negative prompts. The paper builds on a pretrained image-text
 model; here everything is trained from scratch, locally (no hub downloads).
 

@@ -225,7 +225,7 @@ def show_mask(
 ) -> Figure:
     """A boolean positive mask ``[Nq, Nk]`` as a picture: which pairs are positive?
 
-    The notebooks' central figure (DESIGN.md, "The one idea"): dark cells are positive pairs.
+    The notebooks' central figure (docs/design.md, "The one idea"): dark cells are positive pairs.
 
     Args:
         mask: boolean ``[Nq, Nk]`` (e.g. from ``medcl_lite.pairing``).

@@ -109,7 +109,7 @@ pretrain_epochs = 0  # 0: the value of the size preset
 label_counts = []  # empty: the value of the size preset, e.g. [1, 2, 4, 8, "all"]
 seeds = []  # empty: the fine-tuning seeds of the size preset
 eval_protocols = []  # beside full fine-tuning: "frozen encoder", "discriminative", "linear probe"; empty: the size's
-diagnose = False  # run the diagnosis of section 8 (about 29 min on 2 cores); False: show the recorded one
+diagnose = False  # run the diagnosis of section 8 (about 30 min on 2 cores); False: show the recorded one
 
 # %% [markdown]
 # Values derived from the parameters (papermill does not re-run the parameter cell's expressions,
@@ -451,8 +451,8 @@ if recorded_protocols is not None:
 # | augmentation mismatch | SimCLR pretrained without random crops (fine-tuning never crops), or with views that also vary the scanners' noise, blur and edge enhancement |
 # | label-budget ceiling | all labelled images: how much room the smallest budget leaves |
 #
-# The diagnosis pretrains three more encoders and fine-tunes 90 short runs (29 minutes of the reference
-# run's 42 on 2 cores); with `diagnose=False` (the default) the notebook shows
+# The diagnosis pretrains three more encoders and fine-tunes 96 short runs (30 minutes of the reference
+# run's 43 on 2 cores); with `diagnose=False` (the default) the notebook shows
 # the table recorded by the reference run instead (`notebooks/reference/00_quickstart/`).
 
 # %%

@@ -23,7 +23,8 @@
 # segmentation: chest X-rays of one patient taken at different times are positive pairs, on top of
 # SimCLR (T. Chen et al., ICML 2020, arXiv:2002.05709) and MoCo (K. He et al., CVPR 2020,
 # arXiv:1911.05722), with U-Net and DeepLab-V3 segmenters, in a semi-supervised and a transfer
-# setting. Method details and hyper-parameters: `METHODS.md`, section CL-TCI.
+# setting. Method details and hyper-parameters:
+# [docs/methods.md, CL-TCI](../docs/methods.md#cl-tci--temporal-pairs).
 #
 # > **Which pairs are positive?** Two views of one image (SimCLR, MoCo) **and every image of the same
 # > patient** (CL-TCI): a patient's anatomy stays while inspiration, rotation, exposure, findings

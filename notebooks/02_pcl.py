@@ -23,7 +23,8 @@
 # Segmentation*, MICCAI 2021 (arXiv:2106.09157). Baselines: SimCLR (T. Chen et al., ICML 2020) and
 # the global contrastive strategy G^D of K. Chaitanya et al., *Contrastive learning of global and
 # local features for medical image segmentation with limited annotations*, NeurIPS 2020
-# (arXiv:2006.10511), called **GCL** here. Details and hyper-parameters: `METHODS.md`, section PCL.
+# (arXiv:2006.10511), called **GCL** here. Details and hyper-parameters:
+# [docs/methods.md, PCL](../docs/methods.md#pcl--positional-pairs).
 #
 # > **Which pairs are positive?** Each 2-D slice gets its normalised depth `p = (i + 1) / N` in
 # > its own volume (PCL eq. 1). **PCL**: slices of *any* volume with `|p_i - p_j| < θ`.

@@ -22,7 +22,8 @@
 # **Paper.** X. Yan, J. Naushad, C. You et al., *Localized Region Contrast for Enhancing
 # Self-Supervised Learning in Medical Image Segmentation*, MICCAI 2023 (arXiv:2304.03406). Global
 # method: MoCo (K. He et al., CVPR 2020, arXiv:1911.05722). Superpixels: P. Felzenszwalb and D.
-# Huttenlocher, *Efficient graph-based image segmentation*, IJCV 2004. Details: `METHODS.md`, LRC.
+# Huttenlocher, *Efficient graph-based image segmentation*, IJCV 2004. Details:
+# [docs/methods.md, LRC](../docs/methods.md#lrc--localized-region-contrast).
 #
 # > **Which pairs are positive?** Global contrast answers for whole images (two views of a slice).
 # > LRC adds an answer for **regions**: cut each slice into superpixels, follow every superpixel

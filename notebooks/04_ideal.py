@@ -23,7 +23,7 @@
 # locAL Contrastive Learning for Semi-Supervised Medical Image Segmentation*, ICASSP 2023
 # (arXiv:2210.15075). Global method: MoCo (K. He et al., CVPR 2020). Dense contrast: X. Wang et
 # al., *DenseCL*, CVPR 2021. Two streams with cross pseudo-labels: X. Chen et al., *CPS*, CVPR
-# 2021. Details: `METHODS.md`, IDEAL.
+# 2021. Details: [docs/methods.md, IDEAL](../docs/methods.md#ideal--dense-local-contrast-and-two-stream-fine-tuning).
 #
 # > **Which pairs are positive?** Global contrast: the other view of the same slice, one vector
 # > per image. IDEAL keeps the feature **map**: a 1×1-convolution head projects every location,
@@ -578,7 +578,7 @@ display(Markdown(protocol_text))
 # | fine-tuning LR | 1e-4, the papers' fine-tuning rate, instead of 1e-3 |
 # | fine-tuning length | twice the fine-tuning steps |
 # | frozen vs full | the encoder frozen, learning 10x slower, or waiting for the first half of the steps (LP-FT) |
-# | BatchNorm statistics | pretrained running statistics reset; or frozen while the weights learn |
+# | BatchNorm statistics | pretrained running statistics reset; frozen while the weights learn; or re-estimated at test time on the test images, no label used (AdaBN, the quickstart's section 8) |
 # | encoder-only transfer | only stages 1-2 (stride 2 and 4) of the pretrained encoder kept |
 # | pretraining length | the method pretrained for a third of the epochs |
 # | label-budget ceiling | all labelled patients: how much room the smallest budget leaves |

@@ -22,7 +22,7 @@
 # **Paper.** S. A. Rizvi, R. Tang, X. Jiang, X. Ma, X. Hu, *Local Contrastive Learning for Medical
 # Image Recognition*, AMIA 2023 (arXiv:2303.14153). Image–text contrast: A. Radford et al., *CLIP*,
 # ICML 2021; zero-shot scoring with prompt pairs: E. Tiu et al., *CheXzero*, Nat. Biomed. Eng.
-# 2022. Details: `METHODS.md`, LRCLR.
+# 2022. Details: [docs/methods.md, LRCLR](../docs/methods.md#lrclr--image-regions-and-report-sentences).
 #
 # > **Which pairs are positive?** CLIP: an image and **its own report** (every other report of the
 # > batch is a negative). LRCLR adds a local answer: a report **sentence** and the image **region**
@@ -357,11 +357,6 @@ display(above_chance(auc).round(3))
 # notebooks/params/lrclr/cpu.yaml --record` into `notebooks/reference/05_lrclr/` (600 patients at
 # 64², 100 epochs = 1300 steps per model, 3 seeds): the same tables as above, computed from its
 # `results.csv`, when this checkout has it (the cell says so when it has not).
-#
-# Until it is recorded with the current code, the previous cpu reference run (commit 4ec8167, typed
-# by hand before recordings were kept; means ± spread over 3 seeds, no paired intervals) read:
-# zero-shot AUC CLIP / LRCLR / supervised (labels) = opacity .564 / .565 / .883,
-# nodule .515 / .552 / .586, cardiomegaly (PA only) .912 / .916 / .998, effusion .546 / .564 / .851.
 
 # %%
 print(recorded.caption("05_lrclr"))  # medcl_lite.reference, imported as `recorded`: `reference` is a parameter here

@@ -1,5 +1,5 @@
 """The shipped grid files (``notebooks/params/*/grid*.yaml``): they load, expand against their
-notebook, dry-run through the CLI, carry exactly the published values of METHODS.md, and their
+notebook, dry-run through the CLI, carry exactly the published values of docs/methods.md, and their
 ``paper:`` labels line up with the labels our results table uses.
 """
 
@@ -21,32 +21,32 @@ def _name(path: Path) -> str:
     return path.relative_to(PARAMS).as_posix()
 
 
-# Published values, copied by hand from the design notes' METHODS.md (not in the repository, so
-# the tests hold their own copy): a typo in a grid file's ``paper:`` table fails here.
+# Published values, copied by hand from docs/methods.md (the tests hold their own copy): a typo in
+# a grid file's ``paper:`` table fails here.
 PUBLISHED = {
-    # METHODS.md, PCL, "Headline numbers": ACDC Dice 0.671 (2 patients), 0.850 (6 patients).
+    # docs/methods.md, "PCL: headline numbers": ACDC Dice 0.671 (2 patients), 0.850 (6 patients).
     "pcl/grid_acdc.yaml": {"PCL": {"2": 0.671, "6": 0.850}},
-    # METHODS.md, IDEAL, "Headline Dice (paper table)": ACDC 1.25 / 2.5 / 10 / 100 % (1, 2, 8 of
+    # docs/methods.md, "IDEAL: headline Dice": ACDC 1.25 / 2.5 / 10 / 100 % (1, 2, 8 of
     # 80 patients, all); global CL 0.729 / – / 0.847 at 1.25 / 2.5 / 10 %.
     "ideal/grid_acdc.yaml": {
         "IDEAL dense · two-stream": {"1": 0.738, "2": 0.846, "8": 0.879, "all": 0.882},
         "MoCo · supervised": {"1": 0.729, "8": 0.847},
     },
-    # METHODS.md, IDEAL: MMWHS 10 / 20 / 40 / 100 % (2, 4, 8 of 20 volumes, all); global CL
-    # 0.500 / 0.659 / 0.785 at 10 / 20 / 40 %.
+    # docs/methods.md, "IDEAL: headline Dice": MMWHS 10 / 20 / 40 / 100 % (2, 4, 8 of 20 volumes,
+    # all); global CL 0.500 / 0.659 / 0.785 at 10 / 20 / 40 %.
     "ideal/grid_mmwhs.yaml": {
         "IDEAL dense · two-stream": {"2": 0.626, "4": 0.791, "8": 0.815, "all": 0.826},
         "MoCo · supervised": {"2": 0.500, "4": 0.659, "8": 0.785},
     },
 }
-# Grid files without a ``paper:`` section, and why (METHODS.md gives no numbers for them).
+# Grid files without a ``paper:`` section, and why (docs/methods.md gives no numbers for them).
 NO_PAPER = {
     "quickstart/grid_smoke.yaml": "phantoms only",
     "cl_tci/grid_jsrt.yaml": "results table not public in machine-readable form",
     "cl_tci/grid_montgomery.yaml": "results table not public in machine-readable form",
     "lrc/grid_btcv.yaml": "the paper's datasets are not public; no BTCV numbers",
     "lrc/grid_amos.yaml": "the paper's datasets are not public; no AMOS numbers",
-    "lrclr/grid.yaml": "METHODS.md gives no published numbers",
+    "lrclr/grid.yaml": "docs/methods.md gives no published numbers",
 }
 
 # Columns of each notebook's results.csv a table may use (the cell that writes results.csv:
@@ -146,9 +146,9 @@ def test_paper_values_are_the_published_ones(path):
     spec = grid.load_grid(path)
     paper = spec.get("paper") or {}
     if _name(path) in NO_PAPER:
-        assert not paper, f"{_name(path)}: METHODS.md has no numbers for it"
+        assert not paper, f"{_name(path)}: docs/methods.md has no numbers for it"
         return
-    assert paper["source"].strip() and "METHODS.md" in paper["source"]
+    assert paper["source"].strip() and "docs/methods.md" in paper["source"]
     got = {str(r): {str(c): v for c, v in cols.items()} for r, cols in paper["table"].items()}
     assert got == PUBLISHED[_name(path)]
     assert all(isinstance(v, float) for cols in got.values() for v in cols.values())

@@ -11,7 +11,7 @@ from medcl_lite.losses import MoCoQueue, info_nce, nt_xent
 
 
 def loop_supcon(z1, z2, temperature, pos_mask=None):
-    """The METHODS.md formula written as plain Python loops (the reference)."""
+    """The loss of docs/methods.md, "Shared loss: SimCLR form", in plain loops (the reference)."""
     z = F.normalize(torch.cat([z1, z2]).double(), dim=1)
     n = len(z1)
     total = 0.0

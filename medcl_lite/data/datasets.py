@@ -1,13 +1,13 @@
 """Torch Datasets over a :class:`SliceSet`, patient-wise splits and label budgets.
 
 * :class:`TwoViewDataset` (pretraining): two augmented views of one image plus the metadata the
-  pairing functions read (patient, site, time, volume, depth; DESIGN.md "The one idea").
+  pairing functions read (patient, site, time, volume, depth; docs/design.md, "The one idea").
 * :class:`LabelledDataset` (fine-tuning and evaluation): image and mask.
 * :func:`split_by_patient`, :func:`cross_validation_folds`, :func:`choose_labelled`,
   :func:`choose_labelled_volumes`, :func:`choose_labelled_patients` and
   :func:`make_protocol`: splits by patient, never by slice
-  (METHODS.md "Protocol common to all chapters"), k-fold cross-validation, nested label budgets,
-  and the quick start's "narrow labels, broad data" protocol.
+  (docs/methods.md, "Protocol common to all chapters"), k-fold cross-validation, nested label
+  budgets, and the quick start's "narrow labels, broad data" protocol.
 """
 
 from __future__ import annotations
@@ -557,7 +557,7 @@ def make_protocol(
     test_fraction: float = 0.3,
     seed: int = 0,
 ) -> Protocol:
-    """The quick start's "narrow labels, broad data" protocol (DESIGN.md "Data").
+    """The quick start's "narrow labels, broad data" protocol (docs/design.md, "Data").
 
     Patients of all sites are split into train / val / test by patient, stratified by site.
     Pretraining sees the train split of every site, labels come from the train split of

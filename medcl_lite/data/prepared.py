@@ -1,6 +1,6 @@
 """The prepared on-disk format: one folder per dataset, read back into a :class:`SliceSet`.
 
-Layout of ``root/`` (DESIGN.md, "Data": phantoms and real data share it)::
+Layout of ``root/`` (docs/design.md, "Data": phantoms and real data share it)::
 
     manifest.csv        one row per 2-D image: META_COLUMNS, extra metadata, ``image``, ``mask``
     dataset.json        name, classes, info, column types, image scale, format_version

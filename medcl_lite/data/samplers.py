@@ -1,6 +1,6 @@
 """Batch samplers for pretraining: plain shuffling, or k images of each patient per batch.
 
-CL-TCI (METHODS.md, "CL-TCI") makes every image of the same patient a positive. With a plain
+CL-TCI (docs/methods.md, "CL-TCI") makes every image of the same patient a positive. With a plain
 shuffle, same-patient partners meet in a SimCLR batch only by chance: with P patients of T
 images each and batch size B, an image has on average about (T - 1)(B - 1)/(P·T - 1) partners
 in its batch. :class:`PatientBatchSampler` puts ``k`` images of each patient side by side, so

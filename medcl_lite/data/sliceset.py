@@ -2,7 +2,7 @@
 
 A SliceSet is N 2-D images (chest X-rays, or slices of CT/MRI volumes) with optional label maps
 and one metadata row per image. Pairing strategies read the metadata (patient, time, depth), so
-the same training code serves every paper (DESIGN.md, "Data").
+the same training code serves every paper (docs/design.md, "Data").
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Fast spatial augmentation with per-sample parameters: mirror, elastic, rotation, scale, crop.
 
-PCL (METHODS.md "PCL") augments every view with mirroring, an elastic deformation, rotation and
-scaling (batchgenerators' ``SpatialTransform``). Done the batchgenerators way (a full-resolution
-Gaussian-filtered noise field and a cubic-spline resampling per image) this is the slowest part of
-a CPU training loop; ``torchvision.transforms.v2.ElasticTransform`` is slower still, and batched it
+PCL (docs/methods.md, "PCL") augments every view with mirroring, an elastic deformation, rotation
+and scaling (batchgenerators' ``SpatialTransform``). Done the batchgenerators way (a full-resolution
+Gaussian-filtered noise field and a cubic-spline resampling per image) this is the slowest part of a
+CPU training loop; ``torchvision.transforms.v2.ElasticTransform`` is slower still, and batched it
 draws one parameter set for the whole batch, which is wrong for contrastive views.
 
 Here all of it is one ``torch.nn.functional.grid_sample`` call over a batch:
@@ -41,12 +41,13 @@ from torch import Tensor
 
 #: Named settings of :class:`SpatialAugment` (keyword arguments of :func:`random_spatial_params`).
 SPATIAL_PRESETS: dict[str, dict[str, Any]] = {
-    # PCL (METHODS.md "PCL": "mirror, elastic, rotation, scale 0.7-1.3 with p = 0.67"). The numbers
-    # are those of the public code, dewenzeng/positional_cl dataset/acdc.py `prepare_contrast`:
-    # MirrorTransform((0, 1)) (each axis flipped with p = 0.5), then with p = 0.67 (RndTransform) a
-    # batchgenerators SpatialTransform with elastic alpha U(100, 350), sigma U(14, 17) (pixels, at
-    # 352 x 352; see rescale_elastic for other sizes), rotation U(0, 2 pi), scale 0.7-1.3, zero
-    # padding, centre crop; otherwise a random crop that is a no-op at the patch size.
+    # PCL (docs/methods.md, "PCL: hyper-parameters": mirror, elastic, rotation, scale 0.7-1.3
+    # with p = 0.67). The numbers are those of the public code, dewenzeng/positional_cl
+    # dataset/acdc.py `prepare_contrast`: MirrorTransform((0, 1)) (each axis flipped with
+    # p = 0.5), then with p = 0.67 (RndTransform) a batchgenerators SpatialTransform with elastic
+    # alpha U(100, 350), sigma U(14, 17) (pixels, at 352 x 352; see rescale_elastic for other
+    # sizes), rotation U(0, 2 pi), scale 0.7-1.3, zero padding, centre crop; otherwise a random
+    # crop that is a no-op at the patch size.
     # Deviations (our choice): bilinear instead of cubic-spline resampling (mode="bicubic" is
     # closer); scale is drawn uniformly as a zoom factor (> 1 zooms in) where batchgenerators
     # draws its coordinate factor from U(0.7, 1) or U(1, 1.3) with p = 0.5 each (> 1 zooms out).

@@ -1,6 +1,6 @@
 """Felzenszwalb superpixels of every slice, computed once and cached on disk (LRC).
 
-LRC (METHODS.md "LRC") contrasts regions: superpixels found by Felzenszwalb's graph-based
+LRC (docs/methods.md, "LRC") contrasts regions: superpixels found by Felzenszwalb's graph-based
 segmentation on each *unaugmented* slice, mapped into both views by the views' geometry
 (:class:`~medcl_lite.data.datasets.TwoViewDataset` with ``regions=``). Superpixels cost ~20 ms
 per 128 x 128 slice and ~0.1 s per 256 x 256 slice on one CPU core, far more than a training
@@ -55,7 +55,7 @@ CACHE_VERSION = 1
 class FelzenszwalbParams:
     """Settings of :func:`skimage.segmentation.felzenszwalb` for LRC's superpixels.
 
-    LRC does not publish its settings (METHODS.md "LRC"). scikit-image's defaults are scale 1,
+    LRC does not publish these (docs/methods.md, "LRC"). scikit-image's defaults are scale 1,
     sigma 0.8, min_size 20 (92-104 regions on 128 x 128 abdominal phantom slices, where min_size
     does most of the work); typical CT use is scale 100-400, sigma 0.5-0.8, min_size 20-60. Ours,
     for 128-256 px slices in [0, 1] (``scale`` in 0-255 intensity units, module docstring): scale

@@ -35,7 +35,7 @@ from torchvision.transforms.v2 import functional as F
 #: (pixels); ``noise_sigma``/``noise_p`` additive Gaussian noise (intensity units);
 #: ``sharpen_amount``/``sharpen_p`` unsharp masking, ``x + a (x - blur(x))`` (a detector's edge enhancement).
 PRESETS: dict[str, dict[str, Any]] = {
-    # CL-TCI (METHODS.md "CL-TCI"; public code dewenzeng/CL-TCI, dataset/bch.py
+    # CL-TCI (docs/methods.md, "CL-TCI"; public code dewenzeng/CL-TCI, dataset/bch.py
     # `prepare_for_contrast` and dataset/augmentation.py): brightness, contrast (saturation and hue
     # are no-ops on grey images) uniform in 1 +- 0.4, gamma uniform in [1, 1.4], translate +-10 %,
     # rotate +-10 deg, RandomSizedCrop scale 0.95-1 with ratio 3/4-4/3. No flips, no noise, no blur.
@@ -60,7 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sharpen_amount": None,
         "sharpen_p": 0.0,
     },
-    # PCL (METHODS.md "PCL"; public code dewenzeng/positional_cl, dataset/acdc.py
+    # PCL (docs/methods.md, "PCL"; public code dewenzeng/positional_cl, dataset/acdc.py
     # `prepare_contrast`): MirrorTransform on both axes (each flip p = 0.5), then with p = 0.67 a
     # batchgenerators SpatialTransform: rotation uniform in [0, 2 pi) (our +-180 deg), scale
     # 0.7-1.3, elastic deformation (alpha 100-350 px, sigma 14-17 px at 352 x 352), otherwise a

@@ -1,11 +1,11 @@
 """Right / left lung labels from lung masks, decided by where the lungs are in the image.
 
 Datasets name their lung masks differently: one dataset's "left" folder holds the patient's left
-lung, another's the lung on the image left (METHODS.md, CL-TCI: JSRT and Montgomery label them in
-opposite order). Folder names are therefore not trusted. In a frontal (PA or AP) radiograph shown
-in the radiological convention the patient's RIGHT lung is on the image LEFT, so the mask whose
-centroid column is smaller becomes class 1 (``"right_lung"``) and the other class 2
-(``"left_lung"``), as in the phantom (:data:`XRAY_CLASSES`).
+lung, another's the lung on the image left (docs/methods.md, "CL-TCI: data": JSRT and
+Montgomery label them in opposite order). Folder names are therefore not trusted. In a frontal
+(PA or AP) radiograph shown in the radiological convention the patient's RIGHT lung is on the
+image LEFT, so the mask whose centroid column is smaller becomes class 1 (``"right_lung"``) and
+the other class 2 (``"left_lung"``), as in the phantom (:data:`XRAY_CLASSES`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Multi-organ abdominal CT phantom: axial contrast CT of the upper abdomen (LRC chapter).
 
-Why it looks like this (DESIGN.md, "Data"; METHODS.md, PCL/LRC): what an axial slice shows
-depends on its normalised depth ``(slice_index + 1) / n_slices``, and its organs have textured
-interiors and boundaries for Felzenszwalb superpixels to find. Each volume runs from the dome of
-the liver (depth near 0, superior) to below the kidneys (depth 1, inferior):
+Why it looks like this (docs/design.md, "Data"; docs/methods.md, "PCL" and "LRC"): what an axial
+slice shows depends on its normalised depth ``(slice_index + 1) / n_slices``, and its organs have
+textured interiors and boundaries for Felzenszwalb superpixels to find. Each volume runs from the
+dome of the liver (depth near 0, superior) to below the kidneys (depth 1, inferior):
 
 * top: lung bases (air) around the liver dome, the inferior tip of the heart;
 * upper: a large liver (patient's right), spleen (posterior left), stomach (anterior left) with

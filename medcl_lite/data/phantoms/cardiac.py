@@ -1,8 +1,8 @@
 """Cardiac short-axis volume phantom (MRI or contrast CT) whose anatomy depends on depth.
 
-Why it looks like this (DESIGN.md, "Data"; METHODS.md, PCL/GCL): PCL calls slices at similar
-normalised depth ``(slice_index + 1) / n_slices`` positives, so what a slice shows must depend on
-its depth. Each volume runs from above the base of the heart to below the apex:
+Why it looks like this (docs/design.md, "Data"; docs/methods.md, "PCL"): PCL calls slices at
+similar normalised depth ``(slice_index + 1) / n_slices`` positives, so what a slice shows must
+depend on its depth. Each volume runs from above the base of the heart to below the apex:
 
 * above the base: atria, aortic root and pulmonary trunk (blood, but *not* labelled);
 * basal slices: a large LV cavity, its myocardium and a large RV;

@@ -1,8 +1,8 @@
 """Chest X-ray phantom: patients who keep their anatomy over several studies, at three sites.
 
-Why it looks like this (DESIGN.md, "Data"; METHODS.md, CL-TCI): CL-TCI treats every image of a
-patient as a positive, so a patient keeps lung shape, heart size, body habitus, ribs and
-clavicles over time, while inspiration, rotation, positioning, exposure, noise, findings and
+Why it looks like this (docs/design.md, "Data"; docs/methods.md, "CL-TCI"): CL-TCI treats every
+image of a patient as a positive, so a patient keeps lung shape, heart size, body habitus, ribs
+and clavicles over time, while inspiration, rotation, positioning, exposure, noise, findings and
 devices change between studies. The sites differ the way real departments do (detector, display
 curve, projection, devices), so a model trained on a few images of one site has something to
 learn from unlabelled images of the others.

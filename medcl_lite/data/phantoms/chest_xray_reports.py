@@ -1,4 +1,4 @@
-"""Chest X-rays with findings and the reports that describe them (LRCLR chapter, METHODS.md).
+"""Chest X-rays with findings and the reports that describe them (docs/methods.md, "LRCLR").
 
 The patients, sites and rendering of :mod:`medcl_lite.data.phantoms.chest_xray`, plus four
 findings a report can name and a model can be asked about zero-shot: an opacity in a named lung
@@ -283,7 +283,7 @@ def make_chest_xray_reports(
 ) -> SliceSet:
     """Chest X-rays ``[N, size, size]`` with several findings each and the reports naming them.
 
-    The LRCLR phantom (METHODS.md, LRCLR): anatomy, sites, devices and lung masks as
+    The LRCLR phantom (docs/methods.md, "LRCLR"): anatomy, sites, devices and lung masks as
     :func:`make_chest_xrays`; each study independently carries each finding of :data:`FINDINGS`
     with its rate (``finding_rates``: one number, or a mapping overriding
     :data:`DEFAULT_FINDING_RATES`):
