@@ -44,7 +44,8 @@
 # 4. fine-tune with 1, 2, 4, 8 and all labelled images from several seeds, against random
 #    initialisation, and read the Dice table honestly: in pairs, with intervals;
 # 5. ask what the encoders learned (a frozen encoder, a linear probe), on which scanner it helps and
-#    where it breaks, and why (a diagnosis that changes one factor at a time).
+#    where it breaks, and why (a diagnosis that changes one factor at a time, down to the
+#    BatchNorm statistics each scanner needs).
 
 # %% [markdown]
 # ## Setup
