@@ -79,8 +79,10 @@ def positional(depth_q, depth_k=None, threshold: float = 0.1) -> Tensor:
 def partition_index(depth, parts: int = 4) -> Tensor:
     """Index 0..parts-1 of the depth bin of each slice; -1 for NaN depth (GCL's partitions).
 
-    With depth ``(i + 1) / N`` this is ``floor(i * parts / N)``: the volume is cut into ``parts``
-    equal runs of slices.
+    Slice ``i`` of ``N`` (depth ``d = (i + 1) / N``) is in bin ``k`` when ``k / parts < d <= (k + 1) /
+    parts``, i.e. ``k = ceil(d * parts) - 1``: the depth axis is cut into ``parts`` equal ranges, and
+    the volume into ``parts`` runs of consecutive slices (of equal length when ``parts`` divides
+    ``N``, else differing by one slice).
     """
     if parts < 1:
         raise ValueError(f"partition: parts must be >= 1, got {parts}")

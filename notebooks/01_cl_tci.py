@@ -19,8 +19,9 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/medcl-lite/medcl_lite/blob/main/notebooks/01_cl_tci.ipynb)
 #
-# **Paper.** *Contrastive learning with temporally correlated images* (CL-TCI) for chest X-ray lung
-# segmentation: chest X-rays of one patient taken at different times are positive pairs, on top of
+# **Paper.** D. Zeng, J. N. Kheir, P. Zeng, Y. Shi, *Contrastive Learning with Temporal Correlated
+# Medical Images: A Case Study using Lung Segmentation in Chest X-Rays* (CL-TCI), ICCAD 2021,
+# arXiv:2109.03233. Chest X-rays of one patient taken at different times are positive pairs, on top of
 # SimCLR (T. Chen et al., ICML 2020, arXiv:2002.05709) and MoCo (K. He et al., CVPR 2020,
 # arXiv:1911.05722), with U-Net and DeepLab-V3 segmenters, in a semi-supervised and a transfer
 # setting. Method details and hyper-parameters:
@@ -30,6 +31,23 @@
 # > patient** (CL-TCI): a patient's anatomy stays while inspiration, rotation, exposure, findings
 # > and devices change, which is exactly what a lung segmenter should ignore.
 #
+# **Learning goals.** After this chapter you can
+# - turn patient codes into CL-TCI's positive set with `pairing.temporal`, and read $P(i)$ off the
+#   mask both in a SimCLR batch and against a MoCo queue that stores a patient code per key;
+# - write the MoCo loss with a queue and the momentum update of the key encoder, and say what
+#   goes wrong when the key encoder never moves or the queue is longer than the pool;
+# - predict, then measure with `same_patient_rate`, how often a shuffled batch holds a
+#   same-patient positive, and change that with `PatientBatchSampler`;
+# - check with a nearest-neighbour probe whether an encoder groups images by patient, and keep
+#   that question apart from whether it segments lungs better;
+# - compare each pretraining with random init in the semi-supervised and the transfer setting:
+#   patient-wise folds, paired differences with intervals, the paper's protocol beside an honest one.
+#
+# **Prerequisites.** [00 · Quickstart](00_quickstart.ipynb): positive pairs, the masked InfoNCE
+# loss, SimCLR and MoCo, the Dice metrics and the paired comparison with random init. Concepts:
+# encoder–decoder segmentation networks (U-Net), cosine similarity and softmax, k-fold
+# cross-validation.
+#
 # What you will do, on built-in phantom chest X-rays (no download):
 # 1. look at temporal pairs and at the temporal positive mask, in a batch and in MoCo's queue;
 # 2. measure what a patient-aware batch sampler changes (k images per patient per batch);
@@ -38,10 +56,8 @@
 # 4. look at the embeddings, coloured by patient;
 # 5. fine-tune in the **semi-supervised** setting (pretrain on all images of site A, fine-tune on a
 #    few labelled site-A images) and the **transfer** setting (pretrain on site A, fine-tune on site
-#    B), with patient-wise k-fold cross-validation, and report Dice two ways: as the paper does
-#    (pooled Dice, epoch picked on the held-out fold) and as it should be done (per-image Dice, step
-#    picked on a separate validation split), each pretraining paired with random init on the same
-#    fold and seed;
+#    B), with patient-wise k-fold cross-validation, and report Dice under the paper's protocol and
+#    an honest one, each pretraining paired with random init on the same fold and seed;
 # 6. measure the encoders with less freedom than full fine-tuning (frozen encoder, discriminative
 #    learning rates, a linear probe) at the smallest label budget.
 #
@@ -252,7 +268,32 @@ viz.save_figure(fig, run_dir / "figures" / "temporal_views.png")
 # ## 2 · The temporal positive mask, in a batch and in the queue
 # `pairing.temporal` compares patient codes: entry (i, j) is positive when anchor i and candidate j
 # are the same patient. In SimCLR the candidates are the batch; in MoCo they are the batch's keys
-# **and the queue**, which stores each key's patient id so the mask reaches it too.
+# **and the queue**, which stores each key's patient id so the mask reaches it too. What the
+# function computes, for anchors with codes $c_i$ and candidates with codes $c'_j$:
+#
+# $$
+# M_{ij} = [\,c_i = c'_j\,] \wedge [\,c_i \ge 0\,] \wedge [\,c'_j \ge 0\,]
+# $$
+#
+# $c_i$ = `patient_ids_q[i]` (integer patient codes, here from `pool.codes("patient_id")`),
+# $c'_j$ = `patient_ids_k[j]` (the same codes when no keys are passed), $M$ = the returned
+# `[Nq, Nk]` boolean mask. A negative code means "unknown" (an empty queue slot) and matches
+# nothing. In a batch $M_{ii}$ is True: an image always matches itself.
+#
+# **The SimCLR form.** A batch of $N$ images (`batch_size`) gives $2N$ views; write $n(v)$ for the
+# image of view $v$. `losses.nt_xent` turns $M$ into a mask over views (`pos_mask | eye`, repeated
+# for both views, each view's pair with itself left out):
+#
+# $$
+# P(v) = \{\, u \ne v \;:\; M_{n(v)\,n(u)} \,\}, \qquad A(v) = \{\, u \;:\; u \ne v \,\}
+# $$
+#
+# so $P(v)$ = the other view of the same image (SimCLR's positive) plus **both views of every
+# other image of the same patient in the batch**, and $|P(v)| = 2\,n_b(v) - 1$, with $n_b(v)$ the
+# number of images of $v$'s patient in the batch, $v$'s own image included. The loss over these
+# sets is the masked InfoNCE of [00 · Quickstart](00_quickstart.ipynb) (section "One loss for
+# every answer"), averaged over the $2N$ views, with $\tau$ = `temperature`. The public CL-TCI
+# code also multiplies the loss by $\tau / 0.07$; the package leaves that constant factor out.
 
 # %%
 print(inspect.getsource(pairing.temporal))
@@ -270,8 +311,26 @@ fig = viz.show_mask(pairing.temporal(torch.as_tensor(codes[grouped])),
 viz.save_figure(fig, run_dir / "figures" / "mask_patient_batch.png")
 
 # %% [markdown]
-# MoCo's queue of `queue_size` keys holds many images of each patient; the query of patient p finds
-# all of them as positives. A queue of 48 keys from this pool, as the mask sees it:
+# **The MoCo form.** A query $q_i$ of a batch of $B$ images is scored against this batch's keys
+# $k_1, \dots, k_B$ and then the $K$ queue keys $\tilde k_1, \dots, \tilde k_K$ (`queue.keys`).
+# `losses.MoCoQueue` stores a patient code $\tilde c_l$ beside each key (`queue.meta["patient"]`),
+# so the same rule reaches the queue:
+#
+# $$
+# P(i) = \{\, j \le B \;:\; j = i \ \text{or}\ M_{ij} \,\}
+# \;\cup\; \{\, B + l \;:\; [\,c_i = \tilde c_l\,] \wedge [\,\tilde c_l \ge 0\,] \,\}
+# $$
+#
+# (in `train.moco_objective`: `own | pairing.positives(...)` over the batch's keys, then
+# `pairing.positives(...)` against `queue.meta`). Its own key is always a positive; every queue key
+# of the same patient is one too, whichever image and time point it came from. A queue of
+# `queue_size` keys over a small pool holds several keys of each patient. A queue of 48 keys from
+# this pool, as the mask sees it:
+#
+# > **Pitfall.** A queue longer than the pool. The queue keeps the keys of the last
+# > `queue_size` / batch steps; once that spans more than an epoch it holds older keys of the
+# > query's **own image**, made by an older key encoder. Plain MoCo counts them as negatives; the
+# > temporal mask counts them as positives. Compare `queue_size` with the pool size of section 1.
 
 # %%
 queue_rows = pool_rows[np.random.default_rng(seed + 1).permutation(len(pool_rows))[:48]]
@@ -281,9 +340,27 @@ viz.save_figure(fig, run_dir / "figures" / "mask_queue.png")
 
 # %% [markdown]
 # **What the sampler changes.** With a plain shuffle, same-patient images meet in a batch only by
-# chance; the patient-aware sampler puts k images of a patient side by side. The fraction of
-# anchors that have a same-patient positive besides their own second view, over one epoch at the
-# pretraining batch size:
+# chance; the patient-aware sampler puts k images of a patient side by side. In the SimCLR form the
+# sampler changes nothing but $n_b(v)$, and through it $|P(v)| = 2\,n_b(v) - 1$:
+# - **shuffled**: with $P$ patients of $T$ images each and batch size $B$ (`batch_size`), an image
+#   shares its batch with $\mathbb{E}[n_b(v) - 1] = (T-1)(B-1)/(PT-1)$ other images of its patient
+#   on average (hypergeometric). For a pool of many patients this is small, and an anchor with
+#   $n_b(v) = 1$ has only its other view: for it CL-TCI-SimCLR is plain SimCLR.
+# - **`PatientBatchSampler`**, $k$ = `images_per_patient`: each patient's images are shuffled and cut
+#   into chunks of $k$, the chunks are shuffled, laid end to end and cut into batches. An image
+#   whose chunk is whole and inside one batch has $n_b(v) \ge k$, so at least $2(k-1)$
+#   same-patient views in $P(v)$ besides its other view; a patient with a single image still has
+#   none. The price: a batch holds at most about $B/k$ patients, so fewer other-patient negatives.
+#
+# The cell measures, over one epoch at the pretraining batch size, the fraction of anchors that
+# have a same-patient positive besides their own second view (`same_patient_rate`):
+#
+# $$
+# r = \frac{1}{\sum_b |b|} \sum_b \sum_{i \in b} [\, n_b(i) \ge 2 \,]
+# $$
+#
+# Before running it, put section 1's patients and images per patient, and the batch size of your
+# size, into the expectation above and predict the shuffled row.
 
 # %%
 batch_size = pick(pretrain_batch, S["batch"])
@@ -303,9 +380,15 @@ display(rates.round(3))
 # Five methods, the same code: a pairing (`instance` or `temporal`), a framework (`simclr` or
 # `moco`) and a sampler. Each trains an encoder plus the global projection head (GAP → Linear →
 # ReLU → Linear) and saves a checkpoint every epoch; running the cell again resumes or reuses.
-# MoCo settings for short runs: the paper's queue of 3072 and momentum 0.999 suit 500 epochs over
-# thousands of images; on a few hundred phantoms a smaller queue and momentum 0.99 keep keys fresh
-# (the paper presets use the paper's values).
+# The sizes use a shorter queue and a lower `moco_momentum` than the paper ($K$ = 3072,
+# $m$ = 0.999, which the paper presets in `notebooks/params/cl_tci/` keep): on a small pool and a
+# short schedule, a long queue holds old keys (the pitfall of section 2) and a key encoder with
+# $m$ close to 1 trails the online one by many steps.
+#
+# > **Pitfall.** Comparing loss curves across pairings. With $|P(i)|$ positives the mean
+# > $-\log$ softmax over them cannot fall below $\log |P(i)|$, not 0: a temporal method's curve
+# > can sit higher because its floor is higher, not because it learns less. Compare methods by what
+# > their encoders do (sections 4 to 8), not by the level of their loss.
 
 # %%
 METHODS = {
@@ -341,6 +424,39 @@ viz.save_figure(fig, run_dir / "figures" / "pretrain_loss.png")
 # %% [markdown]
 # One MoCo step as the loop runs it: the mask has one row per query and one column per key (the
 # batch's keys, then the queue); `pairing.positives` turns "same patient" into extra True cells.
+# With $P(i)$ of section 2 the step computes
+#
+# $$
+# \mathcal{L} = -\frac{1}{B} \sum_{i=1}^{B} \frac{1}{|P(i)|} \sum_{p \in P(i)}
+# \log \frac{\exp\big(s(q_i, \kappa_p)/\tau\big)}{\sum_{j=1}^{B+K} \exp\big(s(q_i, \kappa_j)/\tau\big)},
+# \qquad \kappa = (k_1, \dots, k_B, \tilde k_1, \dots, \tilde k_K)
+# $$
+#
+# $q_i$ = row $i$ of `q = net(v1)` (online encoder and head; gradients flow through $q$ only),
+# $k_j$ = row $j$ of `k = key_net(v2)` (no gradient), $\kappa$ = `torch.cat([keys, queue.keys])`,
+# $K$ = `queue_size`, $\tau$ = `temperature`, $s$ = cosine similarity (`losses.info_nce`
+# normalises both sides). Two details differ from MoCo's paper: the batch's other keys sit in the
+# denominator too (negatives, or positives when of the same patient), as they would one step later
+# from the queue; and queue slots not yet filled hold random unit keys with code $-1$, negatives
+# that are never positives. After the loss, `queue.enqueue` overwrites the oldest $B$ entries with
+# this batch's keys and their patient codes.
+#
+# Before the keys are computed, `models.momentum_update` moves the key encoder towards the online
+# one (MoCo eq. 2):
+#
+# $$
+# \theta_k \leftarrow m\,\theta_k + (1 - m)\,\theta_q
+# $$
+#
+# $\theta_q$ = the parameters of `net` (encoder and projection head), $\theta_k$ = those of
+# `key_net` (a copy of `net` made once by `models.momentum_copy`, never trained by gradients),
+# $m$ = `moco_momentum`. Buffers are not averaged: the key encoder keeps its own BatchNorm
+# statistics.
+#
+# > **Pitfall.** A key encoder that never moves. The public CL-TCI code never calls its momentum
+# > update, so its keys come from the key encoder's initial weights all along; nothing raises an
+# > error. The package calls the update every step, and `tests/test_models.py` checks that the key
+# > encoder's weights change.
 
 # %%
 print(inspect.getsource(train.moco_loss))
@@ -350,7 +466,14 @@ print(inspect.getsource(train.moco_loss))
 # Pooled bottleneck features of eight patients of the pool, projected with t-SNE, for a random
 # encoder and two pretrained ones; and, for every encoder, how often an image's nearest neighbour
 # (cosine similarity, itself excluded) is another image of the same patient. CL-TCI asks for
-# exactly this clustering.
+# exactly this clustering. With $f_i$ the pooled bottleneck feature of image $i$ (`embed`) and
+# $c_i$ its patient, the probe's number is
+#
+# $$
+# \frac{1}{N} \sum_{i=1}^{N} \big[\, c_{\nu(i)} = c_i \,\big], \qquad \nu(i) = \arg\max_{j \ne i} s(f_i, f_j)
+# $$
+#
+# over the $N$ images of the pool. It is 0 when no pool patient has a second image.
 
 # %%
 eight = list(dict.fromkeys(pool_patients))[:8]
@@ -397,12 +520,13 @@ display(pd.DataFrame(parts).set_index(["backbone", "part"]))
 # For each setting, the patients of the fine-tuning set are dealt into `n_folds` folds; each fold
 # is the test set once. Within the other folds a few patients form a **validation** split and the
 # rest the label pool, from which `n` labelled images are chosen (nested budgets). Every run reports
-# two numbers:
-# - **paper**: pooled Dice (all test pixels together), at the step with the best pooled Dice *on
+# two numbers; pooled and per-image Dice are defined in [00 · Quickstart](00_quickstart.ipynb)
+# (section "Metrics used in every chapter"), and the two differ here also in how the step is chosen:
+# - **paper** (`paper_test_dice_pooled`): pooled Dice at the step with the best pooled Dice *on
 #   the held-out fold itself*, as the public code of CL-TCI and PCL does. Choosing on the test data
 #   is optimistic; it is here for comparability.
-# - **honest**: Dice per image, averaged, at the step chosen on the validation split; the test fold
-#   is scored once.
+# - **honest** (`test_dice`): per-image Dice at the step chosen on the validation split; the test
+#   fold is scored once.
 
 # %%
 ft_base = from_params(FinetuneConfig, {
@@ -552,12 +676,18 @@ if recorded is not None:
 # How to read it. The premise of CL-TCI holds on the phantom by construction (a patient's anatomy
 # is fixed over time), and the embedding probe of section 4 shows whether the encoders picked it up.
 # Whether that turns into better lung Dice is a separate question: global contrast trains only the
-# encoder, the decoder starts from scratch, and the quickstart's diagnosis (chapter 00, section 8)
+# encoder, the decoder starts from scratch, and the quickstart's diagnosis
+# ([00 · Quickstart](00_quickstart.ipynb), section "Why? A diagnosis, one factor at a time")
 # measures which parts of the recipe move the difference (fine-tuning rate and length, frozen vs
-# full, BatchNorm statistics, pretraining length, crops, the room the label budget leaves). The paper reports MoCo-based CL-TCI as generally better than the
-# SimCLR-based one; MoCo's queue gives every query many same-patient keys, which the shuffled SimCLR
-# batch rarely does (section 2 measures how rarely). Does your run's CL-TCI-MoCo vs MoCo row agree?
-# The `gpu` size and the paper presets run the longer schedules.
+# full, BatchNorm statistics, pretraining length, crops, the room the label budget leaves).
+#
+# The paper reports the MoCo-based CL-TCI as better than the SimCLR-based one in most settings;
+# MoCo's queue can give every query several same-patient keys, which a shuffled SimCLR batch does
+# only by chance (section 2 measures how often). This run does not pair CL-TCI-MoCo with
+# CL-TCI-SimCLR directly: its questions compare each with random init or with its own baseline
+# (CL-TCI-MoCo minus MoCo). Reading the two rows against random init side by side is a hint, not a
+# paired test of one method against the other. The `gpu` size and the paper presets run the longer
+# schedules.
 
 # %% [markdown]
 # ## 8 · Evaluation protocols: what did the encoder learn?
@@ -663,3 +793,46 @@ md = [
 ]
 atomic_write_text(run_dir / "results.md", "\n".join(md))
 print((run_dir / "results.md").read_text())
+
+# %% [markdown]
+# ## Key takeaways
+# - CL-TCI changes one thing: the positive mask. Patient codes go into `pairing.temporal`; the
+#   loss, the encoder and the head are those of SimCLR and MoCo. Metadata you already have is a
+#   pseudo-label for "what should look alike".
+# - A positive that never shares a batch teaches nothing. In the SimCLR form, temporal pairs exist
+#   only where same-patient images meet; the shuffled and patient-aware rows of section 2 show how
+#   often, and the sampler buys more positives with fewer patients per batch.
+# - In the MoCo form the queue supplies the same-patient keys, but only because it stores a
+#   patient code beside every key, and only as well as the key encoder behind it: it must move
+#   (momentum update) and its keys must not be too old for the pool and schedule.
+# - An encoder that groups images by patient (section 4) has learned the premise; whether that
+#   helps lung segmentation is a separate question, answered by the paired intervals against
+#   random init, not by the means of the recorded reference table above.
+# - A protocol that picks its step on the test fold is optimistic by construction: report the
+#   honest one, and read the "paper minus honest" line of section 7 for how far apart the two are
+#   in your run.
+
+# %% [markdown]
+# ## Further reading
+# - The paper: D. Zeng, J. N. Kheir, P. Zeng, Y. Shi, *Contrastive Learning with Temporal
+#   Correlated Medical Images: A Case Study using Lung Segmentation in Chest X-Rays*, ICCAD 2021,
+#   arXiv:2109.03233. Public code: https://github.com/dewenzeng/CL-TCI
+# - The frameworks it builds on: T. Chen, S. Kornblith, M. Norouzi, G. Hinton, *A Simple Framework
+#   for Contrastive Learning of Visual Representations* (SimCLR), ICML 2020, arXiv:2002.05709, code
+#   https://github.com/google-research/simclr; K. He, H. Fan, Y. Wu, S. Xie, R. Girshick, *Momentum
+#   Contrast for Unsupervised Visual Representation Learning* (MoCo), CVPR 2020, arXiv:1911.05722,
+#   code https://github.com/facebookresearch/moco
+# - P. Khosla et al., *Supervised Contrastive Learning*, NeurIPS 2020, arXiv:2004.11362: the
+#   multi-positive loss ("$L_{out}$") that the masked InfoNCE follows.
+# - X. Chen, H. Fan, R. Girshick, K. He, *Improved Baselines with Momentum Contrastive Learning*
+#   (MoCo v2), arXiv:2003.04297, 2020: the MLP head and stronger augmentation on top of MoCo.
+# - S. Azizi et al., *Big Self-Supervised Models Advance Medical Image Classification*, ICCV 2021,
+#   arXiv:2101.05224: Multi-Instance Contrastive Learning (MICLe), positives from several images of
+#   the same patient case.
+# - Y. N. T. Vu, R. Wang, N. Balachandar, C. Liu, A. Y. Ng, P. Rajpurkar, *MedAug: Contrastive
+#   learning leveraging patient metadata improves representations for chest X-ray interpretation*,
+#   MLHC 2021, arXiv:2102.10663: positives chosen by patient, study and laterality.
+# - Method notes of this package: [docs/methods.md, CL-TCI](../docs/methods.md#cl-tci--temporal-pairs).
+
+# %% [markdown]
+# [← 00 · Quickstart](00_quickstart.ipynb) · [02 · PCL: positional pairs →](02_pcl.ipynb)

@@ -28,18 +28,36 @@
 # > **Which pairs are positive?** Global contrast answers for whole images (two views of a slice).
 # > LRC adds an answer for **regions**: cut each slice into superpixels, follow every superpixel
 # > into both augmented views, pool the decoder's features inside it; the same region in the other
-# > view is the positive, every other sampled region of the image and the batch a negative.
-# > L = L_global + λ·L_region.
+# > view is the positive, every other sampled region of the image and the batch a negative:
+# > $\mathcal{L} = \mathcal{L}_{\text{global}} + \lambda\,\mathcal{L}_{\text{region}}$.
 #
-# Why it matters here: global contrast trains only the encoder (whether that beats random
-# initialisation on easy data is what the quick start and chapters 01-02 measure, each on its own
-# run). The region loss also trains the **decoder**, which fine-tuning can then keep. This notebook
-# measures whether that changes the picture, with the same label budgets, folds and seeds for every
-# initialisation, and asks what the pretrained encoder holds under lighter evaluation protocols.
+# Why it matters here: a global method (SimCLR, MoCo, and the pairings of chapters 01-02) trains
+# only the encoder; the decoder starts at random when fine-tuning begins. Whether global
+# pretraining beats random initialisation is a question each chapter measures on its own run. The
+# region loss also trains the **decoder**, which fine-tuning can then keep. This notebook measures
+# what that adds, with the same label budgets, folds and seeds for every initialisation, and asks
+# what the pretrained encoder holds under lighter evaluation protocols.
+#
+# **Learning goals.** After this chapter you can
+# - choose Felzenszwalb's `scale`, `sigma` and `min_size` for a CT slice and check the choice with
+#   the achievable accuracy of the regions against the organ masks;
+# - carry a superpixel map through an augmentation so that region ids match in both views, and pool
+#   decoder features per region in one scatter-add;
+# - write LRC's region pairing rule as a positive mask and its loss as NT-Xent over sampled
+#   regions, added with weight $\lambda$ to a global contrastive or a supervised loss;
+# - test whether a pretrained decoder adds anything, by pairing encoder-only transfer against
+#   encoder + decoder transfer on the same folds and seed;
+# - tell what pretraining put in the encoder from what fine-tuning needs, with a frozen encoder, a
+#   slower encoder and a linear probe beside full fine-tuning.
+#
+# **Prerequisites.** [00 · Quickstart](00_quickstart.ipynb) (InfoNCE with a positive mask, MoCo,
+# paired comparisons against random init); [02 · PCL](02_pcl.ipynb) helps (the evaluation
+# protocols, Dice per volume). Concepts: a U-Net's encoder and decoder, cross-entropy and Dice
+# losses, geometric augmentation (crop, flip, rotation).
 #
 # What you will do, on a built-in multi-organ abdominal CT phantom (no download):
-# 1. compute Felzenszwalb superpixels on a slice and see how scale, sigma and min_size change them
-#    (and how well they follow the organ boundaries);
+# 1. compute Felzenszwalb superpixels on a slice and see how `scale` and `min_size` change them
+#    (`sigma` held at `sp_sigma`) and how well they follow the organ boundaries;
 # 2. cache them once, reuse them every epoch;
 # 3. follow the regions into two augmented views, pool features per region, and see the region
 #    positive mask;
@@ -148,7 +166,7 @@ eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
-# that everything runs; numbers mean little), **cpu** (a 2-core CPU; 93 minutes in the reference run below) and
+# that everything runs; numbers mean little), **cpu** (a 2-core CPU, about 1-1.5 hours) and
 # **gpu** (a Colab GPU: 128² slices, longer pretraining, 5 folds).
 
 # %%
@@ -226,9 +244,27 @@ viz.save_figure(fig, run_dir / "figures" / "volume.png")
 # %% [markdown]
 # ## 2 · Felzenszwalb superpixels
 # Felzenszwalb's graph-based segmentation merges neighbouring pixels while the intensity step
-# between two groups is small compared with the variation inside them; `scale` favours larger
-# regions, `sigma` smooths the image first, `min_size` merges regions below that many pixels. LRC
-# does not publish its values. A grid over one slice (`skimage.segmentation.felzenszwalb`):
+# between two groups is small compared with the variation inside them. The graph links every pixel
+# to its 8 neighbours with weight $w(p, q) = |I_\sigma(p) - I_\sigma(q)|$, where $I_\sigma$ is the
+# slice smoothed by a Gaussian of standard deviation $\sigma$ = `sigma` (pixels). Edges are visited
+# from the lightest; an edge $e$ between components $C_1 \ne C_2$ merges them when
+#
+# $$
+# w(e) < \min\Big(\mathrm{Int}(C_1) + \frac{k}{|C_1|},\; \mathrm{Int}(C_2) + \frac{k}{|C_2|}\Big),
+# \qquad k = \texttt{scale} / 255,
+# $$
+#
+# with $\mathrm{Int}(C)$ the heaviest edge merged into $C$ so far (0 for a single pixel) and $|C|$
+# its size in pixels. The $k/|C|$ term lets small components merge across larger steps, so a larger
+# `scale` gives fewer, larger regions; scikit-image divides `scale` by 255, so on our slices in
+# [0, 1] it is in 0-255 intensity units (`medcl_lite.data.superpixels`). Afterwards, any component
+# under `min_size` pixels is merged into a neighbour along the lightest edges. The three are the
+# fields of `FelzenszwalbParams(scale, sigma, min_size)` (`sp_scale`, `sp_sigma`, `sp_min_size`
+# here); LRC does not publish its values. A grid over one slice
+# (`skimage.segmentation.felzenszwalb`), with, where the slice has organ labels, the *achievable
+# accuracy* of each setting: label every region with its majority class $c$ and count the pixels
+# that come out right, $\frac{1}{|\text{slice}|}\sum_{r} \max_c |\Omega_r \cap Y_c|$ ($\Omega_r$
+# the pixels of region $r$, $Y_c$ those of class $c$):
 
 # %%
 slice_row = volume[len(volume) // 3]
@@ -253,7 +289,7 @@ if quality:
 
 # %% [markdown]
 # **Our choice** (`sp_scale`, `sp_sigma`, `sp_min_size`): enough regions that most lie inside one
-# organ (achievable accuracy — the Dice ceiling of labelling each region by its majority class —
+# organ (achievable accuracy, the pixel accuracy of labelling each region by its majority class,
 # close to 1), few enough that each covers more than `region_min_pixels` pixels after cropping, so
 # pooled features average over a real piece of tissue. Small organs (kidneys) need several
 # regions, the liver gets many.
@@ -282,6 +318,10 @@ print(f"{len(pool)} slices, {per_slice.mean():.0f} regions per slice (min {per_s
 # (nearest-neighbour sampling, so region ids stay exact; pixels from outside the slice get -1).
 # Below: two views of three slices with their region boundaries; region pairs at the same place
 # of the anatomy carry the same id.
+#
+# > **Pitfall.** Resize or warp a region map only with nearest-neighbour sampling. Bilinear
+# > interpolation averages neighbouring ids into the id of some unrelated region, and the "same
+# > region in the other view" is then no longer the same tissue.
 
 # %%
 views = TwoViewDataset(pool, view_transform(pool.image_size[0], augment), index=pool_rows, regions=pool_regions)
@@ -295,12 +335,50 @@ fig = viz.show_images(np.stack(panels), ncols=2, suptitle="view 1 | view 2, with
 viz.save_figure(fig, run_dir / "figures" / "region_views.png")
 
 # %% [markdown]
-# **Pooling and sampling.** Decoder features `[B, C, H, W]` are averaged inside every region
-# (`region_pool`, one scatter-add, no loop over regions); `sample_regions` keeps regions with at
-# least `region_min_pixels` pixels in *both* views and draws `regions_per_image` of them per image
-# (LRC's "contrastive sampling"). The sampled regions of both views go through the shared
-# NT-Xent: positive = the same region of the same image in the other view; negatives = the other
-# sampled regions of the image and of the batch. That is the instance mask over regions:
+# **Pooling.** Decoder features `[B, C, H, W]` are averaged inside every region (`region_pool`).
+# For image $b$ of the batch, with feature map $f_b$ and region $k$ covering the pixels
+# $\Omega_{b,k} = \{x : \texttt{regions}[b, x] = k\}$:
+#
+# $$
+# r_{b,k} = \frac{1}{|\Omega_{b,k}|} \sum_{x \in \Omega_{b,k}} f_b(x),
+# $$
+#
+# computed for every $(b, k)$ at once by one scatter-add (`index_add` over the flat index
+# $b \cdot K + k$, $K$ = the number of region ids) and one `bincount` for $|\Omega_{b,k}|$
+# (`counts`); no loop over regions. The region map is brought to the feature map's size by nearest
+# neighbour (the features are never upsampled), pixels with id $-1$ (outside the slice after a
+# crop) belong to no region, and an empty region pools to 0.
+#
+# **Sampling.** `sample_regions` keeps the regions with $|\Omega^{(1)}_{b,k}| \ge$
+# `region_min_pixels` and $|\Omega^{(2)}_{b,k}| \ge$ `region_min_pixels` (in *both* views) and draws
+# up to $R$ = `regions_per_image` of them per image, uniformly without repeats (LRC's "contrastive
+# sampling"). Together the batch gives $M$ sampled regions $i = (b_i, k_i)$.
+#
+# **Which pairs are positive?** Each sampled region is projected by the region head $g$
+# (`RegionHead`, the same head for both views): $u_i = g(r^{(1)}_{b_i,k_i})$ in view 1 and
+# $u_{M+i} = g(r^{(2)}_{b_i,k_i})$ in view 2. The positive of a region is the same superpixel of
+# the same image in the other view, and every other sampled region, of the same image or another,
+# in either view, is a negative:
+#
+# $$
+# P(i) = \{\, j \ne i : b_j = b_i,\ k_j = k_i \,\} = \{\text{the other view of } i\}
+# $$
+#
+# (indices over the $2M$ projected regions, with $b_{M+i} = b_i$ and $k_{M+i} = k_i$;
+# `region_positive_mask`: because regions are drawn without repeats it is the identity over the
+# $M$ sampled regions, the instance mask of [00 · Quickstart](00_quickstart.ipynb), section 3).
+# The region loss is the shared NT-Xent over the $2M$ projected regions:
+#
+# $$
+# \mathcal{L}_{\text{region}} = -\frac{1}{2M} \sum_{i=1}^{2M}
+# \log \frac{\exp\big(s(u_i, u_{p(i)})/\tau_r\big)}{\sum_{a \ne i} \exp\big(s(u_i, u_a)/\tau_r\big)}
+# $$
+#
+# with $p(i)$ the single element of $P(i)$, $s$ the cosine similarity and $\tau_r$ =
+# `region_temperature`; with $M < 2$ the term is 0. The paper fixes the rule (same region,
+# other view; other regions negatives) but not $R$, the size threshold, $\tau_r$ or the decoder
+# level: those are the code's choices (section 5). The code, and the positive mask of a real batch
+# of the three slices above:
 
 # %%
 print(inspect.getsource(lrc.region_loss))
@@ -320,20 +398,32 @@ viz.save_figure(fig, run_dir / "figures" / "region_mask.png")
 
 # %% [markdown]
 # ## 5 · Pretraining
+# Every run minimises one objective (`medcl_lite.train.local_loss`):
+#
+# $$
+# \mathcal{L} = \mathcal{L}_{\text{global}} + \lambda \, \mathcal{L}_{\text{region}}
+# $$
+#
+# with $\lambda$ = `region_weight`, where $\mathcal{L}_{\text{global}}$ is MoCo's InfoNCE (temperature `temperature`, see
+# [00 · Quickstart](00_quickstart.ipynb)) or, for supervised pretraining, the segmentation loss
+# on both views' masks; $\lambda = 0$ gives the base method alone.
 # - **MoCo**: the global method, query and key from the two views, a queue of negatives.
-# - **MoCo + LRC**: the same plus λ·L_region on the last U-Net decoder stage (16 channels at full
-#   resolution; our choice of level: the features segmentation reads). The key view's region
-#   features come from the momentum network.
+# - **MoCo + LRC**: the same plus $\lambda\,\mathcal{L}_{\text{region}}$ on the last U-Net decoder
+#   stage (16 channels at full resolution; our choice of level: the features segmentation reads).
+#   The key view's region features come from the momentum network (no gradient), then pass through
+#   the same online region head; the region term has no queue, so its negatives are the batch's
+#   sampled regions only.
 # - **Supervised**: segmentation of the fully labelled site-B volumes (both views, same geometry
-#   for the masks), with the fine-tuning recipe: Adam and cross-entropy + Dice. Our choice, measured
-#   on this phantom (64², 15 epochs, Dice on held-out site-A slices): SGD at the contrastive lr with
-#   cross-entropy alone learns background and liver only (liver 0.91, every other organ 0.00);
-#   Adam 1e-3 with CE + Dice reaches liver 0.92, spleen 0.82, right kidney 0.80, stomach 0.66
-#   and, still, left kidney 0.00 (30 epochs: all five organs 0.85-0.96).
-# - **Supervised + LRC**: the same plus λ·L_region (LRC Sec. 4 reports that LRC also helps supervised
-#   pretraining; section 7 measures whether it does here).
+#   for the masks), with the fine-tuning recipe: Adam at `supervised_lr` and cross-entropy + Dice.
+# - **Supervised + LRC**: the same plus $\lambda\,\mathcal{L}_{\text{region}}$ (LRC Sec. 4 reports
+#   that LRC also helps supervised pretraining; section 7 measures whether it does here).
 #
 # The LRC variants and supervised pretraining train encoder **and** decoder; fine-tuning keeps both.
+#
+# > **Pitfall.** With cross-entropy alone, a short supervised pretraining run can settle on the
+# > background and the largest organ: small organs hold few pixels and barely move the loss. The
+# > Dice term weighs every organ alike, hence CE + Dice here; check the per-organ scores of a
+# > supervised source before calling it a baseline.
 
 # %%
 supervised_optim = {"optimizer": "adam", "lr": supervised_lr, "supervised_loss": "ce+dice"}
@@ -375,7 +465,9 @@ if curves:
 # k-fold by patient on the fine-tuning set; from each fold's label pool `n` volumes are labelled
 # (nested budgets), a validation split picks the step, the held-out fold is scored once. Every
 # initialisation sees the same volumes, folds and seed. To separate *what* helps, the LRC
-# encoders are also fine-tuned with their pretrained encoder only (decoder at random).
+# encoders are also fine-tuned with their pretrained encoder only (decoder at random). The Dice
+# variants (per volume, per image) are defined in
+# [00 · Quickstart, "Metrics used in every chapter"](00_quickstart.ipynb#Metrics-used-in-every-chapter).
 
 # %%
 ft_base = from_params(FinetuneConfig, {
@@ -418,7 +510,8 @@ if rows.n_labelled.nunique() > 1:
 # the same validation and test volumes and start from the same seed, so compare them in **pairs**:
 # for pair $i$ (a fold × seed),
 # $d_i = \text{Dice}(\text{pretrained}, i) - \text{Dice}(\text{random init}, i)$, with Dice per 3-D volume
-# (`test_dice_volume`, the step chosen on validation). Over the $n$ pairs the table gives the mean
+# (`test_dice_volume`, the step chosen on validation; see
+# [00, "Metrics used in every chapter"](00_quickstart.ipynb#Metrics-used-in-every-chapter)). Over the $n$ pairs the table gives the mean
 # difference $\bar d$ (`mean_diff`) and its 95 % interval $\bar d \pm t_{0.975,\,n-1}\, s_d / \sqrt{n}$
 # (`ci_low`, `ci_high`; `medcl_lite.paired`). The verdict is computed from it: "better" or "worse"
 # only when the interval excludes 0, "no evidence" when it covers 0. With few folds the interval is
@@ -471,11 +564,10 @@ if lrc_tables:
     summary_text += "\n\nThe LRC questions:\n\n" + lrc_text
 
 # %% [markdown]
-# **A reference run** of the `cpu` size (2-core CPU shared with other jobs, torch 2.14.1,
-# 2026-12-02, 5592 s: `medcl reproduce 03_lrc -f notebooks/params/lrc/cpu.yaml --name lrc-cpu`;
-# pretraining 120 steps: MoCo 39 s, MoCo + LRC 226 s, supervised 310 s, supervised + LRC 563 s;
-# 19 superpixels per slice), Dice per 3-D volume with the step chosen on validation, mean ± std
-# over 3 folds. Your run prints its own table above; runs are deterministic by seed on one machine.
+# **A reference run** of the `cpu` size (`medcl reproduce 03_lrc -f notebooks/params/lrc/cpu.yaml
+# --name lrc-cpu`), Dice per 3-D volume with the step chosen on validation, mean ± std over 3
+# folds. Your run prints its own table (and its own pretraining times) above; runs are
+# deterministic by seed on one machine.
 #
 # | init | 1 volume | 2 volumes | 4 volumes |
 # |---|---|---|---|
@@ -494,14 +586,13 @@ if lrc_tables:
 # in the decoder it trains? Which organs are hard (the per-organ table)? With three folds and one
 # seed there are three pairs per cell ($t_{0.975,2} = 4.3$): how large must a difference be before
 # the interval can exclude 0? And at 4 volumes random init already reaches 0.880 ± 0.002 in the
-# reference run: how much room is left?
+# reference run: how much room is left? Caveats of the reference run: one seed, three folds, 64²
+# slices and 15 pretraining epochs.
 #
-# Two settings come from measurements made while building this chapter (not part of this run's
-# tables): fine-tuning for 200 steps instead of 60 (at 60 steps every initialisation left both
-# kidneys near 0 Dice, every row at 0.18-0.45), and supervised pretraining with Adam and CE + Dice
-# (with SGD at the contrastive lr and CE alone it learned background and liver only, and its
-# decoder held fine-tuning at 0.18-0.21). Caveats: one seed, three folds, 64² slices and 15
-# pretraining epochs.
+# > **Pitfall.** Too few fine-tuning steps leave the small organs (the kidneys) near zero Dice for
+# > *every* initialisation, and a comparison then measures nothing but the liver. Read the
+# > per-organ table before the paired verdicts; if an organ is near 0 in every row, raise
+# > `ft_steps` first.
 
 # %% [markdown]
 # ## 8 · Evaluation protocols: what did the encoder learn?
@@ -526,8 +617,10 @@ if lrc_tables:
 # "(encoder only)" rows start the decoder at random and measure the encoder alone. The linear probe
 # reads the encoder only: `… + LRC` and `… + LRC (encoder only)` share it and probe alike.
 #
-# The metric here is Dice per image (`test_dice`), the one the probe gives, so the full
-# fine-tuning rows of this budget are compared in it too (not in section 7's Dice per volume).
+# The metric here is Dice per image (`test_dice`, see
+# [00, "Metrics used in every chapter"](00_quickstart.ipynb#Metrics-used-in-every-chapter)), the one
+# the probe gives, so the full fine-tuning rows of this budget are compared in it too (not in
+# section 7's Dice per volume).
 # Under each protocol every initialisation is paired with random init under the same protocol
 # (same fold and seed). How to read it: if pretraining wins under the frozen encoder or the probe
 # but not under full fine-tuning, the representation holds something that full fine-tuning at this
@@ -591,3 +684,41 @@ md = [
 ]
 atomic_write_text(run_dir / "results.md", "\n".join(md))
 print((run_dir / "results.md").read_text())
+
+
+# %% [markdown]
+# ## Key takeaways
+# - LRC answers "which pairs are positive?" with the instance rule one level down: a superpixel is
+#   positive only with itself in the other view. The mask is the identity over sampled regions,
+#   and the same NT-Xent that serves whole images serves regions.
+# - Correspondence comes from geometry, not from features: superpixels are cut once on the
+#   unaugmented slice and carried into both views by the views' own transforms. Their quality
+#   (how well regions stay inside one organ) bounds what a region pair can mean.
+# - Other regions of the same image are negatives, including regions of the same organ: the rule
+#   pushes apart pieces of tissue that a segmentation must later group, which is one reason the
+#   region term is added to a global or supervised loss rather than used alone.
+# - A region loss on decoder features trains the decoder, which a global method leaves at random.
+#   Whether that pretrained decoder matters is measured, not assumed: compare `… + LRC` with
+#   `… + LRC (encoder only)` in pairs.
+# - Full fine-tuning can hide or overwrite what pretraining put in the encoder. Read the frozen
+#   encoder and linear probe rows beside it, and check in the recorded reference table how much
+#   room random initialisation leaves at each budget before expecting any gain.
+#
+# ## Further reading
+# - X. Yan, J. Naushad, C. You et al., *Localized Region Contrast for Enhancing Self-Supervised
+#   Learning in Medical Image Segmentation*, MICCAI 2023, arXiv:2304.03406. docs/methods.md cites
+#   no public code for it; this package's implementation is `medcl_lite.regions`.
+# - P. F. Felzenszwalb, D. P. Huttenlocher, *Efficient Graph-Based Image Segmentation*, IJCV 2004.
+# - K. He, H. Fan, Y. Wu, S. Xie, R. Girshick, *Momentum Contrast for Unsupervised Visual
+#   Representation Learning*, CVPR 2020, arXiv:1911.05722; code: github.com/facebookresearch/moco.
+# - K. Chaitanya, E. Erdil, N. Karani, E. Konukoglu, *Contrastive learning of global and local
+#   features for medical image segmentation with limited annotations*, NeurIPS 2020,
+#   arXiv:2006.10511 (a local contrastive loss on decoder feature maps).
+# - O. J. Hénaff, S. Koppula, J.-B. Alayrac, A. van den Oord, O. Vinyals, J. Carreira, *Efficient
+#   Visual Pretraining with Contrastive Detection* (DetCon), ICCV 2021, arXiv:2103.10957 (features
+#   pooled over unsupervised masks, Felzenszwalb's among them, contrasted across views).
+# - X. Wang, R. Zhang, C. Shen, T. Kong, L. Li, *Dense Contrastive Learning for Self-Supervised
+#   Visual Pre-Training* (DenseCL), CVPR 2021, arXiv:2011.09157 (one embedding per location instead
+#   of per region; IDEAL, chapter 04, cites it as related work).
+#
+# [← 02 · PCL](02_pcl.ipynb) · [04 · IDEAL: dense contrast →](04_ideal.ipynb)

@@ -25,11 +25,27 @@
 # al., *DenseCL*, CVPR 2021. Two streams with cross pseudo-labels: X. Chen et al., *CPS*, CVPR
 # 2021. Details: [docs/methods.md, IDEAL](../docs/methods.md#ideal--dense-local-contrast-and-two-stream-fine-tuning).
 #
+# **Learning goals.** After this chapter you can
+# - explain what a dense (1×1-convolution) projection head changes against a global one, and
+#   predict the shape of each head's output;
+# - build dense positive pairs from the exact geometry of two augmented views, and say which
+#   locations get no partner and are left out;
+# - write IDEAL's pretraining objective (MoCo + λ·dense InfoNCE) and its two-stream fine-tuning
+#   objective (supervised loss of each stream + ramped cross pseudo-label loss), and point to the
+#   function that computes each term;
+# - test "dense vs global pretraining" and "two-stream vs supervised fine-tuning" as separate paired
+#   comparisons on the same folds and seed, and check whether averaging two streams helps.
+#
+# **Prerequisites.** [00 · Quickstart](00_quickstart.ipynb) (the masked InfoNCE, MoCo's momentum
+# encoder and queue, paired comparisons, evaluation protocols, the one-factor diagnosis) and
+# [03 · LRC](03_lrc.ipynb) (local contrast on decoder features, following regions into two views).
+# Concepts: a U-Net's encoder, decoder and skip connections; softmax and cross-entropy; BatchNorm.
+#
 # > **Which pairs are positive?** Global contrast: the other view of the same slice, one vector
 # > per image. IDEAL keeps the feature **map**: a 1×1-convolution head projects every location,
 # > and a location of view 1 is positive with the **same place of the anatomy** in view 2 (we
-# > undo the crop, flip and rotation exactly); every other sampled location of the batch is a
-# > negative.
+# > undo the view's crop and rotation, and a flip where the preset has one, exactly); every other
+# > sampled location of the batch is a negative.
 #
 # Then IDEAL fine-tunes semi-supervised: one shared encoder, two decoders of different
 # architecture; labelled slices train both, and on unlabelled slices each stream's confident
@@ -40,8 +56,9 @@
 # 2. see the exact dense correspondences between two augmented views and the dense positive mask;
 # 3. pretrain global MoCo vs IDEAL's dense contrast (MoCo + L_dense);
 # 4. fine-tune supervised-only and two-stream semi-supervised at several label budgets, against
-#    random init; Dice and HD95 per volume with fold spreads, the paper's numbers beside ours, and
-#    paired verdicts (same fold and seed);
+#    random init; Dice and HD95 per volume (defined in [00 · Quickstart, "Metrics used in every
+#    chapter"](00_quickstart.ipynb#Metrics-used-in-every-chapter)) with fold spreads, the paper's
+#    numbers beside ours, and paired verdicts (same fold and seed);
 # 5. at the smallest budget, evaluate the encoders with a frozen encoder, a slower encoder and a
 #    linear probe beside full fine-tuning;
 # 6. look at both streams' predictions and where they disagree.
@@ -146,9 +163,8 @@ cps_rampup = 0  # two-stream: ramp-up steps, 0: a third of the run
 diagnose = False  # run the diagnosis of section 8 (one factor at a time); False: show the recorded one
 
 # %% [markdown]
-# Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
-# that everything runs; numbers mean little), **cpu** (a 2-core CPU: 64² slices, 3 folds; about
-# 50 minutes) and
+# Values derived from the parameters. Three sizes: **smoke** (a quick check on a CPU that
+# everything runs; numbers mean little), **cpu** (a 2-core CPU: 64² slices, 3 folds) and
 # **gpu** (a Colab GPU: 128² slices, longer pretraining, 5 folds). The presets in
 # `notebooks/params/ideal/` set the real-data values explicitly.
 
@@ -222,7 +238,22 @@ viz.save_figure(fig, run_dir / "figures" / "volume.png")
 # ## 2 · Global vs dense projection
 # A global head pools the encoder's last map and returns one vector per image (what MoCo and
 # SimCLR contrast). IDEAL's head is a 1×1 convolution: no pooling, one vector per location, so
-# the loss can ask different places of one slice to differ. The shapes, on a batch of 4 slices:
+# the loss can ask different places of one slice to differ. For a feature map $f$ with $C$
+# channels and $h \times w$ locations, $f_u \in \mathbb{R}^C$ its vector at location $u$:
+#
+# $$
+# \underbrace{z = W_2\,\mathrm{ReLU}\Big(W_1 \tfrac{1}{hw} \textstyle\sum_{u} f_u + b_1\Big) + b_2}_{\text{global head: one } z \text{ per image}}
+# \qquad\qquad
+# \underbrace{z_u = W f_u + b \;\text{ for every } u}_{\text{dense head: one } z_u \text{ per location}}
+# $$
+#
+# Global: `ProjectionHead` (GAP → linear → ReLU → linear). Dense: `DenseProjectionHead`, with
+# $W \in \mathbb{R}^{D \times C}$ the weights of one 1×1 convolution, $D$ = `dense_dim` (128 in the
+# cell below) and $f$ the map at `dense_level`. Each $z_u$ depends on $f_u$ alone, so the head
+# adds no spatial mixing of its own; the context of a location comes from the encoder (and
+# decoder) below it. `DenseProjectionHead(..., hidden=n)` would give DenseCL's two-layer head; the
+# pretraining here builds the single convolution, as IDEAL describes ("no MLP").
+# The shapes, on a batch of 4 slices:
 
 # %%
 net = build_segmenter("unet", encoder, classes=len(classes))
@@ -257,7 +288,23 @@ display(pd.Series({k: str(v) for k, v in shapes.items()}, name="shape [B, C, H, 
 # view pixel knows which pixel of the slice it shows. A location of view 1 is matched to the
 # location of view 2 that shows the nearest original pixel, within half a feature cell
 # (`dense.match_locations`); locations outside the other view have no partner and are not used.
-# Lines join sampled matches of one slice:
+#
+# In symbols: $\pi_1(u)$ and $\pi_2(v)$ are the original pixels shown at location $u$ of view 1
+# and $v$ of view 2 (`pixels1`, `pixels2`, brought to the feature map's $h \times w$ by
+# `dense.feature_pixels`; $-1$ outside the slice), $c(\cdot)$ their $(y, x)$ coordinates in the
+# original slice of width $W$ = `image_width`. The partner of $u$ is
+#
+# $$
+# m(u) = \operatorname*{arg\,min}_{v \,:\, \pi_2(v) \ne -1} \big\lVert c(\pi_1(u)) - c(\pi_2(v)) \big\rVert_2
+# \quad \text{if that distance is} \le r, \qquad \text{otherwise } u \text{ has no partner},
+# $$
+#
+# with $r$ = `max_distance`, by default half a feature cell, $r = \tfrac{1}{2}\, W / w$
+# (`dense.default_max_distance`). The answer is read off the known augmentation, not guessed from
+# feature similarity (DenseCL's rule); that is our choice, since IDEAL does not publish its own.
+# At the decoder level (and in the cell below, which matches at pixel resolution) $w = W$, so
+# $r$ is half a pixel: the partner must show exactly the same original pixel, and where the two
+# views zoom differently some locations find none. Lines join sampled matches of one slice:
 
 # %%
 views = TwoViewDataset(pool, view_transform(pool.image_size[0], augment), index=pool_rows, correspondence=True)
@@ -277,11 +324,38 @@ print(f"{len(cells)} of {match.numel()} view-1 pixels have a partner in view 2")
 # **The loss.** `dense.dense_loss` samples `dense_per_image` matched locations per image; each
 # query location's positive is its matched key location, the negatives are every other sampled
 # key of the batch (other places of the same slice and of other slices) and, optionally, a queue.
-# It goes through the package's one masked InfoNCE (`losses.info_nce`), with the mask below:
-# memory grows with the number of sampled locations, never with (H·W)².
+# It goes through the package's one masked InfoNCE (`losses.info_nce`; derivation in
+# [00 · Quickstart](00_quickstart.ipynb), section 3), with the mask below: memory grows with the
+# number of sampled locations, never with (H·W)².
+#
+# Sampled pair $i = 1, \dots, N$ (row $i$ of `out.pairs`: image, query cell $u_i$, key cell
+# $m(u_i)$) gives the query $q_i$ = `q_map` at $u_i$ and the key $k_i$ = `k_map` at $m(u_i)$;
+# $N$ = `out.n_pairs`, at most `per_image` per image (fewer where fewer locations have a partner).
+# The keys $k_1, \dots, k_N$ are followed by $Q$ queue entries $k_{N+1}, \dots, k_{N+Q}$
+# (`queue`, `dense_queue_size` in pretraining; none here). The positive set of query $i$ is
+#
+# $$
+# P(i) = \{\, j \le N : j \text{ is from the same image as } i \text{ and } m(u_j) = m(u_i) \,\},
+# $$
+#
+# the True entries of row $i$ of `dense.dense_positive_mask(image_idx, key_idx, Q)`: just
+# $\{i\}$ unless two queries matched the same key cell; queue columns are never positive. The
+# loss is 00's masked InfoNCE in its MoCo form (every key, the positives included, in the
+# denominator):
+#
+# $$
+# \mathcal{L}_{\text{dense}} = -\frac{1}{N} \sum_{i=1}^{N} \frac{1}{\lvert P(i) \rvert} \sum_{p \in P(i)}
+# \log \frac{\exp\big(s(q_i, k_p)/\tau_d\big)}{\sum_{j=1}^{N+Q} \exp\big(s(q_i, k_j)/\tau_d\big)},
+# $$
+#
+# with $s$ the cosine similarity and $\tau_d$ = `temperature` (`dense_temperature` in
+# pretraining). It is the formula of
+# [docs/methods.md, "IDEAL: positives and loss"](../docs/methods.md#ideal-positives-and-loss),
+# with the rare duplicate keys averaged. It runs in one direction only (view-1 queries, view-2
+# keys), and in pretraining $k$ comes from the momentum network, without gradient.
 
 # %%
-print(inspect.getsource(dense.dense_loss).split('"""')[-1])
+print(inspect.getsource(dense.dense_loss))
 batch = torch.utils.data.default_collate([views[i] for i in range(3)])
 torch.manual_seed(seed)
 head = DenseProjectionHead(1, 8)
@@ -298,6 +372,19 @@ viz.save_figure(fig, run_dir / "figures" / "dense_mask.png")
 # - **MoCo**: the global method (query and key views, a queue of negatives); trains the encoder.
 # - **IDEAL dense**: MoCo + λ_dense·L_dense at `dense_level`; the key view's map comes from the
 #   momentum network. At the decoder level it trains encoder **and** decoder; fine-tuning keeps both.
+#
+# The objective of one IDEAL step (`train.local_loss`):
+#
+# $$
+# \mathcal{L} = \mathcal{L}_{\text{MoCo}} + \lambda_{\text{dense}}\, \mathcal{L}_{\text{dense}},
+# $$
+#
+# with $\lambda_{\text{dense}}$ = `dense_weight` and $\mathcal{L}_{\text{dense}}$ from section 3.
+# $\mathcal{L}_{\text{MoCo}}$ is the quickstart's global loss (one embedding per image, $P(i)$ = the
+# other view of the same slice, a queue of `queue_size` global keys, $\tau$ = `temperature`;
+# [00 · Quickstart](00_quickstart.ipynb), section 3). Both terms take their keys from the
+# momentum network ($m$ = `moco_momentum`), updated once per step. The plain MoCo arm optimises
+# $\mathcal{L}_{\text{MoCo}}$ alone.
 
 # %%
 METHODS = {
@@ -333,13 +420,69 @@ if curves:
 # validation split picks the step, the held-out fold is scored once. **Supervised**: a U-Net on the
 # labelled slices. **Two-stream** (`semi.finetune_two_stream`): a shared encoder, a U-Net decoder
 # and a second decoder of another architecture (`second_stream`; LinkNet by default: it adds skip
-# connections instead of concatenating them, and predicts at full resolution — an FPN, which
-# predicts at 1/4 resolution, was too coarse for the thin myocardium at 64², see `semi`'s
-# docstring); the labelled slices train both; on the rest of the fold's pool (unlabelled) each
-# stream learns the other's confident hard predictions, with a ramped-up weight:
+# connections instead of concatenating them, and predicts at full resolution); the labelled slices
+# train both; on the rest of the fold's pool (unlabelled) each stream learns the other's confident
+# hard predictions, with a ramped-up weight.
+#
+# Write $a$ for the U-Net stream, $b$ for the `second_stream`, and $p_a(k \mid x)$ for stream
+# $a$'s softmax probability of class $k$ at pixel $x$. On an unlabelled batch each stream gives a
+# hard label and a confidence flag, both computed without gradient (`semi.cross_pseudo_labels`):
+#
+# $$
+# \hat y_a(x) = \arg\max_k p_a(k \mid x), \qquad
+# c_a(x) = \big[\max_k p_a(k \mid x) \ge \theta\big],
+# $$
+#
+# and likewise $\hat y_b$, $c_b$; $\theta$ = `cps_threshold` (`SemiConfig.threshold`; the code
+# keeps a pixel when its maximum probability is $\ge \theta$, and $\theta = 0$ keeps every
+# pixel, plain CPS). Each stream learns the other's confident labels (`semi.cross_pseudo_loss`, printed below):
+#
+# $$
+# \mathcal{L}_{\text{cps}} = \frac{1}{\lvert U \rvert} \sum_{x \in U}
+# \Big( c_b(x) \big[-\log p_a(\hat y_b(x) \mid x)\big] + c_a(x) \big[-\log p_b(\hat y_a(x) \mid x)\big] \Big),
+# $$
+#
+# with $U$ every pixel of the unlabelled batch (`unlabelled_batch` images): only confident pixels
+# add to the sum, but it is divided by the number of all pixels, so the term is small while few
+# pixels are confident (our choice, as FixMatch and UniMatch; the paper does not say). One step's
+# objective (`semi.two_stream_loss`, weight from `semi.consistency_weight`):
+#
+# $$
+# \mathcal{L} = \mathcal{L}_{\text{sup}}(a) + \mathcal{L}_{\text{sup}}(b) + w(t)\, \mathcal{L}_{\text{cps}},
+# \qquad
+# w(t) = w_{\max} \exp\!\Big(-5 \big(1 - \min(1, t/T)\big)^2\Big),
+# $$
+#
+# $w_{\max}$ = `cps_weight` (`SemiConfig.consistency`), $T$ = `cps_rampup` (`SemiConfig.rampup_steps`;
+# here 0 means a third of the run, while `SemiConfig(rampup_steps=0)` itself means no ramp) and
+# $t$ the step, counted from 0: the weight starts at $w_{\max} e^{-5}$ and reaches $w_{\max}$ at
+# step $T$, the sigmoid ramp-up of Mean Teacher that CPS also uses. $\mathcal{L}_{\text{sup}}$ is
+# the loss of the supervised scheme (`ft_loss`, `train._segmentation_loss`) on the labelled batch
+# with masks $y$: cross-entropy, plus with `"ce+dice"` a soft Dice over the foreground classes
+# $k = 1, \dots, K-1$, sums over every pixel of the batch:
+#
+# $$
+# \mathcal{L}_{\text{sup}}(a) = \mathrm{CE}(p_a, y) + \frac{1}{K-1} \sum_{k=1}^{K-1}
+# \Big(1 - \frac{2 \sum_x p_a(k \mid x)\,[y_x = k] + 1}{\sum_x p_a(k \mid x) + \sum_x [y_x = k] + 1}\Big).
+# $$
+#
+# At the "all labels" budget there is no unlabelled image and only the two supervised terms remain.
+# Validation Dice of the averaged streams (section 6, "The streams") picks the step. The table
+# after the grid reports Dice and HD95 per volume, defined in [00 · Quickstart, "Metrics used in
+# every chapter"](00_quickstart.ipynb#Metrics-used-in-every-chapter).
+#
+# > **Pitfall.** Labelled and unlabelled images must not share one forward pass: BatchNorm would
+# > normalise both by the statistics of the mixed batch, and on the phantom that badly degraded the
+# > U-Net stream. `semi.two_stream_loss` makes two passes, as the CPS code does (its docstring
+# > records the measurement).
+#
+# > **Pitfall.** A second stream that predicts at low resolution (FPN: 1/4, upsampled) is too
+# > coarse for a myocardium a few pixels thick at 64², and averaging with it can pull the result
+# > down (the `semi` module docstring records the measurement). At small images, choose a
+# > full-resolution decoder such as LinkNet or UNet++.
 
 # %%
-print(inspect.getsource(semi.cross_pseudo_loss).split('"""')[-1])
+print(inspect.getsource(semi.cross_pseudo_loss))
 
 # %%
 eval_every = pick(ft_eval_every, max(2, steps // 6))
@@ -468,7 +611,15 @@ for title, compared, groups, baseline in questions:
 summary_text += "\n\nIDEAL's questions:\n\n" + "\n".join(ideal_texts)
 
 # %% [markdown]
-# **The streams.** Inference averages the two streams' softmax. Is the average better than the
+# **The streams.** Inference averages the two streams' softmax
+# (`semi.TwoStreamSegmenter.predict_logits` returns the logarithm of this average):
+#
+# $$
+# p(k \mid x) = \tfrac{1}{2}\big(p_a(k \mid x) + p_b(k \mid x)\big), \qquad
+# \hat y(x) = \arg\max_k p(k \mid x).
+# $$
+#
+# Is the average better than the
 # U-Net stream alone, and how far behind is the second stream? Each two-stream run scores both
 # streams alone on the same test volumes, so these pairs are *within* a run (same fold, seed and
 # model): the average and the second stream against the U-Net stream, plus the fraction of
@@ -493,12 +644,11 @@ if len(two) and all(c in two for c in stream_columns.values()):
     summary_text += "\n\nThe streams of the two-stream runs:\n\n" + stream_text
 
 # %% [markdown]
-# **The reference run of the cpu size** (`medcl reproduce 04_ideal -f
+# **An earlier run of the cpu size, typed by hand** (`medcl reproduce 04_ideal -f
 # notebooks/params/ideal/cpu.yaml --name ideal-cpu`; 24 phantom patients at 64², 3 folds by
-# patient, 200 fine-tuning steps; about 50 minutes on a 2-core CPU, measured in two parts: 17 for
-# pretraining and the supervised arms, 30 for the two-stream arms on one thread while another run
-# shared the CPU). Per-volume Dice, mean ± std
-# over folds (HD95 in mm):
+# patient, 200 fine-tuning steps). It is **not** this run's output and not a recorded reference
+# (this chapter has none yet under `notebooks/reference/`); code changed since may move its
+# numbers. Per-volume Dice, mean ± std over folds (HD95 in mm), as that earlier run gave them:
 #
 # | init · fine-tuning | 1 patient | 2 patients | all labels |
 # |---|---|---|---|
@@ -508,20 +658,15 @@ if len(two) and all(c in two for c in stream_columns.values()):
 # | random init · two-stream | .817 ± .020 (9.1) | .856 ± .027 (6.8) | .883 ± .033 (5.9) |
 # | IDEAL dense · two-stream | .792 ± .025 (10.2) | .846 ± .027 (7.5) | .876 ± .012 (6.0) |
 #
-# That table is means and fold spreads only; the paired verdicts above are computed for **your**
-# run. Questions to put to both: does any arm's interval against random init (supervised) exclude 0,
-# and at which budget? Does dense pretraining at the decoder level move the Dice above or below
-# global MoCo? Where labels are fewest, does the two-stream scheme help one initialisation more than
-# another? Is the average of the streams better than the U-Net stream alone, or does a weaker
-# second stream pull it down (the stream table above)? Would UNet++ as the second stream
-# (`second_stream="unetplusplus"`, about 2x slower) close that gap? With three folds and one seed
-# there are three pairs per cell ($t_{0.975,2} = 4.3$): how large must a difference be before the
-# interval can exclude 0?
-#
-# A design note from building this chapter (not part of this run's tables): putting labelled and
-# unlabelled images through BatchNorm in one joint pass dropped the U-Net stream to .32 in a
-# development probe, against .89 with separate passes, as the CPS code makes them; so
-# `semi.two_stream_loss` makes two passes.
+# That earlier table is means and fold spreads only; the paired verdicts above are computed for
+# **your** run. Questions to put to both: does any arm's interval against random init
+# (supervised) exclude 0, and at which budget? Does dense pretraining at the decoder level move the
+# Dice above or below global MoCo? Where labels are fewest, does the two-stream scheme help one
+# initialisation more than another? Is the average of the streams better than the U-Net stream
+# alone, or does a weaker second stream pull it down (the stream table above)? Would UNet++ as the
+# second stream (`second_stream="unetplusplus"`, slower) close that gap? With three folds and one
+# seed there are three pairs per cell ($t_{0.975,2} = 4.3$): how large must a difference be before
+# the interval can exclude 0?
 
 # %% [markdown]
 # ## 7 · Evaluation protocols: what did the encoder learn?
@@ -663,3 +808,57 @@ md = [
 ]
 atomic_write_text(run_dir / "results.md", "\n".join(md))
 print((run_dir / "results.md").read_text())
+
+# %% [markdown]
+# ## Key takeaways
+# - A dense head changes the unit of contrast from an image to a location. The loss is still the one
+#   masked InfoNCE; what changes is the answer to "which pairs are positive?": the location of the
+#   other view that shows the same original pixel.
+# - When the augmentation is known, correspondence is exact rather than guessed from feature
+#   similarity; locations without a partner (outside the other view, or lost to a different zoom)
+#   are simply left out, so the number of pairs varies from step to step.
+# - Where the dense head reads matters: a small bottleneck has too few locations to contrast, and
+#   reading the decoder instead also pretrains the decoder, which changes what fine-tuning and the
+#   evaluation protocols transfer.
+# - Two-stream fine-tuning turns unlabelled slices into targets: each stream learns the other's
+#   confident, stop-gradient predictions, with a weight ramped up while both are still poor. Two
+#   different decoders and the confidence threshold are there to stop the streams from confirming
+#   each other's errors; labelled and unlabelled batches go through BatchNorm separately.
+# - IDEAL makes two claims (dense vs global pretraining; two-stream vs supervised fine-tuning): test
+#   each as its own paired comparison on the same folds and seed, and read "no evidence" from a few
+#   folds as "too small to tell".
+
+# %% [markdown]
+# ## Further reading
+# - The authors' code: [github.com/hritam-98/IDEAL-ICASSP23](https://github.com/hritam-98/IDEAL-ICASSP23).
+# - H. Basak, S. Chattopadhyay, R. Kundu, S. Nag, R. Mallipeddi, *IDEAL: Improved DEnse locAL
+#   Contrastive Learning for Semi-Supervised Medical Image Segmentation*, ICASSP 2023,
+#   [arXiv:2210.15075](https://arxiv.org/abs/2210.15075).
+# - X. Wang, R. Zhang, C. Shen, T. Kong, L. Li, *Dense Contrastive Learning for Self-Supervised
+#   Visual Pre-Training* (DenseCL), CVPR 2021, [arXiv:2011.09157](https://arxiv.org/abs/2011.09157):
+#   the dense head and loss, with correspondence by feature similarity.
+# - X. Chen, Y. Yuan, G. Zeng, J. Wang, *Semi-Supervised Semantic Segmentation with Cross Pseudo
+#   Supervision* (CPS), CVPR 2021, [arXiv:2106.01226](https://arxiv.org/abs/2106.01226): the
+#   two-stream cross pseudo-labels.
+# - K. He, H. Fan, Y. Wu, S. Xie, R. Girshick, *Momentum Contrast for Unsupervised Visual
+#   Representation Learning* (MoCo), CVPR 2020, [arXiv:1911.05722](https://arxiv.org/abs/1911.05722).
+#
+# Related methods:
+# - K. Chaitanya, E. Erdil, N. Karani, E. Konukoglu, *Contrastive learning of global and local
+#   features for medical image segmentation with limited annotations*, NeurIPS 2020,
+#   [arXiv:2006.10511](https://arxiv.org/abs/2006.10511): a local loss on decoder feature maps, the
+#   "Chaitanya et al." column of the paper's table.
+# - Z. Xie, Y. Lin, Z. Zhang, Y. Cao, S. Lin, H. Hu, *Propagate Yourself: Exploring Pixel-Level
+#   Consistency for Unsupervised Visual Representation Learning* (PixPro), CVPR 2021,
+#   [arXiv:2011.10043](https://arxiv.org/abs/2011.10043): pixels of two views that lie close in the
+#   original image are positives, a distance rule like this chapter's.
+# - A. Tarvainen, H. Valpola, *Mean teachers are better role models: Weight-averaged consistency
+#   targets improve semi-supervised deep learning results*, NeurIPS 2017,
+#   [arXiv:1703.01780](https://arxiv.org/abs/1703.01780): the sigmoid ramp-up of the consistency
+#   weight.
+# - K. Sohn, D. Berthelot, C.-L. Li, Z. Zhang, N. Carlini, E. D. Cubuk, A. Kurakin, H. Zhang,
+#   C. Raffel, *FixMatch: Simplifying Semi-Supervised Learning with Consistency and
+#   Confidence*, NeurIPS 2020, [arXiv:2001.07685](https://arxiv.org/abs/2001.07685): hard
+#   pseudo-labels kept only above a confidence threshold.
+#
+# [← 03 · LRC](03_lrc.ipynb) · [05 · LRCLR: regions and reports →](05_lrclr.ipynb)

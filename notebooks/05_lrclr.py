@@ -24,22 +24,40 @@
 # ICML 2021; zero-shot scoring with prompt pairs: E. Tiu et al., *CheXzero*, Nat. Biomed. Eng.
 # 2022. Details: [docs/methods.md, LRCLR](../docs/methods.md#lrclr--image-regions-and-report-sentences).
 #
+# **Learning goals.** After this chapter you can
+# - write CLIP's image–report loss and LRCLR's region–sentence loss as the package's one masked
+#   InfoNCE, and build each positive mask from a batch (an image's own report and every identical
+#   report; the kept region a sentence attends to most);
+# - follow an image through region selection (the top-k cells of an encoder map, gated by their
+#   score) and cross-attention to its report's sentences, and draw a sentence's attention as a
+#   heat map over the X-ray;
+# - score a finding zero-shot with a positive and a negative prompt, and evaluate the score by ROC
+#   AUC per finding on held-out patients, on the films where the finding can be seen;
+# - judge a zero-shot AUC against chance and against a supervised reference with the same encoder,
+#   and compare two methods paired on the seed;
+# - test whether attention points at the finding with the pointing game, against its chance level.
+#
+# **Prerequisites.** [00 · Quickstart](00_quickstart.ipynb) (positive masks, the masked InfoNCE,
+# paired comparisons, the metrics) and [03 · LRC](03_lrc.ipynb) (positives between regions rather
+# than whole images). Concepts: cosine similarity and a softmax with a temperature; attention
+# (queries, keys, values, several heads) as in a Transformer; splitting text into word ids; ROC AUC.
+#
 # > **Which pairs are positive?** CLIP: an image and **its own report** (every other report of the
-# > batch is a negative). LRCLR adds a local answer: a report **sentence** and the image **region**
+# > batch is a negative; here, a report identical word for word counts as positive too). LRCLR adds a local answer: a report **sentence** and the image **region**
 # > it attends to most, after a layer has selected the image's significant regions and a
 # > cross-attention block has let them read the sentences.
 #
 # No labels are used for training: the reports are the supervision. The model is then asked,
 # zero-shot, whether an unseen image shows a finding, by comparing it with a positive and a
-# negative prompt ("Left pleural effusion." / "No pleural effusion.").
+# negative prompt ("Pleural effusion." / "No pleural effusion.").
 #
 # What you will do, on built-in phantom chest X-rays with findings and templated reports:
-# 1. read reports, split them into sentences, tokenize them with a vocabulary built here (no download);
-# 2. see the image side: every cell of the encoder's last map is a region; a learned score keeps
-#    the top k; cross-attention ties them to sentences;
+# 1. split reports into sentences and tokenize them with a vocabulary built here (no download);
+# 2. see the image side's shapes: regions, the k kept ones, their attention over sentences;
 # 3. train the CLIP baseline and LRCLR with the same data, seeds and schedule;
-# 4. evaluate zero-shot on held-out patients: AUC per finding with seed spreads, ROC curves;
-# 5. look at heat maps: which regions a sentence attends to, against where the finding is.
+# 4. evaluate zero-shot on held-out patients: AUC per finding with seed spreads, ROC curves,
+#    paired verdicts;
+# 5. look at heat maps: which regions a finding's sentence attends to, against where the finding is.
 
 # %% [markdown]
 # ## Setup
@@ -123,11 +141,11 @@ augment = "light"  # "none" | "light" (small affine and intensity; never a flip:
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute on a CPU: checks that
 # everything runs; numbers mean little), **cpu** (a 2-core CPU: 64² images, 100 epochs = 1300
-# steps per model, 3 seeds; a step takes about 0.45 s on 2 cores, so the six contrastive models alone
-# take about an hour, the supervised reference more) and **gpu** (a Colab GPU: 256² images, more
+# steps per model, 3 seeds; about an hour for the six contrastive models, the supervised
+# reference more) and **gpu** (a Colab GPU: 256² images, more
 # patients). At 64² the last encoder map is 2×2, so the cpu size takes its regions from the stage
-# before (4×4, `region_level=-2`). Why 64² and 1300 steps rather than 128² and 260 steps:
-# section 6.
+# before (4×4, `region_level=-2`). Why small images with many steps rather than larger images with
+# few: the first pitfall in section 6.
 
 # %%
 run_device = medcl_lite.get_device(device)
@@ -179,15 +197,37 @@ for row in shown:
 
 # %% [markdown]
 # ## 2 · Text side: sentences, tokens, a small encoder trained from scratch
-# Reports are split into sentences (`text.split_sentences`), words become ids with a vocabulary
-# built from the training reports and the prompts (`text.Tokenizer`; no hub download), and a
-# 2-layer transformer (`text.TextEncoder`) trained from scratch with the image side turns tokens
-# into vectors (mean over real tokens). LRCLR publishes no text-encoder size; ours is small so a
-# CPU trains it in minutes. A **report** is the mean of its sentences' vectors
-# (`report_embedding="sentences"`, our choice): every sentence, "No pleural effusion." as much as
-# "The heart is enlarged.", weighs the same, and a one-sentence prompt lives in the same space.
-# The alternative, `"tokens"`, pools the whole report's ~30 tokens, where a negation is one word
-# among many; section 6 shows what it measured.
+# Reports are split into sentences (`text.split_sentences`) and words become ids with a word
+# vocabulary (`text.Tokenizer`; no hub download); a word outside the vocabulary becomes `[UNK]`.
+# Three vocabularies appear in this chapter, fitted on different texts:
+# - the cell below fits one on the **training reports only**, to show the tokenizer at work (it
+#   prints the zero-shot prompts but does not encode them);
+# - every model of section 4 fits its own inside `train_image_text`: the **training reports plus
+#   every zero-shot prompt**, so that no prompt word is `[UNK]`; zero-shot evaluation (section 5)
+#   uses this one;
+# - the shape probe of section 3 fits on **all reports, held-out ones included**; it only builds an
+#   untrained model to print tensor shapes, and nothing that is trained or evaluated uses it.
+#
+# A 2-layer Transformer (`text.TextEncoder`), trained from scratch with the image side, turns the
+# tokens of a sentence into vectors. LRCLR publishes no text-encoder size; ours is small so that a
+# CPU trains it in minutes. A sentence $\ell$ and a report $b$ are embedded as
+#
+# $$
+# e_\ell = W_t \, \frac{1}{|T_\ell|} \sum_{j \in T_\ell} h_{\ell j},
+# \qquad
+# t_b = \frac{1}{|S_b|} \sum_{\ell \in S_b} e_\ell ,
+# $$
+#
+# where $T_\ell$ = the real tokens of the sentence (`[CLS]` and `[SEP]` included, padding not),
+# $h_{\ell j}$ = the encoder's output for token $j$ (`TextEncoder` returns them as `tokens` and
+# their masked mean as `pooled`), $W_t$ = `text_proj` (a linear layer into the joint space of size
+# `dim`), $S_b$ = the sentences whose `owner` is image $b$, and $t_b$ = the report embedding
+# (`crossmodal.mean_by_owner`, with `report_embedding="sentences"`, our choice). Every sentence,
+# "No pleural effusion." as much as "The heart is enlarged.", weighs the same, and a one-sentence
+# prompt is embedded exactly like a report sentence, so prompts and reports live in one space.
+# The alternative, `report_embedding="tokens"`, feeds the whole report through the encoder at once:
+# $t_b$ is then the mean over all of the report's tokens (the second pitfall in section 6 says what
+# that loses). Nothing is normalised here; the losses and the zero-shot score use cosines.
 
 # %%
 report = dataset.meta.report.iloc[shown[0]]
@@ -202,10 +242,37 @@ for finding in findings:
 
 # %% [markdown]
 # ## 3 · Image side: regions, their selection, cross-attention
-# Every cell of the encoder's last feature map is a region (`crossmodal.region_features`); a
-# linear score per region keeps the top k (`RegionSelector`; the kept features are multiplied by
-# the sigmoid of their score, so the score learns through the loss); the kept regions attend to
-# the report's sentences (`CrossModalAttention`). The shapes on one batch:
+# Every cell of an encoder feature map is a region (`crossmodal.region_features`): the map of stage
+# `region_level` (-1: the last map, as in LRCLR; the cpu size takes -2, twice as fine), with
+# $N = h \times w$ cells. For image $b$, with $f_{bn}$ = the feature vector of cell $n$,
+# `RegionSelector` scores every region and keeps the top $k$:
+#
+# $$
+# r_{bn} = W_r f_{bn}, \qquad a_{bn} = w_a^\top r_{bn} + c_a, \qquad
+# K_b = \operatorname{top-}k_{\,n}\, a_{bn}, \qquad
+# \tilde r_{bm} = \sigma(a_{b n_m})\, r_{b n_m} \quad (n_m \in K_b,\ m = 1, \dots, k)
+# $$
+#
+# $W_r$ = `region_proj`, $(w_a, c_a)$ = the linear `scorer`, $a$ = `scores`, $K_b$ = `index`, $k$ =
+# `regions`, $\sigma$ the logistic sigmoid. The indices of a top-k have no gradient; the gate
+# $\sigma(a)$ is how the loss reaches the scorer. The kept regions then read their own report's
+# sentences (`CrossModalAttention`: one `nn.MultiheadAttention` with $H = 4$ heads, queries =
+# regions, keys = values = the sentence embeddings $e_\ell$ of section 2, a residual connection and
+# LayerNorm):
+#
+# $$
+# \hat r_{b} = \operatorname{LayerNorm}\big(\tilde r_{b} + \operatorname{MHA}(\tilde r_{b}, E_b, E_b)\big),
+# \qquad
+# \alpha_{bm\ell} = \frac{1}{H} \sum_{h=1}^{H} \operatorname{softmax}_{\ell \in S_b}
+# \frac{(Q_h \tilde r_{bm})^\top (K_h e_\ell)}{\sqrt{D/H}}
+# $$
+#
+# $E_b$ = the sentences of report $b$ (padded; padding is never attended to), $Q_h, K_h$ = the
+# query and key projections of head $h$, $D$ = `dim`; $\hat r$ = `attended`, $\alpha$ = `attention`
+# (averaged over the heads: for each kept region it sums to 1 over its own report's sentences and
+# is 0 for the other reports' sentences). The global image embedding that CLIP and zero-shot use is
+# separate: $x_b = W_x \operatorname{GAP}(F_b)$ with $F_b$ = the **last** encoder map, whatever
+# `region_level` is, and $W_x$ = `image_proj`. The shapes on one batch:
 
 # %%
 cfg_probe = from_params(ImageTextConfig, regions=S["k"], region_level=region_level, max_len=max_len, dim=dim,
@@ -220,11 +287,52 @@ display(pd.Series({k: str(tuple(v.shape)) for k, v in out.items() if torch.is_te
 print(f"region map {out['grid'][0]}x{out['grid'][1]} = {out['scores'].shape[1]} regions per image, {S['k']} kept")
 
 # %% [markdown]
-# **The losses**, both through the package's one masked InfoNCE: image ↔ report (CLIP's
-# symmetric loss; identical templated reports are positives of each other, or the loss would push
-# apart two images that say the same thing), and sentence ↔ region (the positive region of a
-# sentence is the kept region of its own image it attends to most; the other kept regions of the
-# batch are negatives):
+# **The losses**, both through the package's one masked InfoNCE (`losses.info_nce`, derived in
+# [00 · Quickstart](00_quickstart.ipynb), section 3 "One loss for every answer"); only the positive
+# sets are new. Below, $\cos(u, v) = u^\top v / (\lVert u \rVert \lVert v \rVert)$ and $\tau$ =
+# `temperature`.
+#
+# *Global term, image ↔ report* (`crossmodal.image_text_loss`). A batch holds $B$ images with
+# embeddings $x_i$ and reports with embeddings $t_j$. With `identical_positive=True` the positives
+# of image $i$ are $P(i) = \{\, j : \text{report } j \text{ has the same token ids as report } i \,\}$,
+# the True entries of row $i$ of `same_report` (built by `identical_rows`; $i \in P(i)$ always);
+# with `identical_positive=False`, $P(i) = \{i\}$:
+#
+# $$
+# \mathcal{L}_{x \to t} = -\frac{1}{B} \sum_{i=1}^{B} \frac{1}{|P(i)|} \sum_{p \in P(i)}
+# \log \frac{\exp\big(\cos(x_i, t_p)/\tau\big)}{\sum_{j=1}^{B} \exp\big(\cos(x_i, t_j)/\tau\big)},
+# \qquad
+# \mathcal{L}_{\text{global}} = \tfrac{1}{2} \big( \mathcal{L}_{x \to t} + \mathcal{L}_{t \to x} \big),
+# $$
+#
+# with $\mathcal{L}_{t \to x}$ the same sum with reports as queries and images as keys. CLIP itself
+# has $P(i) = \{i\}$ (docs/methods.md, "LRCLR: positives and loss"). With templated reports many
+# images share one report word for word; as negatives they would be pushed apart although the
+# data says they are alike, so the package counts them as positives.
+#
+# *Local term, sentence ↔ region* (`crossmodal.region_sentence_loss`, LRCLR only). Each of the $S$
+# sentences of the batch is a query, owned by image $b(\ell)$ (`owner`); the keys are all $Bk$
+# attended regions $\hat r_{cm}$ of the batch. The positive of sentence $\ell$ is the kept region
+# of its own image that it attends to most, $m^*(\ell) = \arg\max_m \alpha_{b(\ell) m \ell}$
+# (`match_regions`: an index, computed without gradient), and with `identical_positive` also the
+# matched regions of every identical sentence $\ell' \equiv \ell$ of the batch (`same_sentence`):
+#
+# $$
+# P(\ell) = \{\, (b(\ell'), m^*(\ell')) : \ell' \equiv \ell \,\},
+# \qquad
+# \mathcal{L}_{\text{local}} = -\frac{1}{S} \sum_{\ell=1}^{S} \frac{1}{|P(\ell)|} \sum_{(c,m) \in P(\ell)}
+# \log \frac{\exp\big(\cos(e_\ell, \hat r_{cm})/\tau\big)}
+# {\sum_{c'=1}^{B} \sum_{m'=1}^{k} \exp\big(\cos(e_\ell, \hat r_{c'm'})/\tau\big)}
+# $$
+#
+# It runs one way only, sentence → regions. LRCLR minimises
+# $\mathcal{L} = \mathcal{L}_{\text{global}} + \lambda\, \mathcal{L}_{\text{local}}$ with $\lambda$ =
+# `region_weight` (`LRCLRModel.loss`); the CLIP baseline (`use_regions=False`) minimises
+# $\mathcal{L}_{\text{global}}$ alone. Where the paper leaves the details open, the code chooses: the keys are
+# the regions *after* cross-attention ($\hat r$, which already carry some of the sentences they
+# read; it is the only route by which the attention block and the scorer learn), the positive
+# region is picked by the attention rather than by similarity, and $\tau$ is fixed. The local term
+# as the package writes it:
 
 # %%
 print(inspect.getsource(crossmodal.region_sentence_loss).split('"""')[-1])
@@ -257,10 +365,27 @@ viz.save_figure(fig, run_dir / "figures" / "loss.png")
 
 # %% [markdown]
 # ## 5 · Zero-shot evaluation on held-out patients
-# Score = cos(image, mean positive prompt) − cos(image, mean negative prompt), from the global
-# image embedding (the region path needs the report, which zero-shot has not; LRCLR changes the
-# shared encoder and text space it uses). AUC per finding, mean ± std over seeds; cardiomegaly
-# only on PA films (an AP film cannot show it).
+# A finding's prompts (`text.prompts(finding)`: the positive templates $Q^+$ that name no location,
+# and the negative templates $Q^-$, printed in section 2) give each image a score, as
+# `crossmodal.zero_shot_scores` computes it:
+#
+# $$
+# \text{score}(x) = \cos(x, \bar q^{+}) - \cos(x, \bar q^{-}),
+# \qquad
+# \bar q^{\pm} = \frac{u^{\pm}}{\lVert u^{\pm} \rVert}, \quad
+# u^{\pm} = \frac{1}{|Q^{\pm}|} \sum_{q \in Q^{\pm}} \frac{e_q}{\lVert e_q \rVert}
+# $$
+#
+# with $x$ = the global image embedding of section 3 and $e_q$ = a prompt embedded as a sentence
+# (section 2). CheXzero reports a softmax over the two similarities instead,
+# $\exp(c^+) / (\exp(c^+) + \exp(c^-)) = \sigma(c^+ - c^-)$ with $c^\pm = \cos(x, \bar q^\pm)$: an
+# increasing function of the same difference (with or without a temperature), so it ranks the
+# images identically and gives the same AUC. Only the global embedding is used: the region path
+# needs the report, which zero-shot has not; LRCLR changes the shared encoder and text space that
+# the global embedding comes from. Each finding's scores on the held-out patients give one ROC AUC
+# (`crossmodal.finding_auc`; defined in [00 · Quickstart, "Metrics used in every
+# chapter"](00_quickstart.ipynb#Metrics-used-in-every-chapter)), reported as mean ± std over seeds;
+# cardiomegaly is scored on PA films only (an AP film cannot show it; `eval_rows` below).
 #
 # **The supervised reference** (`reference=True`, not part of LRCLR): the same image encoder with
 # a linear layer, trained on the same images, schedule and seed but *with the finding labels*
@@ -312,9 +437,16 @@ for finding in findings:
 # %% [markdown]
 # ## 6 · Reading the result
 # CLIP and LRCLR of the same seed see the same images, reports, tokenizer and schedule, so compare
-# them in **pairs**: for seed $i$, $d_i = \text{AUC}(\text{LRCLR}, i) - \text{AUC}(\text{CLIP}, i)$ per
-# finding, reported as the mean $\bar d$ with its 95 % interval $\bar d \pm t_{0.975,\,n-1}\, s_d/\sqrt{n}$
-# (`medcl_lite.paired`): "better" or "worse" only when the interval excludes 0, "no evidence" when
+# them in **pairs**, per finding, over the $n$ seeds $i$:
+#
+# $$
+# d_i = \text{AUC}(\text{LRCLR}, i) - \text{AUC}(\text{CLIP}, i),
+# \qquad
+# \bar d \pm t_{0.975,\,n-1}\, \frac{s_d}{\sqrt{n}}
+# $$
+#
+# the mean difference $\bar d$ with its 95 % interval ($s_d$ = the standard deviation of the $d_i$;
+# `medcl_lite.paired`): "better" or "worse" only when the interval excludes 0, "no evidence" when
 # it covers 0, "too few pairs" with one seed. Four findings are four comparisons: one of them
 # crossing its interval by chance is not unlikely. The second table asks whether each model finds a
 # finding at all: its AUC minus chance (0.5), with the same kind of interval over seeds.
@@ -370,46 +502,43 @@ if recorded_auc is not None:
 
 # %% [markdown]
 # **How to read it.** The supervised column is what the encoder *can* see at this size and budget:
-# where it is near 1, the finding is plain in the images; where it is itself low (a small nodule at
-# 64²), no zero-shot model can be expected to find it. A zero-shot AUC near the supervised one means
-# the reports taught the encoder what the labels would have; an AUC whose interval covers 0.5 means
-# the model learned nothing about that finding from the reports. LRCLR against CLIP: read the
-# paired lines, not the gap between two means. The paper's gains come from MIMIC-scale data and a
-# pretrained model, which a CPU run on a phantom does not have; section 7 asks whether the region
-# path learned *where* findings are.
+# where it is near 1, the finding is plain in the images; where it is itself low (a small finding
+# such as a nodule covers few pixels at 64²), no zero-shot model can be expected to find it. A
+# zero-shot AUC near the supervised one means the reports taught the encoder what the labels would
+# have; an AUC whose interval covers 0.5 means the model learned nothing about that finding from
+# the reports. LRCLR against CLIP: read the paired lines, not the gap between two means. The
+# paper's gains come from MIMIC-scale data and a pretrained model, which a CPU run on a phantom does
+# not have; section 7 asks whether the region path learned *where* findings are.
 #
-# **How this setting was found** (measured on the same phantom, 420 / 180 patients):
+# > **Pitfall: too few steps.** Trained too briefly, the loss stays near its chance level $\log B$
+# > and the models separate films by projection (AP or PA), the largest difference between them,
+# > not by findings. A finding tied to projection (cardiomegaly: PA films only) can then look
+# > learned over all films yet sit at chance on PA films. Score it where it can be seen
+# > (`eval_rows`) and train until the loss is well below $\log B$; on a CPU, smaller images buy the steps.
 #
-# | run | report embedding | CLIP cardiomegaly (PA) | CLIP opacity | CLIP effusion |
-# |---|---|---|---|---|
-# | 128², 260 steps, lr 3e-4, 3 seeds | tokens (whole report pooled) | .518 ± .053 | .498 ± .016 | .497 ± .038 |
-# | 128², 260 steps, lr 3e-4, 3 seeds | sentences | .470 ± .035 | .474 ± .039 | .460 ± .027 |
-# | 64², 1300 steps, lr 1e-3, seed 0 | tokens | .509 | .454 | .532 |
-# | 64², 1300 steps, lr 1e-3, seed 0 | sentences | .911 | .631 | .581 |
-#
-# Two things were needed together:
-# - **Enough steps.** At 128² for 260 steps both models stayed at chance (LRCLR too: .459-.544),
-#   although the same encoder trained with labels for those 260 steps reached cardiomegaly .986.
-#   The contrastive loss barely moved (3.53 → 2.78, log 32 = 3.47), and the models told films
-#   apart by projection (AP or PA), not by findings: cardiomegaly scored over *all* held-out films
-#   gave .69, over PA films alone .47. A 64² step costs about a quarter of a 128² one, so 1300
-#   steps take 51 minutes where 260 steps at 128² took 26.
-# - **A report as the mean of its sentences.** With 1300 steps, reports pooled over their ~30
-#   tokens still scored chance. The prompts did not even sort held-out *reports* by finding (text
-#   against text: cardiomegaly .50), because "No pleural effusion." and "Pleural effusion." differ
-#   by one word among thirty. Embedded sentence by sentence, every finding sentence counts as much
-#   as the others, and the prompts, which are sentences, live in the same space (text against
-#   text: cardiomegaly .73).
-#
-# The first two rows are 3-seed runs of the earlier cpu size; the last two are single probes
-# (`report_embedding` is a notebook parameter, so any row can be rerun).
+# > **Pitfall: pooling a report over its tokens loses negation.** "No pleural effusion." and
+# > "Pleural effusion." differ by one word, which barely moves the mean over a whole report's tokens.
+# > A report as the mean of its sentences (`report_embedding="sentences"`) weighs every finding
+# > sentence equally and matches the one-sentence prompts; rerun with `"tokens"` to compare.
 
 # %% [markdown]
 # ## 7 · Which regions does a sentence attend to?
 # For held-out images with a finding, LRCLR (seed 0) reads the image with its report: the heat map
 # is the attention of the finding's sentence over the kept regions; the green box is where the
 # phantom drew the finding. The pointing game counts how often the most attended region lies in
-# the box (against the box's share of the image: what a random region would score).
+# the box, against the box's share of the image. Per case, with $M$ = `heat` (the sentence's
+# attention $\alpha_{bm\ell}$ spread over its kept cells by `crossmodal.sentence_heatmap`, 0
+# elsewhere) on an $H \times W$ image:
+#
+# $$
+# \text{hit} = \mathbf{1}\big[\, \operatorname{argmax}_{\text{pixels}} M \in \text{box} \,\big],
+# \qquad
+# \text{chance} = \frac{|\text{box}|}{H W}
+# $$
+#
+# `argmax` takes the first maximal pixel in row-major order, the top-left pixel of the most attended
+# cell; chance is the hit rate of a pixel drawn uniformly at random. The printed line averages both
+# over the cases (the finding sentences of held-out images, at most 200).
 
 # %%
 if "LRCLR" in methods and f"{findings[0]}_box" in dataset.meta:
@@ -473,3 +602,43 @@ md = [
 ]
 atomic_write_text(run_dir / "results.md", "\n".join(md))
 print((run_dir / "results.md").read_text())
+
+# %% [markdown]
+# ## Key takeaways
+# - CLIP and LRCLR answer "which pairs are positive?" at two scales: an image and its report (and,
+#   with templated text, every identical report), and a sentence and the kept region it attends to
+#   most. Both are boolean masks handed to the same masked InfoNCE.
+# - Which texts count as negatives is a modelling choice: reports that say the same thing are
+#   false negatives unless the mask marks them positive.
+# - How a report becomes one vector decides what can be learned from it: a mean over tokens drowns
+#   a negation, a mean over sentences keeps each finding sentence and matches the prompts.
+# - A zero-shot AUC means little alone: read it against chance and against a supervised reference
+#   with the same encoder and budget, and score a finding only on the films that can show it, or a
+#   shortcut such as the projection passes for a finding.
+# - Attention maps are a claim about localisation that can be tested: in the recorded pointing-game
+#   table above, look for findings whose hits-minus-chance interval excludes 0.
+
+# %% [markdown]
+# ## Further reading
+# - The paper: S. A. Rizvi, R. Tang, X. Jiang, X. Ma, X. Hu, *Local Contrastive Learning for Medical
+#   Image Recognition*, AMIA Annual Symposium 2023, arXiv:2303.14153. docs/methods.md names no public
+#   code for it; the method choices it leaves open are listed in docs/methods.md, "LRCLR: hyper-parameters".
+# - A. Radford, J. W. Kim, C. Hallacy, A. Ramesh, G. Goh, S. Agarwal, G. Sastry, A. Askell,
+#   P. Mishkin, J. Clark, G. Krueger, I. Sutskever, *Learning Transferable Visual Models From Natural
+#   Language Supervision* (CLIP), ICML 2021, arXiv:2103.00020; code: https://github.com/openai/CLIP.
+# - E. Tiu, E. Talius, P. Patel, C. P. Langlotz, A. Y. Ng, P. Rajpurkar, *Expert-level detection of
+#   pathologies from unannotated chest X-ray images via self-supervised learning* (CheXzero), Nature
+#   Biomedical Engineering 2022; code, with the positive/negative prompt softmax:
+#   https://github.com/rajpurkarlab/CheXzero.
+# - Y. Zhang, H. Jiang, Y. Miura, C. D. Manning, C. P. Langlotz, *Contrastive Learning of Medical
+#   Visual Representations from Paired Images and Text* (ConVIRT), MLHC 2022, arXiv:2010.00747: the
+#   symmetric image–report loss on chest X-rays, before CLIP.
+# - S.-C. Huang, L. Shen, M. P. Lungren, S. Yeung, *GLoRIA: A Multimodal Global-Local Representation
+#   Learning Framework for Label-efficient Medical Image Recognition*, ICCV 2021: a local term between
+#   image sub-regions and report words through attention; code: https://github.com/marshuang80/gloria.
+# - Z. Wang, Z. Wu, D. Agarwal, J. Sun, *MedCLIP: Contrastive Learning from Unpaired Medical Images
+#   and Text*, EMNLP 2022, arXiv:2210.10163: replaces the one-positive mask by semantic matching, so
+#   that reports with the same findings are not false negatives.
+
+# %% [markdown]
+# [← 04 · IDEAL](04_ideal.ipynb) · Back to the [README](../README.md)

@@ -39,6 +39,9 @@ def test_partition_bins_match_slice_runs():
     assert pairing.partition_index(other, 4).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     mask = pairing.partition(depth, other, parts=4)
     assert mask[0, 2] and not mask[0, 3]
+    # 4 bins over 6 slices: bin k holds the depths in (k/4, (k+1)/4], i.e. ceil(4 d) - 1
+    six = torch.tensor([(i + 1) / 6 for i in range(6)])
+    assert pairing.partition_index(six, 4).tolist() == [0, 1, 1, 2, 3, 3]
 
 
 def test_positives_dispatch_and_keys():
