@@ -24,11 +24,11 @@ import copy
 from collections.abc import Callable
 
 import numpy as np
-import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from medcl_lite.data.sliceset import SliceSet
+from medcl_lite.inference import image_batches
 
 __all__ = ["adapt_batchnorm", "predict_per_site"]
 
@@ -44,9 +44,7 @@ def adapt_batchnorm(model: nn.Module, data: SliceSet, index, batch_size: int = 3
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.encoder.modules()):
         raise ValueError(f"adapt_batchnorm: the encoder of {type(model).__name__} has no BatchNorm layer to adapt")
     adapted = copy.deepcopy(model)
-    device = next(adapted.parameters()).device
-    batches = [torch.from_numpy(np.ascontiguousarray(data.images[index[i : i + batch_size]], dtype=np.float32))
-               .unsqueeze(1).to(device) for i in range(0, len(index), batch_size)]  # fmt: skip
+    batches = image_batches(data, index, batch_size, next(adapted.parameters()).device)
     update_bn(batches, adapted.encoder)  # resets, then averages every batch's mean and variance
     return adapted.eval()
 

@@ -8,7 +8,7 @@ scores (:func:`medcl_lite.image_text.zero_shot_table`) and the supervised findin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -16,7 +16,15 @@ from torch import Tensor, nn
 
 from medcl_lite.data.sliceset import SliceSet
 
-__all__ = ["map_images"]
+__all__ = ["image_batches", "map_images"]
+
+
+def image_batches(data: SliceSet, index: np.ndarray, batch_size: int, device: torch.device) -> Iterator[Tensor]:
+    """The images of rows ``index`` as float32 tensors ``[b, 1, H, W]`` on ``device``, ``batch_size``
+    at a time, one batch in memory at once."""
+    for start in range(0, len(index), batch_size):
+        rows = index[start : start + batch_size]
+        yield torch.from_numpy(np.ascontiguousarray(data.images[rows], dtype=np.float32)).unsqueeze(1).to(device)
 
 
 @torch.no_grad()
@@ -44,11 +52,9 @@ def map_images(
     model.eval()
     try:
         parts = []
-        for start in range(0, len(index), batch_size):
-            rows = index[start : start + batch_size]
-            x = torch.from_numpy(np.ascontiguousarray(data.images[rows], dtype=np.float32))
+        for x in image_batches(data, index, batch_size, device):
             with torch.autocast(device.type, enabled=device.type == "cuda"):
-                y = fn(x.unsqueeze(1).to(device))
+                y = fn(x)
             parts.append((y.float() if y.is_floating_point() else y).cpu())
         return torch.cat(parts).numpy()
     finally:
