@@ -87,9 +87,12 @@ class MoCoQueue(nn.Module):
     """First-in-first-out queue of MoCo keys *with their metadata* (MoCo Sec. 3.2).
 
     Storing the metadata (patient code, depth ...) lets a pairing strategy mark queue entries as
-    positives (CL-TCI's same-patient keys). Everything lives in buffers, so the queue is saved in
-    and restored from checkpoints with the model (unlike lightly's memory bank). Slots not yet
-    filled hold random unit keys (as reference MoCo) and metadata ``-1`` / NaN that match nothing.
+    positives (CL-TCI's same-patient keys), and the sample row lets the loss recognise older keys
+    of the query's own image, which a queue longer than the data set holds
+    (:func:`medcl_lite.train.moco_objective`). Everything lives in buffers, so the queue is saved
+    in and restored from checkpoints with the model (unlike lightly's memory bank). Slots not yet
+    filled hold random unit keys (as reference MoCo) and metadata ``-1`` / NaN that match nothing;
+    a checkpoint written before a field existed loads with that field unknown.
 
     Args:
         size: number of keys K (3072 in the public CL-TCI code).
@@ -97,7 +100,9 @@ class MoCoQueue(nn.Module):
         fields: metadata names stored per key; ``"depth"`` is float, the others long.
     """
 
-    def __init__(self, size: int, dim: int, fields: tuple[str, ...] = ("patient", "depth")) -> None:
+    def __init__(
+        self, size: int, dim: int, fields: tuple[str, ...] = ("patient", "depth", "sample")
+    ) -> None:
         super().__init__()
         if size < 1 or dim < 1:
             raise ValueError(f"MoCoQueue: size and dim must be >= 1, got size={size}, dim={dim}")
@@ -106,10 +111,21 @@ class MoCoQueue(nn.Module):
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
         for name in self.fields:
-            if name == "depth":
-                self.register_buffer(f"meta_{name}", torch.full((size,), float("nan")))
-            else:
-                self.register_buffer(f"meta_{name}", torch.full((size,), -1, dtype=torch.long))
+            self.register_buffer(f"meta_{name}", self._unknown(name, size))
+
+    @staticmethod
+    def _unknown(name: str, size: int) -> Tensor:
+        """``[size]`` metadata that matches nothing: NaN depths, ``-1`` codes."""
+        if name == "depth":
+            return torch.full((size,), float("nan"))
+        return torch.full((size,), -1, dtype=torch.long)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, *args):
+        for name in self.fields:  # a field added since the checkpoint was written: unknown
+            key = f"{prefix}meta_{name}"
+            if key not in state_dict and f"{prefix}keys" in state_dict:
+                state_dict[key] = self._unknown(name, self.size)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, *args)
 
     @property
     def meta(self) -> dict[str, Tensor]:

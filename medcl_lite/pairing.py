@@ -25,6 +25,7 @@ from torch import Tensor
 
 __all__ = [
     "STRATEGIES",
+    "equal_codes",
     "instance",
     "partition",
     "partition_index",
@@ -47,6 +48,18 @@ def instance(n: int, m: int | None = None, device: torch.device | str | None = N
     return torch.eye(n, n if m is None else m, dtype=torch.bool, device=device)
 
 
+def equal_codes(codes_q, codes_k=None) -> Tensor:
+    """``[Nq, Nk]`` bool: True where two integer codes are equal and known (``>= 0``).
+
+    The rule behind :func:`temporal` (patient codes), :func:`partition` (depth bins) and MoCo's
+    stale own keys (sample rows, :func:`medcl_lite.train.moco_objective`). Negative codes mean
+    "unknown" (e.g. empty queue slots) and never match.
+    """
+    q = _as_tensor(codes_q, torch.long)
+    k = q if codes_k is None else _as_tensor(codes_k, torch.long).to(q.device)
+    return (q[:, None] == k[None, :]) & (q[:, None] >= 0) & (k[None, :] >= 0)
+
+
 def temporal(patient_ids_q, patient_ids_k=None) -> Tensor:
     """CL-TCI: images of the same patient (any time point) are positives.
 
@@ -57,9 +70,7 @@ def temporal(patient_ids_q, patient_ids_k=None) -> Tensor:
     Returns:
         ``[Nq, Nk]`` bool, True where the patient codes are equal and known.
     """
-    q = _as_tensor(patient_ids_q, torch.long)
-    k = q if patient_ids_k is None else _as_tensor(patient_ids_k, torch.long).to(q.device)
-    return (q[:, None] == k[None, :]) & (q[:, None] >= 0) & (k[None, :] >= 0)
+    return equal_codes(patient_ids_q, patient_ids_k)
 
 
 def positional(depth_q, depth_k=None, threshold: float = 0.1) -> Tensor:
@@ -95,7 +106,7 @@ def partition(depth_q, depth_k=None, parts: int = 4) -> Tensor:
     """GCL (Chaitanya et al. 2020, strategy G^D): slices in the same depth partition are positives."""
     q = partition_index(depth_q, parts)
     k = q if depth_k is None else partition_index(depth_k, parts).to(q.device)
-    return temporal(q, k)  # equal, known codes: the same rule as patient ids
+    return equal_codes(q, k)  # equal, known codes: the same rule as patient ids
 
 
 def _instance_extra(meta_q: Mapping[str, Tensor], meta_k: Mapping[str, Tensor] | None, **_) -> Tensor:

@@ -264,8 +264,15 @@ class FinetuneConfig:
 # One step of each framework: what the notebooks print
 # --------------------------------------------------------------------------------------------
 def batch_meta(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    """The metadata a pairing strategy reads, on ``device``: patient codes and depths ``[B]``."""
-    return {"patient": batch["patient"].to(device), "depth": batch["depth"].to(device).float()}
+    """The metadata the losses read, on ``device``, each ``[B]``: patient codes and depths (for
+    the pairing strategies) and the sample rows (``index``, for MoCo's stale own keys)."""
+    if "index" not in batch:
+        raise KeyError("batch_meta: the batch has no 'index' (row of each image), as TwoViewDataset yields it")
+    return {
+        "patient": batch["patient"].to(device),
+        "depth": batch["depth"].to(device).float(),
+        "sample": batch["index"].to(device).long(),
+    }
 
 
 def simclr_loss(net: nn.Module, batch: dict[str, Tensor], cfg: PretrainConfig, device) -> Tensor:
@@ -311,20 +318,23 @@ def moco_loss(
 def moco_objective(q: Tensor, k: Tensor, queue: MoCoQueue, meta: dict[str, Tensor], cfg: PretrainConfig) -> Tensor:
     """InfoNCE of queries ``[B, D]`` against the batch's keys and the queue, then enqueue the keys.
 
+    A queue longer than the data set (``queue_size`` > pool) holds older keys of the query's own
+    image. They are not negatives (the same image) nor the positive MoCo defines (the key of this
+    step's other view): they are left out of the denominator, unless the pairing strategy counts
+    them as positives anyway (temporal, positional and partition pairing do). ``meta["sample"]``
+    ``[B]`` holds the image rows (:func:`batch_meta`).
+
     In a distributed run the keys and metadata of every process are gathered (no gradient): each
     query meets the whole batch's keys, and every process enqueues the same keys (one queue).
     """
     params = {"threshold": cfg.threshold, "parts": cfg.parts}
     keys, key_meta = distributed.gather(k.float()), distributed.gather_meta(meta)
     own = distributed.own_key_mask(len(q), len(keys), device=q.device)
-    mask = torch.cat(
-        [
-            own | pairing.positives(cfg.pairing, meta, key_meta, **params),
-            pairing.positives(cfg.pairing, meta, queue.meta, **params),
-        ],
-        dim=1,
-    )
-    loss = info_nce(q, torch.cat([keys, queue.keys.clone()]), mask, cfg.temperature)
+    queue_positive = pairing.positives(cfg.pairing, meta, queue.meta, **params)
+    stale_own = pairing.equal_codes(meta["sample"], queue.meta["sample"]) & ~queue_positive
+    mask = torch.cat([own | pairing.positives(cfg.pairing, meta, key_meta, **params), queue_positive], dim=1)
+    exclude = torch.cat([torch.zeros_like(own), stale_own], dim=1)
+    loss = info_nce(q, torch.cat([keys, queue.keys.clone()]), mask, cfg.temperature, exclude=exclude)
     queue.enqueue(keys, **key_meta)
     return loss
 

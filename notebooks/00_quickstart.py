@@ -365,7 +365,9 @@ viz.save_figure(fig, run_dir / "figures" / "pretrain_loss.png")
 #
 # > **Pitfall.** MoCo assumes a queue much shorter than the data set. Compare `queue_size` with the
 # > `pretrain` row of the protocol table in section 1: when the queue is longer than the pool, it
-# > holds older keys of the query's own image, and instance pairing counts them as negatives.
+# > holds older keys of the query's *own image*. Counted as negatives, they would push each image
+# > away from itself. `train.moco_objective` recognises them by the sample row the queue stores
+# > (`queue.meta["sample"]`) and leaves them out of the denominator (`info_nce(..., exclude=...)`).
 #
 # **What did the encoders learn?** Below, the pooled bottleneck features of the test images,
 # projected to 2-D with PCA and coloured by site, and two numbers per encoder, measured with a

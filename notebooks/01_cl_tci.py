@@ -329,8 +329,10 @@ viz.save_figure(fig, run_dir / "figures" / "mask_patient_batch.png")
 #
 # > **Pitfall.** A queue longer than the pool. The queue keeps the keys of the last
 # > `queue_size` / batch steps; once that spans more than an epoch it holds older keys of the
-# > query's **own image**, made by an older key encoder. Plain MoCo counts them as negatives; the
-# > temporal mask counts them as positives. Compare `queue_size` with the pool size of section 1.
+# > query's **own image**, made by an older key encoder. The temporal mask counts them as positives
+# > (same patient); with instance pairing `train.moco_objective` leaves them out of the
+# > denominator, so that no image is pushed away from itself. Compare `queue_size` with the pool
+# > size of section 1.
 
 # %%
 queue_rows = pool_rows[np.random.default_rng(seed + 1).permutation(len(pool_rows))[:48]]

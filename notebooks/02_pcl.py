@@ -435,8 +435,9 @@ viz.save_figure(fig, run_dir / "figures" / "views.png")
 # > **Pitfall.** Set MoCo's queue and momentum for the dataset, not from the paper. The queue holds
 # > the keys of the last `queue_size / batch_size` steps: on a small pool, a long queue holds keys
 # > of an encoder that has since moved and, once it spans more than an epoch, older keys of the
-# > anchor's own slice, which plain MoCo counts as negatives. Hence the short queues (`queue` in
-# > `SIZES`) and momentum 0.99 on the phantom pool.
+# > anchor's own slice (the loss leaves those out of plain MoCo's denominator; positional pairing
+# > counts them as positives). Hence the short queues (`queue` in `SIZES`) and momentum 0.99 on
+# > the phantom pool.
 
 # %%
 METHODS = {

@@ -79,8 +79,9 @@ def _batches(n_steps=2, n=8, size=64):  # 64²: layer4 maps are 2x2, BatchNorm w
             "view2": torch.rand(n, 1, size, size, generator=g),
             "patient": torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])[:n],
             "depth": torch.rand(n, generator=g),
+            "index": torch.arange(step * n, (step + 1) * n),
         }
-        for _ in range(n_steps)
+        for step in range(n_steps)
     ]
 
 

@@ -106,7 +106,7 @@ def test_queue_wraps_around_and_keeps_metadata():
     queue = MoCoQueue(size=5, dim=2)
     for start in (0, 3):  # 3 keys, then 3 more: the last wraps to slot 0
         keys = torch.tensor([[float(start + i), 1.0] for i in range(3)])
-        queue.enqueue(keys, patient=torch.arange(start, start + 3), depth=torch.full((3,), 0.5))
+        queue.enqueue(keys, patient=torch.arange(start, start + 3), depth=torch.full((3,), 0.5), sample=torch.arange(3))
     assert queue.meta["patient"].tolist() == [5, 1, 2, 3, 4]
     assert int(queue.ptr) == 1 and int(queue.filled) == 5
     assert torch.allclose(queue.keys[0], F.normalize(torch.tensor([5.0, 1.0]), dim=0))
@@ -114,19 +114,30 @@ def test_queue_wraps_around_and_keeps_metadata():
 
 def test_queue_larger_batch_than_queue_keeps_newest():
     queue = MoCoQueue(size=3, dim=2)
-    queue.enqueue(torch.ones(5, 2), patient=torch.arange(5), depth=torch.zeros(5))
+    queue.enqueue(torch.ones(5, 2), patient=torch.arange(5), depth=torch.zeros(5), sample=torch.arange(5))
     assert sorted(queue.meta["patient"].tolist()) == [2, 3, 4]
 
 
 def test_queue_persists_in_state_dict(tmp_path):
     queue = MoCoQueue(size=4, dim=3)
-    queue.enqueue(torch.randn(3, 3), patient=torch.tensor([7, 8, 9]), depth=torch.tensor([0.1, 0.2, 0.3]))
+    queue.enqueue(
+        torch.randn(3, 3), patient=torch.tensor([7, 8, 9]), depth=torch.tensor([0.1, 0.2, 0.3]), sample=torch.arange(3)
+    )
     torch.save(queue.state_dict(), tmp_path / "q.pt")
     restored = MoCoQueue(size=4, dim=3)
     restored.load_state_dict(torch.load(tmp_path / "q.pt", weights_only=True))
     assert torch.equal(restored.keys, queue.keys)
     assert restored.meta["patient"].tolist() == queue.meta["patient"].tolist()
     assert int(restored.ptr) == 3
+
+
+def test_queue_checkpoint_from_before_the_sample_field_loads_with_samples_unknown():
+    old = MoCoQueue(size=4, dim=3, fields=("patient", "depth"))  # the queue as saved before
+    old.enqueue(torch.randn(2, 3), patient=torch.tensor([7, 8]), depth=torch.tensor([0.1, 0.2]))
+    restored = MoCoQueue(size=4, dim=3)
+    restored.load_state_dict(old.state_dict())  # strict
+    assert torch.equal(restored.keys, old.keys) and restored.meta["patient"][:2].tolist() == [7, 8]
+    assert restored.meta["sample"].tolist() == [-1, -1, -1, -1]  # matches nothing
 
 
 def test_empty_queue_slots_never_positive():
@@ -142,6 +153,6 @@ def test_queue_validates_inputs():
         MoCoQueue(0, 4)
     queue = MoCoQueue(4, 3)
     with pytest.raises(ValueError, match="keys"):
-        queue.enqueue(torch.randn(2, 5), patient=torch.zeros(2), depth=torch.zeros(2))
+        queue.enqueue(torch.randn(2, 5), patient=torch.zeros(2), depth=torch.zeros(2), sample=torch.zeros(2))
     with pytest.raises(ValueError, match="metadata"):
         queue.enqueue(torch.randn(2, 3), patient=torch.zeros(2))

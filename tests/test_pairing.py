@@ -56,3 +56,8 @@ def test_positives_dispatch_and_keys():
     assert pairing.positives("partition", meta_q, parts=2).shape == (2, 2)
     with pytest.raises(ValueError, match="unknown pairing"):
         pairing.positives("spatial", meta_q)
+
+
+def test_equal_codes_matches_known_equal_codes_only():
+    mask = pairing.equal_codes(torch.tensor([3, -1, 4]), torch.tensor([3, -1, 5, 4]))
+    assert mask.tolist() == [[True, False, False, False], [False] * 4, [False, False, False, True]]

@@ -347,3 +347,41 @@ def test_resume_accepts_a_checkpoint_from_before_a_new_config_field():
     train._check_same_run(saved, cfg)
     with pytest.raises(ConfigError, match=r"other values for \['channels_last'\]"):
         train._check_same_run(saved, PretrainConfig(out_dir="run", resume=True, channels_last=True))
+
+
+def _plain_moco_loss(q, keys, positives, candidates, tau):
+    """MoCo's InfoNCE by a loop: per query, mean over its positives of -log softmax over its candidates."""
+    q, keys = torch.nn.functional.normalize(q, dim=1), torch.nn.functional.normalize(keys, dim=1)
+    total = 0.0
+    for i in range(len(q)):
+        logits = {j: float(q[i] @ keys[j]) / tau for j in candidates[i]}
+        log_z = float(torch.logsumexp(torch.tensor(list(logits.values())), dim=0))
+        total += sum(log_z - logits[j] for j in positives[i]) / len(positives[i])
+    return total / len(q)
+
+
+@pytest.mark.parametrize("strategy", ["instance", "temporal"])
+def test_moco_leaves_stale_own_keys_out_of_the_denominator(strategy):
+    """A queue longer than the pool holds older keys of the query's own image: never a negative.
+    Instance pairing drops them from the denominator; temporal pairing counts them as positives
+    (same patient)."""
+    g = torch.Generator().manual_seed(0)
+    q, k, stale = torch.randn(2, 4, generator=g), torch.randn(2, 4, generator=g), torch.randn(3, 4, generator=g)
+    queue = train.MoCoQueue(size=3, dim=4)
+    queue.enqueue(stale, patient=torch.tensor([10, 12, 11]), depth=torch.full((3,), float("nan")),
+                  sample=torch.tensor([0, 5, 1]))  # slot 0: query 0's image, slot 2: query 1's
+    meta = {"patient": torch.tensor([10, 11]), "depth": torch.full((2,), float("nan")), "sample": torch.tensor([0, 1])}
+    cfg = PretrainConfig(framework="moco", pairing=strategy, temperature=0.2, queue_size=3, proj_dim=4)
+    loss = train.moco_objective(q, k, queue, meta, cfg)
+    keys = torch.cat([k, stale])  # columns: batch keys 0, 1, then queue slots 2, 3, 4
+    if strategy == "instance":
+        positives, candidates = [[0], [1]], [[0, 1, 3, 4], [0, 1, 2, 3]]  # own stale key left out
+    else:
+        positives, candidates = [[0, 2], [1, 4]], [[0, 1, 2, 3, 4]] * 2
+    assert loss.item() == pytest.approx(_plain_moco_loss(q, keys, positives, candidates, 0.2), rel=1e-5)
+    assert queue.meta["sample"].tolist() == [0, 1, 1]  # this batch's rows enqueued (slots 0, 1)
+
+
+def test_batch_meta_needs_the_sample_rows():
+    with pytest.raises(KeyError, match="index"):
+        train.batch_meta({"patient": torch.zeros(2), "depth": torch.zeros(2)}, "cpu")
