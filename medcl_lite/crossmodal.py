@@ -13,7 +13,7 @@ is "the image region it describes". Everything here is a positive mask handed to
   (:func:`region_sentence_loss`).
 - Zero-shot evaluation, CheXzero-style (Tiu et al. 2022): positive vs. negative prompt similarity
   (:func:`zero_shot_scores`), AUC per finding (:func:`finding_auc`), heat maps
-  (:func:`sentence_heatmap`).
+  (:func:`sentence_heatmap`) and the pointing game (:func:`pointing_game`).
 
 Not published, our choices: k = 8 regions, embedding size 128, 4 attention heads, one cross-
 attention block, τ = 0.07 (CLIP's initial value, fixed here), region weight 1, a report embedded
@@ -47,6 +47,7 @@ __all__ = [
     "image_text_loss",
     "mean_by_owner",
     "pack_sentences",
+    "pointing_game",
     "region_features",
     "region_grid",
     "region_sentence_loss",
@@ -562,3 +563,43 @@ def sentence_heatmap(
     cells = attention_or_scores.new_zeros(h * w).float()
     cells[index.long()] = attention_or_scores.detach().float()
     return F.interpolate(cells.reshape(1, 1, h, w), size=tuple(image_size), mode=mode)[0, 0]
+
+
+def pointing_game(
+    attention_or_scores: Tensor,
+    index: Tensor,
+    grid: tuple[int, int],
+    image_size: tuple[int, int],
+    box: tuple[int, int, int, int],
+) -> dict[str, float | bool]:
+    """Pointing game (Zhang et al. 2018) at the resolution the model attends: one region per cell.
+
+    A hit when the most attended kept cell overlaps the finding's box. The attention chooses among
+    the kept cells only, so its chance level is the share of *kept* cells that overlap the box (the
+    hit rate of attention spread uniformly over the same regions). Whether the region selector kept
+    any cell of the box at all is reported apart (``kept``): a miss there is the selector's, not the
+    attention's. Ties go to the first kept region.
+
+    Args:
+        attention_or_scores: ``[k]`` value per kept region (e.g. ``attention[b, :, s]``).
+        index: ``[k]`` cell index ``row * w + col`` of each kept region.
+        grid: ``(h, w)`` cells; image_size: ``(H, W)`` pixels, each cell ``H/h x W/w`` pixels.
+        box: ``(r0, c0, r1, c1)`` pixel rows ``r0 <= r < r1`` and columns ``c0 <= c < c1``.
+    Returns:
+        ``{"hit": bool, "chance": float in [0, 1], "kept": bool}``.
+    """
+    (h, w), (height, width) = grid, image_size
+    r0, c0, r1, c1 = (int(v) for v in box)
+    if not (0 <= r0 < r1 <= height and 0 <= c0 < c1 <= width):
+        raise ValueError(f"pointing_game: box {tuple(box)} is empty or outside the {height}x{width} image")
+    if attention_or_scores.shape != index.shape or index.ndim != 1 or len(index) == 0:
+        raise ValueError(
+            f"attention_or_scores and index must both be [k], k >= 1, got {tuple(attention_or_scores.shape)} "
+            f"and {tuple(index.shape)}"
+        )
+    rows, cols = index.long() // w, index.long() % w
+    overlaps = (  # cell pixel rows [row*H/h, (row+1)*H/h) meet [r0, r1), columns likewise
+        (rows * height < r1 * h) & ((rows + 1) * height > r0 * h) & (cols * width < c1 * w) & ((cols + 1) * width > c0 * w)
+    )
+    best = int(torch.argmax(attention_or_scores.detach().float()))
+    return {"hit": bool(overlaps[best]), "chance": float(overlaps.float().mean()), "kept": bool(overlaps.any())}

@@ -12,6 +12,7 @@ Shapes: ``B`` images, ``S`` sentences of the batch, ``T`` tokens, ``D`` embeddin
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from medcl_lite.checkpoint import atomic_write_text, save_checkpoint
+from medcl_lite.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from medcl_lite.config import ConfigError, check_choice, check_range, to_dict, to_json
 from medcl_lite.crossmodal import REPORT_FROM, LRCLRModel, finding_auc, zero_shot_scores
 from medcl_lite.data.sliceset import SliceSet
@@ -41,6 +42,7 @@ __all__ = [
     "ReportDataset",
     "build_model",
     "collate_reports",
+    "load_finished",
     "train_image_text",
     "zero_shot_table",
 ]
@@ -73,10 +75,13 @@ class ImageTextConfig:
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA only
     out_dir: str = ""  # "" = keep nothing on disk
+    resume: bool = False  # load a finished run of the same configuration from out_dir instead of training
     progress: bool = True
 
     def __post_init__(self) -> None:
         name = type(self).__name__
+        if self.resume and not self.out_dir:
+            raise ConfigError(f"{name}: resume=True needs an out_dir to load a finished run from")
         check_choice(name, "augment", self.augment, {"none", "light"})
         check_choice(name, "report_embedding", self.report_embedding, set(REPORT_FROM))
         for key in ("dim", "regions", "text_dim", "text_layers", "text_heads", "epochs", "batch_size"):
@@ -152,7 +157,34 @@ class ImageTextResult:
     tokenizer: Tokenizer
     history: pd.DataFrame
     config: ImageTextConfig
-    seconds: float = 0.0
+    seconds: float = 0.0  # training time (of the original run when loaded)
+    loaded: bool = False  # True: a finished run loaded from out_dir, not trained now
+
+
+#: Fields that do not change what a finished run learned (ignored when comparing configurations).
+_RUN_FREE = {"resume", "progress", "device", "amp", "out_dir"}
+
+
+def load_finished(cfg: ImageTextConfig, n_train: int, device: torch.device | str = "cpu") -> ImageTextResult | None:
+    """The finished run in ``cfg.out_dir`` if it was trained with the same configuration (fields of
+    :data:`_RUN_FREE` aside; a field added to the package since counts as its default) on
+    ``n_train`` images (its step count must match), else None. A corrupt ``model.pt`` is an error."""
+    out = Path(cfg.out_dir)
+    files = [out / name for name in ("config.json", "history.csv", "tokenizer.json", "model.pt")]
+    if not cfg.out_dir or not all(f.is_file() for f in files):
+        return None
+    saved = to_dict(ImageTextConfig()) | json.loads(files[0].read_text())
+    now = to_dict(cfg)
+    if any(saved.get(k) != v for k, v in now.items() if k not in _RUN_FREE):
+        return None
+    history = pd.read_csv(files[1])
+    if len(history) != cfg.epochs * (n_train // cfg.batch_size):  # another training set, or unfinished
+        return None
+    tokenizer = Tokenizer.load(files[2])
+    model = build_model(cfg, tokenizer.vocab_size)
+    model.load_state_dict(load_checkpoint(files[3])["model"])
+    seconds = float(history["seconds"].iloc[-1]) if len(history) else 0.0
+    return ImageTextResult(model.to(device), tokenizer, history, cfg, seconds, loaded=True)
 
 
 def _fit_tokenizer(data: SliceSet, index: np.ndarray) -> Tokenizer:
@@ -173,11 +205,14 @@ def train_image_text(
     (symmetric image–report InfoNCE, + ``region_weight`` x region–sentence InfoNCE with
     ``use_regions``). AdamW with warm-up and cosine decay. ``tokenizer``: default fitted on the
     training reports and the zero-shot prompts. Writes ``config.json``, ``history.csv``,
-    ``tokenizer.json`` and ``model.pt`` to ``cfg.out_dir`` when set.
+    ``tokenizer.json`` and ``model.pt`` to ``cfg.out_dir`` when set; with ``cfg.resume`` a finished
+    run of the same configuration there is loaded instead (:func:`load_finished`).
     """
     device = get_device(cfg.device)
     seed_everything(cfg.seed)
     index = np.arange(len(data)) if index is None else np.asarray(index)
+    if cfg.resume and (finished := load_finished(cfg, len(index), device)) is not None:
+        return finished
     dataset = ReportDataset(data, index, cfg.augment)
     if len(dataset) < cfg.batch_size:
         raise ConfigError(f"ImageTextConfig: batch_size={cfg.batch_size} exceeds the {len(dataset)} images")

@@ -341,7 +341,9 @@ print(inspect.getsource(crossmodal.region_sentence_loss).split('"""')[-1])
 # ## 4 · Training: CLIP baseline vs LRCLR
 # Same images, reports, tokenizer, schedule and seeds; LRCLR adds the region path and its loss.
 # Unpublished choices (ours): k regions, the region weight, τ, the text encoder's size, the
-# schedule; `regions`, `region_weight`, `temperature`, ... in the parameters cell.
+# schedule; `regions`, `region_weight`, `temperature`, ... in the parameters cell. Each run writes
+# its model to the run folder; running the cell again loads a finished run of the same
+# configuration instead of training it again (`resume=True`).
 
 # %%
 results = {}
@@ -354,12 +356,13 @@ for seed in seeds:
             "text_dim": text_dim, "text_layers": text_layers, "max_len": max_len, "augment": augment,
             "epochs": pick(epochs, S["epochs"]), "batch_size": pick(batch_size, S["batch"]), "lr": pick(lr, S["lr"]),
             "seed": seed, "device": device, "progress": progress,
-            "out_dir": str(run_dir / f"{method.lower()}_s{seed}"),
+            "out_dir": str(run_dir / f"{method.lower()}_s{seed}"), "resume": True,
         })
         results[(method, seed)] = train_image_text(cfg, dataset, train_rows)
         h = results[(method, seed)].history
         print(f"{method:5s} seed {seed}: {len(h)} steps in {results[(method, seed)].seconds:.0f} s, "
-              f"loss {h.loss.iloc[:3].mean():.3f} -> {h.loss.iloc[-3:].mean():.3f}")
+              f"loss {h.loss.iloc[:3].mean():.3f} -> {h.loss.iloc[-3:].mean():.3f}"
+              + (" (finished earlier, loaded)" if results[(method, seed)].loaded else ""))
 fig = viz.plot_curves({f"{m} (seed {s})": r.history for (m, s), r in results.items()}, title="training loss")
 viz.save_figure(fig, run_dir / "figures" / "loss.png")
 
@@ -525,27 +528,35 @@ if recorded_auc is not None:
 # ## 7 · Which regions does a sentence attend to?
 # For held-out images with a finding, LRCLR (seed 0) reads the image with its report: the heat map
 # is the attention of the finding's sentence over the kept regions; the green box is where the
-# phantom drew the finding. The pointing game counts how often the most attended region lies in
-# the box, against the box's share of the image. Per case, with $M$ = `heat` (the sentence's
-# attention $\alpha_{bm\ell}$ spread over its kept cells by `crossmodal.sentence_heatmap`, 0
-# elsewhere) on an $H \times W$ image:
+# phantom drew the finding. The pointing game (Zhang et al. 2018) asks whether the most attended
+# region overlaps the box. The model attends at the resolution of its regions, the cells of an
+# $h \times w$ grid, so the game is played on cells: with $\alpha_{s\ell}$ the attention of the
+# finding's sentence $s$ over the kept cells $\ell \in K$ (`crossmodal.pointing_game`),
 #
 # $$
-# \text{hit} = \mathbf{1}\big[\, \operatorname{argmax}_{\text{pixels}} M \in \text{box} \,\big],
+# \text{hit} = \mathbf{1}\big[\, \operatorname{cell}\big(\operatorname{argmax}_{\ell \in K}
+# \alpha_{s\ell}\big) \cap \text{box} \neq \emptyset \,\big],
 # \qquad
-# \text{chance} = \frac{|\text{box}|}{H W}
+# \text{chance} = \frac{|\{\ell \in K : \operatorname{cell}(\ell) \cap \text{box} \neq \emptyset\}|}{|K|},
 # $$
 #
-# `argmax` takes the first maximal pixel in row-major order, the top-left pixel of the most attended
-# cell; chance is the hit rate of a pixel drawn uniformly at random. The printed line averages both
-# over the cases (the finding sentences of held-out images, at most 200).
+# chance being the hit rate of attention spread evenly over the same kept cells. A third number,
+# `kept`, says whether the region selector kept any cell of the box at all: when it did not, no
+# attention can hit, and the miss is the selector's.
+#
+# > **Pitfall.** Score at the resolution the model works at. Taking the single most attended
+# > *pixel* of the nearest-upsampled heat map (the top-left pixel of a cell, as `argmax` returns it)
+# > can only hit when the box happens to contain that corner: a finding smaller than a cell then
+# > scores zero even when attention picks its cell every time.
+#
+# The printed line averages the three (the finding sentences of held-out images, at most 200).
 
 # %%
 if "LRCLR" in methods and f"{findings[0]}_box" in dataset.meta:
     model = results[("LRCLR", seeds[0])]
     cases = [(int(r), f) for f in findings for r in test_rows
              if dataset.meta[f].iloc[r] and dataset.meta[f"{f}_sentence"].iloc[r]][:200]
-    hits, chance, pictures = [], [], []
+    game_rows, pictures = [], []
     model.model.eval()
     for row, finding in cases:
         item = {"image": torch.from_numpy(dataset.images[row])[None], "report": dataset.meta.report.iloc[row]}
@@ -556,27 +567,28 @@ if "LRCLR" in methods and f"{findings[0]}_box" in dataset.meta:
                               batch["report_ids"], batch["report_mask"])
         sentences = text.split_sentences(dataset.meta.report.iloc[row])
         s = sentences.index(dataset.meta[f"{finding}_sentence"].iloc[row])
-        heat = crossmodal.sentence_heatmap(out["attention"][0, :, s].cpu(), out["index"][0].cpu(), out["grid"],
-                                           dataset.image_size).numpy()
+        attention, kept_cells = out["attention"][0, :, s].cpu(), out["index"][0].cpu()
+        heat = crossmodal.sentence_heatmap(attention, kept_cells, out["grid"], dataset.image_size).numpy()
         r0, c0, r1, c1 = dataset.meta[f"{finding}_box"].iloc[row]
-        peak = np.unravel_index(heat.argmax(), heat.shape)
-        hits.append(r0 <= peak[0] < r1 and c0 <= peak[1] < c1)
-        chance.append((r1 - r0) * (c1 - c0) / heat.size)
+        game_rows.append(crossmodal.pointing_game(attention, kept_cells, out["grid"], dataset.image_size,
+                                                  (r0, c0, r1, c1)))
         if len(pictures) < 8:
             pictures.append((dataset.images[row], heat, (r0, c0, r1, c1), sentences[s]))
     if pictures:
         fig = viz.show_heatmaps([p[0] for p in pictures], [p[1] for p in pictures], [p[2] for p in pictures],
                                 titles=[p[3][:40] for p in pictures])
         viz.save_figure(fig, run_dir / "figures" / "heatmaps.png")
-        print(f"pointing game on {len(hits)} finding sentences: {np.mean(hits):.2f} hits "
-              f"(a random region: {np.mean(chance):.2f})")
-    pointing = pd.DataFrame({"row": [r for r, _ in cases], "finding": [f for _, f in cases], "hit": hits,
-                             "chance": chance})  # fmt: skip
+    pointing = pd.DataFrame({"row": [r for r, _ in cases], "finding": [f for _, f in cases]}).join(
+        pd.DataFrame(game_rows, columns=["hit", "chance", "kept"]))
+    print(f"pointing game on {len(pointing)} finding sentences: {pointing.hit.mean():.2f} hits "
+          f"(attention spread evenly over the kept regions: {pointing.chance.mean():.2f}); "
+          f"the selector kept a cell of the box in {pointing.kept.mean():.2f}")
     atomic_write_text(run_dir / "pointing.csv", pointing.to_csv(index=False))
 
 # %% [markdown]
-# The pointing game of the recorded reference run, per finding (hits against a random region's
-# chance, 95 % interval over the cases of the hit rate minus chance):
+# The pointing game of the recorded reference run, per finding (hits against attention spread
+# evenly over the kept regions, 95 % interval over the cases of the hit rate minus chance; `kept`:
+# share of cases whose box the selector kept):
 
 # %%
 recorded_pointing = recorded.load_table("05_lrclr", "pointing.csv")
@@ -584,7 +596,8 @@ if recorded_pointing is not None:
     game = []
     for finding, block in recorded_pointing.groupby("finding", sort=False):
         mean, low, high = interval(block.hit.astype(float) - block.chance)
-        game.append({"finding": finding, "cases": len(block), "hits": block.hit.mean(), "chance": block.chance.mean(),
+        game.append({"finding": finding, "cases": len(block), "kept": block.kept.mean() if "kept" in block else np.nan,
+                     "hits": block.hit.mean(), "chance": block.chance.mean(),
                      "hits - chance": mean, "ci_low": low, "ci_high": high})  # fmt: skip
     display(pd.DataFrame(game).round(3))
 

@@ -18,6 +18,7 @@ from medcl_lite.crossmodal import (
     image_text_loss,
     mean_by_owner,
     pack_sentences,
+    pointing_game,
     region_features,
     region_grid,
     region_sentence_loss,
@@ -396,3 +397,31 @@ def test_region_level_takes_a_finer_stage():
     assert out["grid"] == (4, 4) and out["scores"].shape == (2, 16)  # stride 16 at 64², not 2x2
     with pytest.raises(ValueError, match="region_level"):
         LRCLRModel(encoder, Text(), dim=8, k=4, region_level=-7)
+
+
+def test_pointing_game_counts_a_box_smaller_than_a_cell():
+    """A 4x4 box inside cell (1, 1) of a 4x4 grid over 32x32 pixels (cells of 8x8): attention on
+    that cell is a hit although the cell's top-left pixel lies outside the box."""
+    box = (10, 10, 14, 14)
+    index = torch.tensor([0, 5, 15])  # kept cells (0, 0), (1, 1), (3, 3)
+    hit = pointing_game(torch.tensor([0.2, 0.7, 0.1]), index, (4, 4), (32, 32), box)
+    assert hit == {"hit": True, "chance": pytest.approx(1 / 3), "kept": True}
+    miss = pointing_game(torch.tensor([0.6, 0.3, 0.1]), index, (4, 4), (32, 32), box)
+    assert miss["hit"] is False and miss["kept"] is True
+
+
+def test_pointing_game_box_across_cells_and_selector_misses():
+    box = (6, 6, 10, 10)  # pixels 6..9: cells (0, 0), (0, 1), (1, 0), (1, 1)
+    both = pointing_game(torch.tensor([0.1, 0.9]), torch.tensor([15, 1]), (4, 4), (32, 32), box)
+    assert both == {"hit": True, "chance": 0.5, "kept": True}
+    dropped = pointing_game(torch.tensor([0.5, 0.5]), torch.tensor([14, 15]), (4, 4), (32, 32), box)
+    assert dropped == {"hit": False, "chance": 0.0, "kept": False}  # the selector kept no cell of it
+    edge = pointing_game(torch.tensor([1.0]), torch.tensor([1]), (4, 4), (32, 32), (0, 0, 8, 8))
+    assert edge["hit"] is False  # box ends where cell (0, 1) begins: touching is not overlapping
+
+
+def test_pointing_game_refuses_bad_boxes():
+    with pytest.raises(ValueError, match="box"):
+        pointing_game(torch.tensor([1.0]), torch.tensor([0]), (4, 4), (32, 32), (5, 5, 5, 9))
+    with pytest.raises(ValueError, match="box"):
+        pointing_game(torch.tensor([1.0]), torch.tensor([0]), (4, 4), (32, 32), (0, 0, 40, 8))

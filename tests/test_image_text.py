@@ -88,3 +88,27 @@ def test_bad_input_is_named(reports_set):
     no_reports = SliceSet(reports_set.images, None, reports_set.meta.drop(columns="report"), ("background",), "x")
     with pytest.raises(ValueError, match="no 'report' column"):
         ReportDataset(no_reports)
+
+
+def test_resume_loads_a_finished_run_instead_of_training(reports_set, tmp_path):
+    first = train_image_text(_cfg(tmp_path, seed=1), reports_set)
+    again = train_image_text(_cfg(tmp_path, seed=1, resume=True, progress=True), reports_set)
+    assert again.loaded and not first.loaded
+    assert again.history.equals(first.history)
+    assert again.seconds == pytest.approx(float(first.history.seconds.iloc[-1]))  # its training time
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[name], value), name
+    assert again.tokenizer.vocab_size == first.tokenizer.vocab_size
+
+
+@pytest.mark.parametrize("change", [{"lr": 1e-3}, {"index": np.arange(8)}])
+def test_resume_trains_anew_when_the_run_differs(reports_set, tmp_path, change):
+    train_image_text(_cfg(tmp_path, seed=1), reports_set)  # 12 images
+    index = change.pop("index", None)
+    result = train_image_text(_cfg(tmp_path, seed=1, resume=True, **change), reports_set, index)
+    assert not result.loaded
+
+
+def test_resume_needs_an_out_dir():
+    with pytest.raises(ConfigError, match="resume"):
+        ImageTextConfig(resume=True)
