@@ -40,7 +40,7 @@ import torch
 from medcl_lite.data.datasets import Fold, Protocol
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.experiment import by_site, run_finetune_grid
-from medcl_lite.paired import paired_comparison
+from medcl_lite.paired import SMOKE_NOTE, paired_comparison, verdict_text
 from medcl_lite.train import FinetuneConfig
 
 __all__ = [
@@ -51,7 +51,9 @@ __all__ = [
     "reading",
     "reset_batchnorm_statistics",
     "run_diagnosis",
+    "site_comparison",
     "site_means",
+    "site_reading",
     "site_table",
 ]
 
@@ -219,6 +221,13 @@ def diagnosis_table(rows: pd.DataFrame, value: str = "test_dice", baseline: str 
     return comparison.drop(columns="init")
 
 
+def site_comparison(rows: pd.DataFrame, value: str = "test_dice", baseline: str = "random init") -> pd.DataFrame:
+    """:func:`medcl_lite.paired.paired_comparison` of :func:`run_diagnosis`'s rows per site: one
+    row per (site, ablation), pretrained minus ``baseline`` over the seeds, on that site's images."""
+    return paired_comparison(by_site(rows, value), groups=["site", "ablation", "n_labelled"], value=value,
+                             baseline=baseline)  # fmt: skip
+
+
 def site_table(rows: pd.DataFrame, value: str = "test_dice", baseline: str = "random init") -> pd.DataFrame:
     """The diagnosis per site: one line per ablation (in their order), one column per site, each cell
     the paired difference with its 95 % interval and verdict, e.g. ``"+0.061 [+0.007, +0.115] better"``.
@@ -226,8 +235,7 @@ def site_table(rows: pd.DataFrame, value: str = "test_dice", baseline: str = "ra
     Reads the per-site scores of :func:`run_diagnosis`'s rows (``<value>_site_<site>``,
     :func:`medcl_lite.experiment.by_site`): where an ablation helps the labelled site and hurts another,
     the mean over sites of :func:`diagnosis_table` shows neither."""
-    long = by_site(rows, value)
-    comparison = paired_comparison(long, groups=["site", "ablation", "n_labelled"], value=value, baseline=baseline)
+    comparison = site_comparison(rows, value, baseline)
     comparison["cell"] = [f"{r.mean_diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] {r.verdict}" if r.n_pairs > 1
                           else f"{r.mean_diff:+.3f} ({r.verdict})" for r in comparison.itertuples()]  # fmt: skip
     table = comparison.pivot(index="ablation", columns="site", values="cell")
@@ -250,28 +258,48 @@ def site_means(rows: pd.DataFrame, ablations: Sequence[str], value: str = "test_
     return table.sort_index(level="ablation", key=lambda level: level.map(order), sort_remaining=False)
 
 
+def site_reading(rows: pd.DataFrame, ablation: str, reference: str = "reference", value: str = "test_dice",
+                 baseline: str = "random init", smoke: bool = False) -> str:  # fmt: skip
+    """What one ablation does per site (Markdown): each site's mean ``value`` per initialisation
+    under ``reference`` and under ``ablation`` (:func:`site_means`), then the paired difference
+    per site under each (the cells of :func:`site_table`). ``smoke``: differences without verdicts."""
+    means = site_means(rows, [reference, ablation], value)
+    lines = []
+    for site in means.columns:
+        moves = [f"{init} {means.loc[(reference, init), site]:.3f} → {means.loc[(ablation, init), site]:.3f}"
+                 for init in dict.fromkeys(rows["init"])]  # fmt: skip
+        lines.append(f"- {site}: " + ", ".join(moves))
+    gaps = site_comparison(rows[rows["ablation"].isin([reference, ablation])], value, baseline)
+    return "\n".join(lines) + "\n\n" + verdict_text(gaps, ["site", "ablation"], baseline=baseline, smoke=smoke,
+                                                    label=lambda r: f"{r.ablation}, site {r.site}")  # fmt: skip
+
+
 def reading(table: pd.DataFrame, baseline: str = "random init", reference: str = "reference",
-            ceiling: str = "all labels") -> str:  # fmt: skip
+            ceiling: str = "all labels", smoke: bool = False) -> str:  # fmt: skip
     """The computed reading of :func:`diagnosis_table` (Markdown): the room the smallest budget
     leaves (``ceiling`` minus ``reference``, both random init), each ablation's paired difference
     and how far it moves from the reference recipe's, then which ablations (if any) make the
-    pretrained encoder win with an interval that excludes 0."""
+    pretrained encoder win with an interval that excludes 0. ``smoke`` (a smoke-size run): the
+    numbers under a line that says they are noise, and no conclusion."""
     rows = table.set_index("ablation")
     if reference not in rows.index:
         raise ValueError(f"reading: the table has no {reference!r} row; rows are {list(rows.index)}")
     ref = rows.loc[reference]
-    lines = []
+    lines = [SMOKE_NOTE] if smoke else []
+    verdict = {name: "smoke run" if smoke else r.verdict for name, r in rows.iterrows()}
     if ceiling in rows.index:
         room = rows.loc[ceiling, baseline] - ref[baseline]
         lines.append(f"- **Room**: {baseline} reaches {ref[baseline]:.3f} Dice at {ref.n_labelled} labelled and "
                      f"{rows.loc[ceiling, baseline]:.3f} with {ceiling}: {room:+.3f} left to gain.")  # fmt: skip
     lines.append(f"- **{reference}**: pretrained {ref.mean_diff:+.3f} vs {baseline} "
-                 f"[{ref.ci_low:+.3f}, {ref.ci_high:+.3f}], {ref.verdict}.")  # fmt: skip
+                 f"[{ref.ci_low:+.3f}, {ref.ci_high:+.3f}], {verdict[reference]}.")  # fmt: skip
     for name, row in rows.drop(index=[reference]).iterrows():
         moved = row.mean_diff - ref.mean_diff
         lines.append(f"- {name} ({row.factor}): {row.mean_diff:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], "
-                     f"{row.verdict}; {moved:+.3f} against the reference recipe's difference.")  # fmt: skip
+                     f"{verdict[name]}; {moved:+.3f} against the reference recipe's difference.")  # fmt: skip
     wins = [n for n, r in rows.iterrows() if r.verdict == "better"]
+    if smoke:
+        return "\n".join(lines)
     if wins:
         lines.append(f"\nThe pretrained encoder beats {baseline} (95 % interval above 0) under: {', '.join(wins)}.")
     else:

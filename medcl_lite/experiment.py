@@ -362,9 +362,10 @@ class ProtocolReport:
     comparison: pd.DataFrame
     groups: tuple[str, ...]
 
-    def text(self, label=None) -> str:
-        """The computed bullets (:func:`medcl_lite.paired.verdict_text`); ``label(row)`` names a group."""
-        return verdict_text(self.comparison, self.groups, label=label)
+    def text(self, label=None, smoke: bool = False) -> str:
+        """The computed bullets (:func:`medcl_lite.paired.verdict_text`); ``label(row)`` names a group;
+        ``smoke``: a smoke-size run, differences without verdicts."""
+        return verdict_text(self.comparison, self.groups, label=label, smoke=smoke)
 
 
 def protocol_report(

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["COLUMNS", "interval", "paired_comparison", "paired_differences", "verdict_text"]
+__all__ = ["COLUMNS", "SMOKE_NOTE", "interval", "paired_comparison", "paired_differences", "verdict_text"]
 
 #: Columns of :func:`paired_comparison` after the group columns.
 COLUMNS = ["init", "n_pairs", "mean_diff", "ci_low", "ci_high", "verdict"]
@@ -130,6 +130,13 @@ def _describe(value) -> str:
     return "all labels" if str(value) == "all" else str(value)
 
 
+#: The line over a smoke run's readings (:func:`verdict_text` with ``smoke=True``).
+SMOKE_NOTE = (
+    "*Smoke run: a plumbing check (seconds of training on a handful of images). The differences "
+    "below are noise, not findings; the cpu size or the recorded reference gives the reading.*\n"
+)
+
+
 def verdict_text(
     comparison: pd.DataFrame,
     groups: Sequence[str] = ("n_labelled",),
@@ -137,6 +144,7 @@ def verdict_text(
     label=None,
     unit: str = "Dice",
     caveat: bool = True,
+    smoke: bool = False,
 ) -> str:
     """The computed reading of :func:`paired_comparison`, one Markdown bullet per row:
     ``- <group>: <init> +0.012 Dice vs <baseline> over 9 pairs, 95 % interval [+0.004, +0.020]: better``.
@@ -145,15 +153,18 @@ def verdict_text(
     ``"all"`` read as "all labels"). When several methods face the same baseline, a last line says
     that reading off the best of them inflates its difference (module docstring); ``caveat=False``
     leaves it out where the rows are not competing methods (e.g. two streams of one model).
+    ``smoke=True`` (a smoke-size run: a plumbing check) prints the differences without a verdict,
+    under a line that says they are noise.
     """
     groups = list(groups)
     _check_columns(comparison, [*groups, *COLUMNS])
-    lines = []
+    lines = [SMOKE_NOTE] if smoke else []
     for row in comparison.itertuples(index=False):
         where = label(row) if label else ", ".join(_describe(getattr(row, g)) for g in groups)
         span = "" if row.n_pairs < 2 else f", 95 % interval [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+        verdict = "smoke run, no verdict" if smoke else f"**{row.verdict}**"
         lines.append(f"- {where}: {row.init} {row.mean_diff:+.3f} {unit} vs {baseline} over {row.n_pairs} "
-                     f"pair(s){span}: **{row.verdict}**")  # fmt: skip
+                     f"pair(s){span}: {verdict}")  # fmt: skip
     methods = comparison["init"].nunique()
     if caveat and methods > 1:
         lines.append(f"\n{methods} methods face one baseline here: each line is one comparison, and the best of "

@@ -525,7 +525,7 @@ display(per_site)
 # %%
 comparison = paired_comparison(rows, groups=["n_labelled"], pair_on=["seed"])
 display(comparison.round(3))
-summary_text = verdict_text(comparison)
+summary_text = verdict_text(comparison, smoke=size == "smoke")
 atomic_write_text(run_dir / "comparison.csv", comparison.to_csv(index=False))
 display(Markdown(summary_text))
 
@@ -565,7 +565,7 @@ protocols = protocol_report(rows[rows.n_labelled == str(first[0])], extra, pair_
 atomic_write_text(run_dir / "protocols.csv", protocols.rows.to_csv(index=False))
 display(protocols.means)
 display(protocols.comparison.round(3))
-protocol_text = protocols.text(label=lambda r: f"{r.protocol}, {r.n_labelled} labelled")
+protocol_text = protocols.text(label=lambda r: f"{r.protocol}, {r.n_labelled} labelled", smoke=size == "smoke")
 display(Markdown(protocol_text))
 
 # %% [markdown]
@@ -588,7 +588,8 @@ site_comparison = paired_by_site(protocols.rows)
 fig = viz.plot_paired(site_comparison, ["site", "protocol", "init"],
                       title=f"this run: pretrained minus random init per site, {first[0]} labelled")  # fmt: skip
 viz.save_figure(fig, run_dir / "figures" / "paired_by_site.png")
-site_text = verdict_text(site_comparison, ["site", "protocol"], label=lambda r: f"site {r.site}, {r.protocol}")
+site_text = verdict_text(site_comparison, ["site", "protocol"], label=lambda r: f"site {r.site}, {r.protocol}",
+                         smoke=size == "smoke")
 display(Markdown(site_text))
 
 # %% [markdown]
@@ -663,7 +664,7 @@ else:
     print(reference.caption("00_quickstart"))
 if diagnosed is not None:
     display(diagnosed.round(3))
-    display(Markdown(diagnosis.reading(diagnosed)))
+    display(Markdown(diagnosis.reading(diagnosed, smoke=diagnose and size == "smoke")))
 
 # %% [markdown]
 # **The diagnosis per site.** As in section 7, the mean over three scanners can hide an ablation
@@ -685,24 +686,9 @@ if diag_rows is not None:
 # wrong there was partly the scanner's units, not what the encoder learned.
 
 # %%
-def bn_site_reading(rows: pd.DataFrame, ablation: str = "BN statistics per test site") -> str:
-    """Each site's mean Dice with the training statistics and with per-site statistics, per
-    initialisation, then the paired SimCLR minus random init difference under each."""
-    means = diagnosis.site_means(rows, ["reference", ablation])
-    lines = []
-    for site in means.columns:
-        moves = [f"{init} {means.loc[('reference', init), site]:.3f} → {means.loc[(ablation, init), site]:.3f}"
-                 for init in dict.fromkeys(rows["init"])]  # fmt: skip
-        lines.append(f"- {site}: " + ", ".join(moves))
-    gaps = paired_comparison(by_site(rows[rows.ablation.isin(["reference", ablation])]),
-                             groups=["site", "ablation", "n_labelled"], pair_on=["seed"])  # fmt: skip
-    return "\n".join(lines) + "\n\n" + verdict_text(gaps, ["site", "ablation"],
-                                                    label=lambda r: f"{r.ablation}, site {r.site}")  # fmt: skip
-
-
 if diag_rows is not None and "BN statistics per test site" in set(diag_rows.ablation):
     display(diagnosis.site_means(diag_rows, ["reference", "BN statistics per test site"]).round(3))
-    display(Markdown(bn_site_reading(diag_rows)))
+    display(Markdown(diagnosis.site_reading(diag_rows, "BN statistics per test site", smoke=diagnose and size == "smoke")))
 elif diag_rows is not None:
     print("the recorded diagnosis predates the per-site BatchNorm row: run with diagnose=True")
 

@@ -597,7 +597,8 @@ comparison = paired_comparison(rows, groups=GROUPS, value="test_dice", pair_on=[
 display(comparison.round(3))
 fig = viz.plot_paired(comparison, ["arch", "setting", "n_labelled", "init"], title="pretrained minus random init, paired on fold and seed")
 viz.save_figure(fig, run_dir / "figures" / "paired.png")
-summary_text = verdict_text(comparison, GROUPS, label=lambda r: f"{r.arch}, {r.setting}, {budget_name(r.n_labelled)}")
+summary_text = verdict_text(comparison, GROUPS, label=lambda r: f"{r.arch}, {r.setting}, {budget_name(r.n_labelled)}",
+                            smoke=size == "smoke")
 display(Markdown(summary_text))
 
 # %% [markdown]
@@ -621,7 +622,8 @@ for base, others in QUESTIONS.items():
     answer = paired_comparison(asked, groups=GROUPS, value="test_dice", baseline=base, pair_on=["fold", "seed"])
     method_parts.append(answer.assign(baseline=base))
     method_text.append(verdict_text(answer, GROUPS, baseline=base,
-                                    label=lambda r: f"{r.arch}, {r.setting}, {budget_name(r.n_labelled)}"))
+                                    label=lambda r: f"{r.arch}, {r.setting}, {budget_name(r.n_labelled)}",
+                                    smoke=size == "smoke"))
 method_comparison = pd.concat(method_parts, ignore_index=True) if method_parts else pd.DataFrame()
 if method_parts:
     display(method_comparison.round(3))
@@ -729,7 +731,8 @@ atomic_write_text(run_dir / "protocols.csv", protocols.rows.to_csv(index=False))
 display(Markdown(f"Per-image Dice, mean ± std over folds, {first_arch}, {budget_name(budget[0])}:"))
 display(protocols.means)
 display(protocols.comparison.round(3))
-protocol_text = protocols.text(label=lambda r: f"{r.setting}, {r.protocol}, {budget_name(r.n_labelled)}")
+protocol_text = protocols.text(label=lambda r: f"{r.setting}, {r.protocol}, {budget_name(r.n_labelled)}",
+                               smoke=size == "smoke")
 display(Markdown(protocol_text))
 
 # %% [markdown]

@@ -533,7 +533,7 @@ comparison = paired_comparison(rows, groups=["n_labelled"], value=value, pair_on
 display(comparison.round(3))
 fig = viz.plot_paired(comparison, ["n_labelled", "init"], title="pretrained minus random init, paired on fold and seed")
 viz.save_figure(fig, run_dir / "figures" / "paired.png")
-summary_text = verdict_text(comparison, ["n_labelled"], label=budget_label)
+summary_text = verdict_text(comparison, ["n_labelled"], label=budget_label, smoke=size == "smoke")
 display(Markdown(summary_text))
 
 # %% [markdown]
@@ -556,7 +556,7 @@ for method, baseline in questions:
     pair = paired_comparison(rows[rows.init.isin([method, baseline])], groups=["n_labelled"], value=value,
                              baseline=baseline, pair_on=pair_on)
     lrc_tables.append(pair.assign(baseline=baseline))
-    lrc_texts.append(verdict_text(pair, ["n_labelled"], baseline=baseline, label=budget_label))
+    lrc_texts.append(verdict_text(pair, ["n_labelled"], baseline=baseline, label=budget_label, smoke=size == "smoke"))
 if lrc_tables:
     display(pd.concat(lrc_tables, ignore_index=True).round(3))
     lrc_text = "\n".join(lrc_texts)
@@ -637,7 +637,7 @@ atomic_write_text(run_dir / "protocols.csv", protocols.rows.to_csv(index=False))
 display(Markdown(f"**Dice per image at {budget_name(smallest)}, mean ± std over folds**"))
 display(protocols.means)
 display(protocols.comparison.round(3))
-protocol_text = protocols.text(label=lambda row: f"{row.protocol}, {budget_name(row.n_labelled)}")
+protocol_text = protocols.text(label=lambda row: f"{row.protocol}, {budget_name(row.n_labelled)}", smoke=size == "smoke")
 display(Markdown(protocol_text))
 
 # %% [markdown]

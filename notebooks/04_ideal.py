@@ -582,7 +582,8 @@ display(comparison.round(3))
 fig = viz.plot_paired(comparison, ["n_labelled", "init"], baseline=baseline_arm,
                       title=f"each arm minus {baseline_arm}, paired on fold and seed")  # fmt: skip
 viz.save_figure(fig, run_dir / "figures" / "paired.png")
-summary_text = verdict_text(comparison, ["n_labelled"], baseline=baseline_arm, label=budget_label)
+summary_text = verdict_text(comparison, ["n_labelled"], baseline=baseline_arm, label=budget_label,
+                            smoke=size == "smoke")
 display(Markdown(summary_text))
 
 # %% [markdown]
@@ -606,7 +607,8 @@ for title, compared, groups, baseline in questions:
     display(Markdown(f"**{title}**"))
     display(pair.round(3))
     ideal_texts.append(verdict_text(pair, groups, baseline=baseline,
-                                    label=lambda row, g=groups[0]: f"{getattr(row, g)}, {budget_name(row.n_labelled)}"))
+                                    label=lambda row, g=groups[0]: f"{getattr(row, g)}, {budget_name(row.n_labelled)}",
+                                    smoke=size == "smoke"))
     display(Markdown(ideal_texts[-1]))
 summary_text += "\n\nIDEAL's questions:\n\n" + "\n".join(ideal_texts)
 
@@ -639,7 +641,8 @@ if len(two) and all(c in two for c in stream_columns.values()):
     display(stream_comparison.merge(disagreement.rename("disagreement").reset_index()
                                     .rename(columns={"init": "start"}), on=["start", "n_labelled"]).round(3))
     stream_text = verdict_text(stream_comparison, ["start", "n_labelled"], baseline="the U-Net stream",
-                               label=lambda row: f"{row.start}, {budget_name(row.n_labelled)}", caveat=False)
+                               label=lambda row: f"{row.start}, {budget_name(row.n_labelled)}", caveat=False,
+                               smoke=size == "smoke")
     display(Markdown(stream_text))
     summary_text += "\n\nThe streams of the two-stream runs:\n\n" + stream_text
 
@@ -708,7 +711,7 @@ atomic_write_text(run_dir / "protocols.csv", protocols.rows.to_csv(index=False))
 display(Markdown(f"**Dice per image at {budget_name(smallest)}, supervised scheme, mean ± std over folds**"))
 display(protocols.means)
 display(protocols.comparison.round(3))
-protocol_text = protocols.text(label=lambda row: f"{row.protocol}, {budget_name(row.n_labelled)}")
+protocol_text = protocols.text(label=lambda row: f"{row.protocol}, {budget_name(row.n_labelled)}", smoke=size == "smoke")
 display(Markdown(protocol_text))
 
 # %% [markdown]
@@ -754,7 +757,7 @@ else:
     print(reference.caption("04_ideal"))
 if diagnosed is not None:
     display(diagnosed.round(3))
-    display(Markdown(diagnosis.reading(diagnosed)))
+    display(Markdown(diagnosis.reading(diagnosed, smoke=diagnose and size == "smoke")))
 
 # %% [markdown]
 # ## 9 · Both streams and their disagreement

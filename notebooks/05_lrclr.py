@@ -481,7 +481,7 @@ if comparison is not None:
     fig = viz.plot_paired(comparison, ["finding", "init"], baseline="CLIP", unit="AUC",
                           title="LRCLR minus CLIP per finding, paired on the seed")  # fmt: skip
     viz.save_figure(fig, run_dir / "figures" / "paired.png")
-    reading = verdict_text(comparison, ["finding"], baseline="CLIP", unit="AUC")
+    reading = verdict_text(comparison, ["finding"], baseline="CLIP", unit="AUC", smoke=size == "smoke")
 else:
     reading = "(one method only: nothing to compare)"
 display(Markdown(reading))

@@ -200,3 +200,31 @@ def test_site_means_per_ablation_and_init():
     assert table.loc[("frozen encoder", "SimCLR"), "site B"] == pytest.approx(0.7)
     with pytest.raises(ValueError, match="BN statistics per test site"):
         site_means(rows, ["BN statistics per test site"])
+
+
+def test_site_reading_moves_per_site_and_paired_gaps():
+    """Closed form: SimCLR +0.1 on site A under the ablation only, random init unchanged."""
+    from medcl_lite.diagnosis import site_reading
+
+    rows = pd.DataFrame([
+        {"ablation": ablation, "factor": "f", "init": init, "seed": seed, "n_labelled": "1", "test_dice": 0.5,
+         "test_dice_site_A": 0.5 + seed / 10 + (0.1 if init == "SimCLR" and ablation == "BN" else 0.0)}
+        for ablation in ("reference", "BN") for init in ("random init", "SimCLR") for seed in range(3)
+    ])  # fmt: skip
+    text = site_reading(rows, "BN")
+    assert "- site A: random init 0.600 → 0.600, SimCLR 0.600 → 0.700" in text
+    assert "- BN, site A: SimCLR +0.100 Dice vs random init over 3 pair(s), 95 % interval [+0.100, +0.100]: **better**" in text
+    assert "- reference, site A: SimCLR +0.000" in text
+    smoke = site_reading(rows, "BN", smoke=True)
+    assert "noise" in smoke and "**better**" not in smoke
+
+
+def test_reading_of_a_smoke_run_states_no_verdict():
+    rows = pd.DataFrame([
+        {"ablation": a, "factor": "f", "init": init, "n_labelled": "1", "seed": s,
+         "test_dice": 0.5 + 0.01 * s + (0.05 if init == "SimCLR" else 0.0)}
+        for a in ("reference", "frozen") for s in range(3) for init in ("random init", "SimCLR")
+    ])  # fmt: skip
+    text = reading(diagnosis_table(rows), smoke=True)
+    assert "noise" in text and "better" not in text and "beats" not in text
+    assert "- frozen (f): +0.050 [+0.050, +0.050], smoke run; +0.000 against" in text

@@ -105,3 +105,14 @@ def test_verdict_text_reads_each_row_and_warns_about_picking_the_best():
     assert "interval" not in verdict_text(few) and "too few pairs" in verdict_text(few)
     with pytest.raises(ValueError, match="verdict"):
         verdict_text(table.drop(columns="verdict"))
+
+
+def test_verdict_text_of_a_smoke_run_gives_differences_without_verdicts():
+    from medcl_lite.paired import SMOKE_NOTE, verdict_text
+
+    table = paired_comparison(_rows({"SimCLR": 0.05}))
+    text = verdict_text(table, smoke=True)
+    assert text.startswith(SMOKE_NOTE) and "noise" in SMOKE_NOTE
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+    assert len(lines) == len(table) and all(line.endswith("smoke run, no verdict") for line in lines)
+    assert "**better**" not in text and "**better**" in verdict_text(table)
