@@ -27,20 +27,20 @@ demo: install
 
 ## The whole suite: ruff, notebook pairs in sync, unit tests, the notebooks in smoke mode (nbval)
 test: install
-	$(VENV)/bin/ruff check medcl_lite tests data_scripts benchmarks notebooks/*.py
+	$(VENV)/bin/ruff check medcl_lite tests data_scripts benchmarks notebooks/*.py notebooks/solutions/*.py
 	runs=$$(mktemp -d); MEDCL_RUNS=$$runs $(PY) -m pytest -q -p no:cacheprovider tests \
-		--nbval-lax --nbval-current-env notebooks/*.ipynb; status=$$?; rm -rf $$runs; exit $$status
+		--nbval-lax --nbval-current-env notebooks/*.ipynb notebooks/solutions/*.ipynb; status=$$?; rm -rf $$runs; exit $$status
 
 lint: install
-	$(VENV)/bin/ruff check medcl_lite tests data_scripts benchmarks notebooks/*.py
+	$(VENV)/bin/ruff check medcl_lite tests data_scripts benchmarks notebooks/*.py notebooks/solutions/*.py
 
 format: install
 	$(VENV)/bin/ruff format medcl_lite tests data_scripts benchmarks
-	$(VENV)/bin/ruff check --fix medcl_lite tests data_scripts benchmarks notebooks/*.py
+	$(VENV)/bin/ruff check --fix medcl_lite tests data_scripts benchmarks notebooks/*.py notebooks/solutions/*.py
 
 ## Regenerate every .ipynb (no outputs) from its py:percent source, the source of truth
 notebooks: install
-	$(VENV)/bin/jupytext --update --to ipynb notebooks/*.py
+	$(VENV)/bin/jupytext --update --to ipynb notebooks/*.py notebooks/solutions/*.py
 
 ## Speed benchmark of the pretraining loop against a bare smp step (benchmarks/README.md)
 bench: install

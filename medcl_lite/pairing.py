@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "DEPTH_TOLERANCE",
     "STRATEGIES",
     "equal_codes",
     "instance",
@@ -73,18 +74,25 @@ def temporal(patient_ids_q, patient_ids_k=None) -> Tensor:
     return equal_codes(patient_ids_q, patient_ids_k)
 
 
+#: Depth differences this close to θ count as exactly θ (float32 rounding of ``(i + 1) / N``).
+DEPTH_TOLERANCE = 1e-5
+
+
 def positional(depth_q, depth_k=None, threshold: float = 0.1) -> Tensor:
     """PCL: slices whose normalised depths differ by less than ``threshold`` are positives.
 
     Depth is ``(i + 1) / N`` of the slice's own volume (PCL eq. 1), so slices at the same relative
     position of *different* volumes match. θ = 0.1 for CHD CT, 0.35 for ACDC MRI (PCL Sec. 3).
-    NaN depths (2-D images, empty queue slots) never match.
+    NaN depths (2-D images, empty queue slots) never match. A slice exactly θ away is a negative:
+    depths are float32, in which ``(i + 1) / N`` is rarely exact (0.6 - 0.5 > 0.1 but 0.5 - 0.4 <
+    0.1), so differences within :data:`DEPTH_TOLERANCE` of θ count as θ.
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"positional: threshold must be in (0, 1], got {threshold}")
     q = _as_tensor(depth_q, torch.float32)
     k = q if depth_k is None else _as_tensor(depth_k, torch.float32).to(q.device)
-    return (q[:, None] - k[None, :]).abs() < threshold  # NaN compares False
+    margin = min(DEPTH_TOLERANCE, threshold / 2)
+    return (q[:, None] - k[None, :]).abs() < threshold - margin  # NaN compares False
 
 
 def partition_index(depth, parts: int = 4) -> Tensor:

@@ -61,13 +61,15 @@ def load_table(chapter: str, name: str = "results.csv") -> pd.DataFrame | None:
 
 
 def caption(chapter: str) -> str:
-    """One line on how ``chapter``'s reference run was made (from its ``run.json``)."""
+    """One line on how ``chapter``'s reference run was made (from its ``run.json``, with its ``note``
+    when one was added by hand, e.g. what a run reused)."""
     path = reference_dir(chapter) / "run.json"
     if not path.is_file():
         return f"no recorded reference run of {chapter} in {reference_root()}"
     run = json.loads(path.read_text())
+    note = f" Note: {run['note']}" if run.get("note") else ""
     return (f"reference run of {run['date']} on commit {run['commit'][:8]}: {run['machine']}, {run['threads']} "
-            f"thread(s), torch {run['torch']}, {run['wall_time']}; `{run['command']}`")  # fmt: skip
+            f"thread(s), torch {run['torch']}, {run['wall_time']}; `{run['command']}`{note}")  # fmt: skip
 
 
 def _git_commit(folder: Path) -> str:

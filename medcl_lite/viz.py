@@ -27,6 +27,7 @@ __all__ = [
     "plot_curves",
     "plot_dice_vs_labels",
     "plot_embeddings",
+    "plot_headroom",
     "plot_paired",
     "plot_roc",
     "save_figure",
@@ -640,6 +641,40 @@ def plot_paired(
     ax.grid(axis="x", alpha=0.3)
     handles = [Line2D([], [], color=c, marker="o", label=v) for v, c in [*colours.items(), ("no evidence", "tab:grey")]]
     ax.legend(handles=handles, loc="best", fontsize="small")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_headroom(room: pd.DataFrame, target: float | None = None, title: str | None = None) -> Figure:
+    """Room left by the smallest label budget, one line per setting: random init's score at the
+    smallest budget (open dot) and at the largest (filled dot), joined (a dumbbell plot).
+
+    Args:
+        room: :func:`medcl_lite.synthesis.headroom`'s table (``where``, ``smallest``, ``largest``,
+            ``at smallest``, ``at largest``, ``room``).
+        target: optional room the course asks of its data (e.g. 0.10 Dice), written on each line's
+            label as met or not.
+    """
+    needed = ["where", "smallest", "largest", "at smallest", "at largest", "room"]
+    if not isinstance(room, pd.DataFrame) or room.empty or any(c not in room.columns for c in needed):
+        raise ValueError(f"plot_headroom: room must be a non-empty DataFrame with columns {needed}")
+    rows = room.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.4 * len(rows)))
+    positions = np.arange(len(rows))[::-1]
+    names = []
+    for y, (_, row) in zip(positions, rows.iterrows(), strict=True):
+        low, high = row["at smallest"], row["at largest"]
+        ax.plot([low, high], [y, y], color="tab:grey", linewidth=2)
+        ax.plot([low], [y], "o", markerfacecolor="white", color="tab:blue")
+        ax.plot([high], [y], "o", color="tab:blue")
+        mark = "" if target is None else (" ✓" if row["room"] >= target else " ✗")
+        names.append(f"{row['where']}: {row['smallest']} → {row['largest']}, room {row['room']:+.3f}{mark}")
+    ax.set_yticks(positions)
+    ax.set_yticklabels(names)
+    ax.set_xlabel("random init score (open: smallest budget, filled: largest)")
+    ax.grid(axis="x", alpha=0.3)
     if title:
         ax.set_title(title)
     fig.tight_layout()

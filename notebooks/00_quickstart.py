@@ -737,6 +737,43 @@ atomic_write_text(run_dir / "results.md", "\n".join(md))
 print((run_dir / "results.md").read_text())
 
 # %% [markdown]
+# ## Exercises
+# Predict first (write your guess down), then run, then explain what you saw. Each exercise names
+# the parameter or function to change; the worked answers run every experiment and explain the
+# outcome: [solutions/00_quickstart.ipynb](solutions/00_quickstart.ipynb).
+#
+# **Exercise 00.1 · The loss at chance: identical, random and untrained embeddings** *(about 1 min on 2 cores)*
+# *Predict*: for a batch of N = 32 images (64 views), τ = 0.1 and 128-dimensional embeddings, what
+# does `losses.nt_xent` return when all embeddings are identical? When they are independent random
+# vectors: higher, lower or the same? Does τ change either value? Where do the untrained encoder
+# with its projection head, and MoCo's first step against a queue of K = 1024 random keys, land?
+# *Run*: `losses.nt_xent(z, z)` with `z = torch.ones(32, 128)`, and with `torch.randn` views, for τ
+# from 0.05 to 1; `train.moco_objective` against a fresh `losses.MoCoQueue(1024, 128)`;
+# `train.simclr_loss` of `build_contrastive(PretrainConfig())` on one batch of `TwoViewDataset`.
+# *Explain*: derive $\log(2N-1)$ and the random-embedding value $\approx \log|A(i)| + 1/(2D\tau^2)$,
+# and say what the first value of a pretraining curve tells you.
+#
+# **Exercise 00.2 · Instance vs temporal positives in one batch** *(about 1 min on 2 cores)*
+# *Predict*: in a random batch of 32 images of `protocol.pretrain`, how many positives does a view
+# get under instance pairing, and under temporal pairing? With CL-TCI's patient sampler? Which
+# NT-Xent does an encoder reach that gives every *patient* one direction, under each mask?
+# *Run*: `pairing.temporal` on the patient codes (`data.codes("patient_id")`) of random batches and
+# of `PatientBatchSampler(..., k=2)` batches; then `losses.nt_xent(z, z, 0.1, pos_mask=...)` with
+# `z` one-hot per image and one-hot per patient.
+# *Explain*: why SimCLR with random batches barely pushes a patient's time points apart, why
+# CL-TCI needs its sampler, and why a multi-positive loss has a floor above 0.
+#
+# **Exercise 00.3 · The fine-tuning learning rate at one labelled image** *(about 5 min on 2 cores)*
+# *Predict*: at 1 labelled image and the chapter's 60 fine-tuning steps, does Adam at lr 1e-4 (the
+# papers' rate) beat lr 1e-3 (this chapter's), for random init and for SimCLR? Does SimCLR minus
+# random init change sign between the two rates?
+# *Run*: pretrain SimCLR as in section 4, then `run_finetune_grid(..., [1], seeds=[0, 1, 2])` with
+# `FinetuneConfig(lr=1e-3)` and with `lr=1e-4`; read `paired_comparison(..., pair_on=["seed"])`
+# once per initialisation across the rates and once per rate across the initialisations.
+# *Explain*: what a ten times lower rate does in a fixed number of steps, which step validation
+# picked, and what the intervals allow you to say.
+
+# %% [markdown]
 # ## Key takeaways
 # - A contrastive method is defined by its positive set $P(i)$. SimCLR and MoCo share one masked
 #   InfoNCE loss and one answer (two views of the same image); they differ in where the negatives

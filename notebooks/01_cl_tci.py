@@ -800,6 +800,60 @@ atomic_write_text(run_dir / "results.md", "\n".join(md))
 print((run_dir / "results.md").read_text())
 
 # %% [markdown]
+# ## Exercises
+# Predict first (write your guess down), then run, then explain what you saw. Each exercise names
+# the parameter or function to change; the worked answers run every experiment and explain the
+# outcome: [solutions/01_cl_tci.ipynb](solutions/01_cl_tci.ipynb).
+#
+# **Exercise 01.1 · How many same-patient positives does a batch hold?** *(about 1 min on 2 cores)*
+# *Predict*: on the `cpu` pool (section 1: 30 patients × 4 time points) with batches of 32, what share
+# of anchors has a same-patient positive under a plain shuffle, and under `PatientBatchSampler` with
+# `images_per_patient` k = 1, 2 and 4? How many patients does a batch hold for each k, and what is
+# $|P(v)|$ when k = 4?
+# *Run*: the cells of section 2 for k in 1, 2, 4 (`PatientBatchSampler(codes, 32, k, gen)`,
+# `same_patient_rate`, and `pairing.temporal(...).sum(1) - 1` for each anchor's same-patient images),
+# over many epochs; draw `viz.show_mask` of one batch of 12 per k. Check the shuffled row against
+# $(T-1)(B-1)/(PT-1)$.
+# *Explain*: why k = 1 reads like the shuffle, why k ≥ 2 gives every anchor a partner when the batch
+# size is a multiple of k, and what the sampler costs in other-patient negatives.
+#
+# **Exercise 01.2 · Same-patient keys in a MoCo queue** *(about 1 min on 2 cores)*
+# *Predict*: with a pool of 120 images and batches of 32, how many keys of the query's own patient
+# does a full queue of `queue_size` K = 32, 128, 512 and 3072 hold, and how many of those are older
+# keys of the query's *own image*?
+# *Run*: fill a `losses.MoCoQueue(K, dim)` batch by batch from a shuffled pool, enqueueing random
+# keys with each image's `patient` and `sample` (row) codes; once it is full, count per query
+# `pairing.temporal(q_codes, queue.meta["patient"])` and `pairing.equal_codes(q_rows, queue.meta["sample"])`.
+# *Explain*: the counts from K, N, T and B; what the temporal mask and `train.moco_objective` do with
+# the own-image keys; why a queue longer than the pool adds no new image.
+#
+# **Exercise 01.3 · The paper's protocol vs the honest one** *(about 2 min on 2 cores)*
+# *Predict*: for random-init U-Nets with 1 and 4 labelled images (3 patient-wise folds), is the
+# paper's number (`paper_test_dice_pooled`) above the honest one (`test_dice`)? Which part of the gap
+# can never be negative: the step picked on the test fold, or pooled vs per-image Dice? And what
+# share of test images has its patient in the training folds when folds are cut by image instead?
+# *Run*: `run_finetune_grid(pool, folds, {"random init": None}, [1, 4], [seed], cfg)` with
+# `FinetuneConfig(max_steps=40, batch_size=4, paper_selection=True)` on site A, then
+# `paired_comparison` of the three readings (`test_dice`, `test_dice_pooled`,
+# `paper_test_dice_pooled`) on the same runs; for the leak, `cross_validation_folds` on a copy of
+# `meta` whose `patient_id` is the `sample_id`.
+# *Explain*: the decomposition paper − honest = selection on test + pooled vs per image, the sign of
+# each part, and why the package splits by patient.
+#
+# **Exercise 01.4 · Temporal vs instance pairs in a short pretraining** *(about 2 min on 2 cores)*
+# *Predict*: after 10 short epochs on 16 patients (64 images), how often is an image's nearest
+# neighbour another image of the same patient, for the random start, SimCLR and
+# CL-TCI-SimCLR + sampler? Above chance $(T-1)/(N-1)$ already at random init, and how much room
+# does that leave below the ceiling of 1?
+# *Run*: `pretrain` with `PretrainConfig(pairing="instance")` and
+# `PretrainConfig(pairing="temporal", sampler="patient", images_per_patient=2)` (batch 16, seeds 0,
+# 1, 2), `embed` the pool, take each image's cosine nearest neighbour (section 4), and compare with
+# `paired_comparison(..., pair_on=["seed"])` against random init and against SimCLR.
+# *Explain*: what the temporal mask asks of the embedding that the instance mask does not, why
+# random init is not at chance, what the ceiling does to the differences, and what the paired
+# intervals allow you to claim.
+
+# %% [markdown]
 # ## Key takeaways
 # - CL-TCI changes one thing: the positive mask. Patient codes go into `pairing.temporal`; the
 #   loss, the encoder and the head are those of SimCLR and MoCo. Metadata you already have is a

@@ -826,6 +826,57 @@ atomic_write_text(run_dir / "results.md", "\n".join(md))
 print((run_dir / "results.md").read_text())
 
 # %% [markdown]
+# ## Exercises
+# Predict first (write your guess down), then run, then explain what you saw. Each exercise names
+# the parameter or function to change; the worked answers run every experiment and explain the
+# outcome: [solutions/02_pcl.ipynb](solutions/02_pcl.ipynb).
+#
+# **Exercise 02.1 · θ beyond 0.5: when every pair is positive** *(about 1 min on 2 cores)*
+# *Predict*: what share of slice pairs does `pairing.positional` make positive at θ = 0.5, 0.75 and
+# 1? At θ = 1, what is the smallest loss any encoder can reach on a batch of B = 32 slices, and what
+# does a collapsed encoder (every embedding the same) score?
+# *Run*: `pairing.positional(depth, threshold=t)` over the pool for θ from 0.05 to 1 against
+# $2\theta - \theta^2$; then, for a batch of 32, `losses.nt_xent(z, z, 0.1, pos_mask=mask)` of
+# constant embeddings, the floor $\frac{1}{2B}\sum_a \log|P(a)|$ from the mask's row sums, and a
+# few hundred Adam steps on free embeddings `z` (one vector per slice) for the instance mask and
+# θ = 0.1, 0.35, 1.
+# *Explain*: why the share reaches every pair at θ = 1, why the collapsed encoder is optimal there,
+# and what a growing θ does to the room between the collapse value and the floor.
+#
+# **Exercise 02.2 · GCL partitions vs PCL's window for the same slices** *(about 1 min on 2 cores)*
+# *Predict*: with `parts` G = 2, 4, 8 and a PCL θ that gives the same share of positive pairs
+# ($\theta_G = 1 - \sqrt{1 - 1/G}$), which mask makes more close neighbours ($|\Delta d| < 0.05$)
+# negatives, and whose positives reach farther apart? How does each change with G?
+# *Run*: `pairing.partition(depth, parts=G)` and `pairing.positional(depth, threshold=θ_G)` over
+# every pair of pool slices; count split close neighbours (closed form for GCL: $G$ × their mean
+# $|\Delta d|$) and positives farther apart than $\theta_G$; draw both masks of 16 sorted slices
+# with `viz.show_mask`.
+# *Explain*: why the two masks differ at the same share, and the trade-off G sets for GCL.
+#
+# **Exercise 02.3 · Depth normalisation across slice counts** *(about 1 min on 2 cores)*
+# *Predict*: at θ = 0.1, how many slices of an 18-slice volume are positives of an anchor, and of a
+# 10-slice volume? Which depth do the first and the last slice of each get? For the slice at d = 0.5
+# of a 10-slice volume, are its neighbours at 0.4 and 0.6 (exactly θ away) positives?
+# *Run*: print the depths of the pool's shortest and longest volumes; count
+# `pairing.positional(depth, threshold=t)` positives per (anchor, other volume) for θ = 0.02, 0.05,
+# 0.1, grouped by the other volume's `n_slices`, against $N(2\theta - \theta^2)$; then
+# `pairing.positional(torch.arange(1, 11) / 10, threshold=0.1)`.
+# *Explain*: the asymmetry of $d = (s+1)/N$ at the two ends, why long volumes contribute more
+# positives, when an anchor finds none in a volume, and what float32 does to "exactly θ".
+#
+# **Exercise 02.4 · False negatives and a short pretraining** *(about 2 min on 2 cores)*
+# *Predict*: in batches of 32 slices from 8 volumes, what share of SimCLR's negatives lie within
+# θ = 0.35 of the anchor's depth, and what share come from the anchor's own volume? After 8 short
+# epochs, does PCL place a slice's nearest other-patient neighbour closer in depth than SimCLR does?
+# *Run*: iterate `train.pretrain_loader(cfg, pool, rows)` and count `pairing.positional` and
+# `pairing.equal_codes(batch["volume"])` over each batch's off-diagonal; then `pretrain` SimCLR
+# (`pairing="instance"`) and PCL (`pairing="positional"`, `threshold=0.35`) for seeds 0, 1, 2, read the
+# section 5 probe for each and for the random start, and compare with
+# `paired_comparison(..., pair_on=["seed"])`.
+# *Explain*: where SimCLR's false negatives come from, what PCL's loss asks of the embedding, and
+# what the paired intervals allow you to claim.
+
+# %% [markdown]
 # ## Key takeaways
 # - In a volumetric scan, instance discrimination treats slices that show the same anatomy in
 #   different patients as negatives. The slice's depth, free metadata, turns those false negatives

@@ -687,6 +687,60 @@ print((run_dir / "results.md").read_text())
 
 
 # %% [markdown]
+# ## Exercises
+# Predict first (write your guess down), then run, then explain what you saw. Each exercise names
+# the parameter or function to change; the worked answers run every experiment and explain the
+# outcome: [solutions/03_lrc.ipynb](solutions/03_lrc.ipynb).
+#
+# **Exercise 03.1 · Superpixel scale and organ boundaries** *(about 1 min on 2 cores)*
+# *Predict*: raise Felzenszwalb's `scale` from 10 to 250 (`sigma` 0.5, `min_size` 20) on 64² slices.
+# Roughly how many regions per slice at each end? Does the achievable accuracy fall steadily, or
+# stay near 1 up to some scale and then drop? Which organ is swallowed by a neighbour first?
+# *Run*: `superpixels(data, FelzenszwalbParams(scale=s, sigma=0.5, min_size=20))` for s = 10, 30, 60,
+# 120, 250 on 12 site-A volumes (`make_abdominal_volumes(n_patients=12, sites=("A",), size=64,
+# slices=(8, 12))`); per scale the median `region_counts`, the achievable accuracy of section 2, the
+# share of regions that are at least 90 % one class, and per organ the share of its pixels that lie
+# in regions it dominates.
+# *Explain*: why a larger `scale` merges across organ boundaries, why the smallest or
+# lowest-contrast organ suffers first, and what a small `scale` costs instead (regions that fall
+# under `region_min_pixels` after a crop).
+#
+# **Exercise 03.2 · Same-organ negatives in the region loss** *(about 1 min on 2 cores)*
+# *Predict*: the region positive mask has one positive per region. Of a region's $2M - 2$
+# negatives, what share are regions of its own class (two pieces of the same organ, or background
+# with background)? Does raising R = `regions_per_image` from 4 to 16 raise that share, lower it,
+# or leave it alone?
+# *Run*: one batch of 32 slices with `TwoViewDataset(..., regions=..., masks=True)`; label each
+# region by pooling a one-hot map of the view's mask with `lrc.region_pool` (a region's class
+# histogram), draw regions with `lrc.sample_regions` (R = 4, 8, 16; `scale` 30, 60, 120), build
+# `lrc.region_positive_mask` and count the negative pairs whose regions share a majority class.
+# *Explain*: why the share follows the class mix of the sampled regions rather than R, why
+# same-organ negatives work against segmentation, and why LRC adds the region term to a global
+# (or supervised) loss instead of using it alone.
+#
+# **Exercise 03.3 · The LRC weight λ and the region loss's chance value** *(about 2 min on 2 cores)*
+# *Predict*: what does `lrc.region_loss` return when every region has the same embedding, as a
+# function of the number $M$ of sampled regions? After 6 epochs of MoCo + LRC with λ =
+# `region_weight` = 0, 1 and 4, does the region loss end below that value, and does the MoCo
+# (global) loss end higher at λ = 4 than at λ = 0?
+# *Run*: `lrc.region_loss` on a constant feature map, against $\log(2M - 1)$; then `pretrain`
+# (MoCo, batch 16, 6 epochs, queue 128, `region_weight` 0, 1, 4) on the 12 volumes, and compare
+# `history.region_loss` with $\log(2\,\cdot$ `history.regions` $- 1)$ step by step and `global_loss`
+# across λ.
+# *Explain*: why $\log(2M - 1)$ of each step, not 0, is the reference, what λ trades between the
+# two terms, and why pretext losses do not yet say anything about segmentation.
+#
+# **Exercise 03.4 · Encoder-only vs encoder + decoder transfer** *(about 4 min on 2 cores)*
+# *Predict*: fine-tuned with one labelled volume, does the λ = 1 model of 03.3 do better with its
+# pretrained decoder (`transfer_state`) than with its encoder alone (`encoder_state`, decoder at
+# random)? Can a paired interval over 3 folds tell?
+# *Run*: `run_finetune_grid` with random init, `MoCo + LRC` and `MoCo + LRC (encoder only)`, 3 folds,
+# a budget of 1 volume, 80 steps; `paired_comparison` of `test_dice_volume` against random init and
+# against `MoCo + LRC`, read with `verdict_text`.
+# *Explain*: what the second comparison isolates, the mechanisms for and against keeping a
+# pretrained decoder, and how wide a 95 % interval over three pairs is.
+
+# %% [markdown]
 # ## Key takeaways
 # - LRC answers "which pairs are positive?" with the instance rule one level down: a superpixel is
 #   positive only with itself in the other view. The mask is the identity over sampled regions,

@@ -813,6 +813,57 @@ atomic_write_text(run_dir / "results.md", "\n".join(md))
 print((run_dir / "results.md").read_text())
 
 # %% [markdown]
+# ## Exercises
+# Predict first (write your guess down), then run, then explain what you saw. Each exercise names
+# the parameter or function to change; the worked answers run every experiment and explain the
+# outcome: [solutions/04_ideal.ipynb](solutions/04_ideal.ipynb).
+#
+# **Exercise 04.1 · How many cells does the dense head see?** *(about 1 min on 2 cores)*
+# *Predict*: with `dense_per_image=64`, how many pairs per image can `dense_loss` sample when the
+# head reads the encoder's bottleneck (`dense_level="encoder"`) of a 64² slice? Of a 128² and a 256²
+# slice? And at the decoder level?
+# *Run*: build the untrained network with `train.build_contrastive(PretrainConfig(dense_weight=1,
+# dense_level=...))`, pass two views from `TwoViewDataset(..., correspondence=True)` through
+# `forward_levels` and `dense_head`, and call `dense.dense_loss`, at image sides 64, 128 and 256;
+# count the cells, the matched cells (`dense.match_locations` on `dense.feature_pixels`) and
+# `n_pairs`.
+# *Explain*: the encoder's output stride, the match radius of half a cell, and what a loss over a
+# few cells per slice can and cannot teach.
+#
+# **Exercise 04.2 · Exact correspondences under crops, rotations and flips** *(about 1 min on 2 cores)*
+# *Predict*: which view preset leaves the most view-1 pixels without an exact partner in view 2:
+# `quickstart_no_crop` (rotation only), `quickstart` (crop 40-100 %) or `pcl` (flips, any
+# rotation, zoom)? Is any preset at 100 %? And how often does the *same position* in both views
+# show the same class, on organ pixels?
+# *Run*: a batch of 16 slices per preset with `TwoViewDataset(..., correspondence=True,
+# masks=True)`; `dense.match_locations(pixels1, pixels2, 64)` at full resolution; check that the
+# matched pixels show the same original pixel and class, and compare with pairing equal positions
+# (distance via `dense.pixel_coordinates`, class agreement).
+# *Explain*: why matched pairs agree by construction, why pixels lack partners even without a
+# crop, and what a dense loss with "same position" positives would teach.
+#
+# **Exercise 04.3 · The chance value of the dense loss** *(about 1 min on 2 cores)*
+# *Predict*: with $N$ sampled pairs, no queue and τ = 0.2, what does `dense_loss` return when all
+# embeddings are identical? When queries and keys are random $D$-dimensional vectors ($D$ = 16,
+# 128)? With a queue of $Q$ = 256 random keys? And for an untrained IDEAL network?
+# *Run*: `dense.dense_loss` on constant maps, on `torch.randn` maps (with and without a queue) and
+# on an untrained network's decoder-level dense head, for `per_image` = 8, 32, 64, against $\log N$,
+# $\log(N + Q)$ and $\log(N + Q) + 1/(2D\tau^2)$.
+# *Explain*: where each closed form comes from, why an untrained network sits where it does, and
+# how to read the `dense_loss` curve of a pretraining run whose $N$ (`dense_pairs`) changes every
+# step.
+#
+# **Exercise 04.4 · How confident are the pseudo-labels?** *(about 1 min on 2 cores)*
+# *Predict*: after a short two-stream run at θ = `cps_threshold` = 0.9, what share of the
+# unlabelled pixels does the U-Net stream keep as pseudo-labels? Are the kept labels more accurate
+# than all predictions (θ = 0)? Which class keeps the smallest share of its pixels?
+# *Run*: `semi.finetune_two_stream` (1 labelled patient of fold 0, 120 steps, batch 4 + 4), then
+# `semi.cross_pseudo_labels` and `semi.cross_pseudo_loss` on the unlabelled slices at θ = 0, 0.5,
+# 0.7, 0.9, 0.95, 0.99, scored against the phantom's masks (never used in training).
+# *Explain*: the trade between quantity and quality, why thin structures lose their pixels first
+# and what that biases, and what the normalisation and ramp-up of the pseudo-label loss add.
+
+# %% [markdown]
 # ## Key takeaways
 # - A dense head changes the unit of contrast from an image to a location. The loss is still the one
 #   masked InfoNCE; what changes is the answer to "which pairs are positive?": the location of the

@@ -307,8 +307,12 @@ print(f"region map {out['grid'][0]}x{out['grid'][1]} = {out['scores'].shape[1]} 
 #
 # with $\mathcal{L}_{t \to x}$ the same sum with reports as queries and images as keys. CLIP itself
 # has $P(i) = \{i\}$ (docs/methods.md, "LRCLR: positives and loss"). With templated reports many
-# images share one report word for word; as negatives they would be pushed apart although the
-# data says they are alike, so the package counts them as positives.
+# images share one report word for word, and marking them positive looks necessary. It changes
+# less than it seems: identical token ids give identical text embeddings (up to dropout while
+# training), so the duplicate that row $i$ counts as a negative is the positive of its own row, and
+# summed over the batch both masks give the same loss (exercise 05.2 works it out). The false
+# negatives that matter are reports that say the same thing in other words, which no
+# word-for-word mask catches.
 #
 # *Local term, sentence ↔ region* (`crossmodal.region_sentence_loss`, LRCLR only). Each of the $S$
 # sentences of the batch is a query, owned by image $b(\ell)$ (`owner`); the keys are all $Bk$
@@ -617,12 +621,61 @@ atomic_write_text(run_dir / "results.md", "\n".join(md))
 print((run_dir / "results.md").read_text())
 
 # %% [markdown]
+# ## Exercises
+# Predict first (write your guess down), then run, then explain what you saw. Each exercise names
+# the parameter or function to change; the worked answers run every experiment and explain the
+# outcome: [solutions/05_lrclr.ipynb](solutions/05_lrclr.ipynb).
+#
+# **Exercise 05.1 · Chance level and floor of the image-report loss** *(about 1 min on 2 cores)*
+# *Predict*: with B = 32 and τ = 0.07, what does `crossmodal.image_text_loss` give for constant
+# embeddings? In a random training batch, how many report pairs are identical word for word, and
+# how many say the same thing (same findings, sides, zones, projection)? How low can the loss go
+# for a model that embeds only what a report means?
+# *Run*: `collate_reports` on random batches of `train_rows`, `crossmodal.identical_rows` on the
+# report and sentence ids, then `image_text_loss(z, z, 0.07, pos_mask=...)` with `z` one direction
+# per group, against the closed form $\frac{1}{B}\sum_i \log m_i$ ($m_i$: the size of row $i$'s group).
+# *Explain*: why the chance value is $\log B$ whatever the mask, and what a training loss below the
+# same-meaning floor would mean for zero-shot use.
+#
+# **Exercise 05.2 · Identical reports as positives: what the mask changes** *(about 1 min on 2 cores)*
+# *Predict*: on one batch, how much does the loss of an untrained LRCLR model (`build_model`,
+# k = 8, `region_level=-2`) change between `identical_positive=True` and `False`: the global term,
+# the region term, in eval mode and in train mode?
+# *Run*: one forward pass per mode, then `model.loss(out, ..., identical_positive=...)` with both
+# values on the same outputs.
+# *Explain*: show that summing InfoNCE over a group of identical texts gives the same loss with or
+# without the group as positives; which false negatives remain that no token-identity mask finds?
+#
+# **Exercise 05.3 · A shortcut that passes for a finding: the projection** *(about 2 min on 2 cores)*
+# *Predict*: cardiomegaly is drawn only on PA films. What AUC does a score that knows only the
+# projection (1 for PA, 0 for AP) reach for cardiomegaly on all held-out films, and on PA films
+# only? After a short CLIP training (10 epochs instead of 100), does the zero-shot cardiomegaly
+# score separate cardiomegaly on PA films, or PA from AP?
+# *Run*: `crossmodal.finding_auc` on the projection score; `train_image_text` with
+# `ImageTextConfig(use_regions=False, epochs=10)`, then `crossmodal.zero_shot_scores` with
+# `text.prompts("cardiomegaly")`, scored on all films, on PA films, and against the projection.
+# *Explain*: derive the projection-only AUC, $(n_{AP} + n^-_{PA}/2)/n^-$, and say why the chapter
+# scores cardiomegaly on PA films only and trains until the loss is well below $\log B$.
+#
+# **Exercise 05.4 · The pointing game's chance level and a fixed-cell baseline** *(about 1 min on 2 cores)*
+# *Predict*: on the cpu size's 4×4 region grid, what hit rate does attention spread evenly over
+# all cells reach for a nodule, an effusion, an enlarged heart? Does a random region selector that
+# keeps k of the 16 cells change it? And an "attention" that always points at the same cell?
+# *Run*: `crossmodal.pointing_game` on the held-out boxes (`<finding>_box`) with uniform attention
+# over all cells, over k = 1, 2, 4, 8, 16 randomly kept cells, and with one-hot attention on the
+# cell that overlapped most training boxes of the finding.
+# *Explain*: why a random selector leaves the expected hit rate at $o/N$, what the "kept" rate
+# follows, and which baseline a model's hit rate must beat to show that attention follows the
+# finding of *this* image.
+
+# %% [markdown]
 # ## Key takeaways
 # - CLIP and LRCLR answer "which pairs are positive?" at two scales: an image and its report (and,
 #   with templated text, every identical report), and a sentence and the kept region it attends to
 #   most. Both are boolean masks handed to the same masked InfoNCE.
-# - Which texts count as negatives is a modelling choice: reports that say the same thing are
-#   false negatives unless the mask marks them positive.
+# - Which texts count as negatives is a modelling choice: reports that say the same thing in other
+#   words are false negatives, and a word-for-word identity mask cannot mark them (identical texts
+#   already share one embedding); that takes a rule on meaning, as MedCLIP's semantic matching.
 # - How a report becomes one vector decides what can be learned from it: a mean over tokens drowns
 #   a negation, a mean over sentences keeps each finding sentence and matches the prompts.
 # - A zero-shot AUC means little alone: read it against chance and against a supervised reference
@@ -654,4 +707,4 @@ print((run_dir / "results.md").read_text())
 #   that reports with the same findings are not false negatives.
 
 # %% [markdown]
-# [← 04 · IDEAL](04_ideal.ipynb) · Back to the [README](../README.md)
+# [← 04 · IDEAL](04_ideal.ipynb) · [06 · When does it help? →](06_when_does_it_help.ipynb)

@@ -30,6 +30,7 @@ TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".cfg"}
 CITING = [
     "medcl_lite/**/*.py",
     "notebooks/*.py",
+    "notebooks/solutions/*.py",
     "notebooks/params/**/*.yaml",
     "notebooks/params/**/*.md",
     "benchmarks/**/*.py",

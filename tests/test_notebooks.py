@@ -13,7 +13,9 @@ import pytest
 from medcl_lite import repro
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+CHAPTERS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+SOLUTIONS = sorted((NOTEBOOKS / "solutions").glob("[0-9][0-9]_*.py"))
+SOURCES = CHAPTERS + SOLUTIONS  # every notebook follows the same conventions
 
 
 def _cells(nb):
@@ -21,7 +23,29 @@ def _cells(nb):
 
 
 def test_there_are_notebooks():
-    assert SOURCES, "no notebooks/NN_name.py found"
+    assert CHAPTERS, "no notebooks/NN_name.py found"
+
+
+EXERCISE = re.compile(r"^# \*\*Exercise (\d\d\.\d) · (.+?)\*\* \*\(about (\d+) min on 2 cores\)\*", re.MULTILINE)
+ANSWER = re.compile(r"^# ## Exercise (\d\d\.\d) · (.+)$", re.MULTILINE)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_every_chapter_has_exercises_with_worked_answers(chapter):
+    """3-5 exercises per chapter (predict, run, explain), at least two that run in 5 minutes on 2 cores,
+    each with its worked answer, under the same number and title, in notebooks/solutions/<chapter>.py."""
+    text = chapter.read_text()
+    exercises = EXERCISE.findall(text)
+    assert 3 <= len(exercises) <= 5, f"{chapter.name}: {len(exercises)} exercises (3-5 expected)"
+    assert [n for n, _, _ in exercises] == [f"{chapter.stem[:2]}.{i}" for i in range(1, len(exercises) + 1)]
+    assert sum(int(minutes) <= 5 for _, _, minutes in exercises) >= 2, f"{chapter.name}: fewer than two 5-minute exercises"
+    for word in ("Predict", "Run", "Explain"):
+        assert text.count(f"*{word}*") >= len(exercises), f"{chapter.name}: every exercise asks to {word.lower()}"
+    solution = NOTEBOOKS / "solutions" / chapter.name
+    assert solution.is_file(), f"{solution} missing"
+    answers = ANSWER.findall(solution.read_text())
+    assert answers == [(n, title) for n, title, _ in exercises], f"{solution.name}: answers differ from the exercises"
+    assert f"solutions/{chapter.stem}.ipynb" in text, f"{chapter.name} does not link its solutions"
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)

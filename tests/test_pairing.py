@@ -61,3 +61,13 @@ def test_positives_dispatch_and_keys():
 def test_equal_codes_matches_known_equal_codes_only():
     mask = pairing.equal_codes(torch.tensor([3, -1, 4]), torch.tensor([3, -1, 5, 4]))
     assert mask.tolist() == [[True, False, False, False], [False] * 4, [False, False, False, True]]
+
+
+def test_positional_slices_exactly_theta_apart_are_negatives_on_both_sides():
+    """In float32, 0.5 - 0.4 < 0.1 < 0.6 - 0.5: without a tolerance one neighbour would be positive."""
+    depth = torch.arange(1, 11, dtype=torch.float32) / 10  # a 10-slice volume
+    mask = pairing.positional(depth, threshold=0.1)
+    assert mask.sum(dim=1).tolist() == [1] * 10  # each slice only with itself
+    wider = pairing.positional(depth, threshold=0.2)
+    assert wider[4].nonzero().flatten().tolist() == [3, 4, 5]  # 0.4, 0.5, 0.6; not 0.3 or 0.7
+    assert pairing.positional(torch.tensor([0.5, 0.5 + 1e-7]), threshold=1e-6).all()  # tiny θ still works

@@ -36,6 +36,9 @@ def test_record_keeps_tables_notebook_and_how_it_ran(tmp_path, monkeypatch, caps
     assert table.equals(pd.DataFrame({"init": ["random init"], "n_labelled": ["1"], "test_dice": [0.3]}))
     assert reference.load_table("07_demo", "diagnosis.csv") is None
     assert "commit" in reference.caption("07_demo") and run["command"] in reference.caption("07_demo")
+    assert "Note:" not in reference.caption("07_demo")
+    (dest / "run.json").write_text(json.dumps({**run, "note": "two models were loaded"}))  # added by hand
+    assert reference.caption("07_demo").endswith("Note: two models were loaded")
     # recording again replaces the whole folder: no table of the old run survives
     (dest / "diagnosis.csv").write_text("stale\n")
     assert repro.main(argv) == 0

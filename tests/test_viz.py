@@ -238,3 +238,17 @@ def test_plot_paired_one_line_per_comparison_coloured_by_verdict():
         viz.plot_paired(comparison, ["protocol"])
     with pytest.raises(ValueError, match="non-empty"):
         viz.plot_paired(comparison.iloc[:0], ["site"])
+
+
+def test_plot_headroom_one_dumbbell_per_setting():
+    room = pd.DataFrame({"where": ["00_quickstart", "02_pcl · semi"], "chapter": ["00_quickstart", "02_pcl"],
+                         "smallest": ["1", "1"], "largest": ["all", "6"], "at smallest": [0.82, 0.60],
+                         "at largest": [0.87, 0.80], "room": [0.05, 0.20]})  # fmt: skip
+    fig = viz.plot_headroom(room, target=0.10)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["00_quickstart: 1 → all, room +0.050 ✗", "02_pcl · semi: 1 → 6, room +0.200 ✓"]
+    spans = sorted(tuple(line.get_xdata()) for line in ax.lines if len(line.get_xdata()) == 2)
+    assert spans == [(0.6, 0.8), (0.82, 0.87)]
+    with pytest.raises(ValueError, match="room"):
+        viz.plot_headroom(pd.DataFrame())
