@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -37,7 +38,8 @@ __all__ = [
 
 
 def _as_tensor(x, dtype: torch.dtype) -> Tensor:
-    return x.to(dtype) if isinstance(x, Tensor) else torch.as_tensor(x, dtype=dtype)
+    """Codes or depths as a tensor; arrays are copied (a read-only pandas column stays untouched)."""
+    return x.to(dtype) if isinstance(x, Tensor) else torch.tensor(np.asarray(x), dtype=dtype)
 
 
 def instance(n: int, m: int | None = None, device: torch.device | str | None = None) -> Tensor:

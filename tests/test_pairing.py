@@ -71,3 +71,15 @@ def test_positional_slices_exactly_theta_apart_are_negatives_on_both_sides():
     wider = pairing.positional(depth, threshold=0.2)
     assert wider[4].nonzero().flatten().tolist() == [3, 4, 5]  # 0.4, 0.5, 0.6; not 0.3 or 0.7
     assert pairing.positional(torch.tensor([0.5, 0.5 + 1e-7]), threshold=1e-6).all()  # tiny θ still works
+
+
+def test_read_only_arrays_are_accepted_without_a_warning():
+    import warnings
+
+    import numpy as np
+
+    depth = np.linspace(0.1, 1.0, 10, dtype=np.float32)
+    depth.setflags(write=False)  # as a pandas column's values can be
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pairing.positional(depth, threshold=0.15).sum() == 10 + 2 * 9
