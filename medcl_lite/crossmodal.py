@@ -51,6 +51,7 @@ __all__ = [
     "region_features",
     "region_grid",
     "region_sentence_loss",
+    "region_sentence_mask",
     "sentence_heatmap",
     "zero_shot_scores",
 ]
@@ -295,15 +296,29 @@ def region_sentence_loss(
         raise ValueError(
             f"attention must be [B, k, S] = {(b, k, sentences.shape[0])}, got {tuple(attention.shape)}"
         )
+    pos_mask = region_sentence_mask(regions, sentences, owner, attention, same_text)
+    return info_nce(sentences, regions.reshape(b * k, d), pos_mask, temperature)
+
+
+def region_sentence_mask(
+    regions: Tensor,
+    sentences: Tensor,
+    owner: Tensor,
+    attention: Tensor | None = None,
+    same_text: Tensor | None = None,
+) -> Tensor:
+    """LRCLR's local positive mask ``[S, B*k]``: sentence s is positive with the kept region of its
+    own image it matches best (:func:`match_regions`), column ``owner[s] * k + m*``, and, with
+    ``same_text [S, S]``, with the matched regions of every identical sentence. The mask
+    :func:`region_sentence_loss` hands to the one InfoNCE; shapes as there."""
+    b, k, _ = regions.shape
     owner = owner.long()
     key = owner * k + match_regions(regions, sentences, owner, attention)  # [S] in 0..B*k-1
     pos_mask = F.one_hot(key, b * k).bool()  # [S, B*k]
     if same_text is not None:  # a sentence is always identical to itself
-        same = same_text.to(pos_mask.device).bool() | torch.eye(
-            len(key), dtype=torch.bool, device=key.device
-        )
+        same = same_text.to(pos_mask.device).bool() | torch.eye(len(key), dtype=torch.bool, device=key.device)
         pos_mask = (same.float() @ pos_mask.float()) > 0
-    return info_nce(sentences, regions.reshape(b * k, d), pos_mask, temperature)
+    return pos_mask
 
 
 # ----------------------------------------------------------------------------- model

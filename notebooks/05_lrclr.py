@@ -340,6 +340,35 @@ print(f"region map {out['grid'][0]}x{out['grid'][1]} = {out['scores'].shape[1]} 
 
 # %%
 print(inspect.getsource(crossmodal.region_sentence_loss).split('"""')[-1])
+print(inspect.getsource(crossmodal.region_sentence_mask).split('"""')[-1])
+
+# %% [markdown]
+# **Both answers as pictures.** The two positive masks of one batch of 12 training images, as the
+# losses receive them. Left: image ↔ report (`same_report` from `identical_rows`: the diagonal is
+# each image's own report; off-diagonal cells are other images whose report is identical word for
+# word). Right: sentence ↔ kept region (`region_sentence_mask`, the untrained model of the shape
+# cell above): one column per kept region of the batch, `k` per image, one positive per sentence in
+# its own image's block, plus the matched regions of identical sentences of other images. The
+# untrained attention picks the region here; training is what makes that choice meaningful.
+
+# %%
+mask_items = [ReportDataset(dataset, train_rows)[i] for i in range(12)]
+mask_batch = collate_reports(mask_items, probe_tok, max_len)
+with torch.no_grad():
+    mask_out = probe(mask_batch["images"], mask_batch["sentence_ids"], mask_batch["sentence_mask"],
+                     mask_batch["owner"], mask_batch["report_ids"], mask_batch["report_mask"])  # fmt: skip
+same_report = crossmodal.identical_rows(mask_batch["report_ids"], mask_batch["report_mask"])
+same_sentence = crossmodal.identical_rows(mask_batch["sentence_ids"], mask_batch["sentence_mask"])
+local_mask = crossmodal.region_sentence_mask(mask_out["attended"], mask_out["sentences"], mask_batch["owner"],
+                                             mask_out["attention"], same_sentence)  # fmt: skip
+fig = viz.show_mask(same_report, title="image ↔ report positives", row_label="image", col_label="report")
+viz.save_figure(fig, run_dir / "figures" / "mask_image_report.png")
+fig = viz.show_mask(local_mask, title="sentence ↔ region positives", row_label="sentence",
+                    col_label=f"kept region ({S['k']} per image)")  # fmt: skip
+viz.save_figure(fig, run_dir / "figures" / "mask_sentence_region.png")
+print(f"{int(same_report.sum()) - len(same_report)} off-diagonal identical-report pairs among 12 images; "
+      f"{len(local_mask)} sentences, {int(local_mask.sum())} sentence-region positives "
+      f"({int(local_mask.sum()) - len(local_mask)} more from identical sentences)")
 
 # %% [markdown]
 # ## 4 · Training: CLIP baseline vs LRCLR

@@ -22,6 +22,7 @@ from medcl_lite.crossmodal import (
     region_features,
     region_grid,
     region_sentence_loss,
+    region_sentence_mask,
     sentence_heatmap,
     zero_shot_scores,
 )
@@ -425,3 +426,16 @@ def test_pointing_game_refuses_bad_boxes():
         pointing_game(torch.tensor([1.0]), torch.tensor([0]), (4, 4), (32, 32), (5, 5, 5, 9))
     with pytest.raises(ValueError, match="box"):
         pointing_game(torch.tensor([1.0]), torch.tensor([0]), (4, 4), (32, 32), (0, 0, 40, 8))
+
+
+def test_region_sentence_mask_one_own_region_per_sentence_plus_identical_sentences():
+    b, k = 2, 3
+    regions, sentences = torch.randn(b, k, 4), torch.randn(3, 4)
+    owner = torch.tensor([0, 1, 1])
+    attention = torch.zeros(b, k, 3)
+    attention[0, 2, 0] = attention[1, 0, 1] = attention[1, 1, 2] = 1.0  # sentence 0 -> region 2 of image 0 ...
+    mask = region_sentence_mask(regions, sentences, owner, attention)
+    assert mask.shape == (3, b * k) and mask.nonzero().tolist() == [[0, 2], [1, 3], [2, 4]]
+    same = torch.tensor([[True, False, True], [False, True, False], [True, False, True]])
+    both = region_sentence_mask(regions, sentences, owner, attention, same)  # sentences 0 and 2 identical
+    assert both.nonzero().tolist() == [[0, 2], [0, 4], [1, 3], [2, 2], [2, 4]]
