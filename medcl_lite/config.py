@@ -89,6 +89,14 @@ def to_dict(config: Any) -> dict[str, Any]:
     return json.loads(to_json(config))
 
 
+def changed_fields(saved: dict[str, Any], config: Any, ignore=()) -> set[str]:
+    """Fields of dataclass ``config`` whose value differs from a saved configuration dict (a run's
+    ``config.json`` or checkpoint), ``ignore`` aside. A field the saved dict lacks (added to the
+    class since) counts as its default value."""
+    now, defaults = to_dict(config), to_dict(type(config)())
+    return {k for k in now if k not in ignore and saved.get(k, defaults[k]) != now[k]}
+
+
 def to_json(config: Any) -> str:
     return json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medcl_lite.config import to_dict
+from medcl_lite.config import changed_fields, to_dict
 from medcl_lite.data.datasets import Fold, Protocol, choose_labelled_by
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.metrics import summarize
@@ -247,9 +247,8 @@ def _load_finished(run_dir: Path | None, cfg: FinetuneConfig, n_train: int) -> d
     the saved configuration lacks, added to the package since, counts as its default)."""
     if run_dir is None or not (run_dir / "metrics.json").is_file() or not (run_dir / "config.json").is_file():
         return None
-    saved = to_dict(type(cfg)()) | json.loads((run_dir / "config.json").read_text())
-    now = to_dict(cfg)
-    if {k: v for k, v in saved.items() if k != "progress"} != {k: v for k, v in now.items() if k != "progress"}:
+    saved = json.loads((run_dir / "config.json").read_text())
+    if changed_fields(saved, cfg, {"progress"}) or set(saved) - set(to_dict(cfg)):  # or a field since removed
         return None
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return metrics if metrics.get("n_train") == n_train else None  # e.g. another label unit

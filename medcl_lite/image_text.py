@@ -26,7 +26,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from medcl_lite.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from medcl_lite.config import ConfigError, check_choice, check_range, to_dict, to_json
+from medcl_lite.config import (
+    ConfigError,
+    changed_fields,
+    check_choice,
+    check_range,
+    to_dict,
+    to_json,
+)
 from medcl_lite.crossmodal import REPORT_FROM, LRCLRModel, finding_auc, zero_shot_scores
 from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.transforms import joint_transform
@@ -173,9 +180,7 @@ def load_finished(cfg: ImageTextConfig, n_train: int, device: torch.device | str
     files = [out / name for name in ("config.json", "history.csv", "tokenizer.json", "model.pt")]
     if not cfg.out_dir or not all(f.is_file() for f in files):
         return None
-    saved = to_dict(ImageTextConfig()) | json.loads(files[0].read_text())
-    now = to_dict(cfg)
-    if any(saved.get(k) != v for k, v in now.items() if k not in _RUN_FREE):
+    if changed_fields(json.loads(files[0].read_text()), cfg, _RUN_FREE):
         return None
     history = pd.read_csv(files[1])
     if len(history) != cfg.epochs * (n_train // cfg.batch_size):  # another training set, or unfinished

@@ -31,7 +31,14 @@ from medcl_lite.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from medcl_lite.config import ConfigError, check_choice, check_range, to_dict, to_json
+from medcl_lite.config import (
+    ConfigError,
+    changed_fields,
+    check_choice,
+    check_range,
+    to_dict,
+    to_json,
+)
 from medcl_lite.data.datasets import LabelledDataset, TwoViewDataset
 from medcl_lite.data.samplers import PatientBatchSampler
 from medcl_lite.data.sliceset import SliceSet
@@ -679,8 +686,7 @@ def _update(loss: Tensor, optimizer, scaler, scheduler, where: str, keep=()) -> 
 def _check_same_run(saved: dict, cfg: PretrainConfig) -> None:
     """Refuse to resume a checkpoint written by a different configuration. A field the saved
     configuration lacks (added to ``PretrainConfig`` since) counts as its default value."""
-    now, defaults = to_dict(cfg), to_dict(PretrainConfig())
-    diff = {k for k in now if k not in _RESUME_FREE and saved.get(k, defaults[k]) != now[k]}
+    diff = changed_fields(saved, cfg, _RESUME_FREE)
     if diff:
         raise ConfigError(
             f"resume: checkpoint in {cfg.out_dir} was written with other values for {sorted(diff)}; "

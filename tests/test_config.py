@@ -52,3 +52,12 @@ def test_pick_takes_the_default_only_for_empty_values():
         assert pick(empty, "size") == "size"
     for value in (1, 0.5, [0], "x", True):
         assert pick(value, "size") == value
+
+
+def test_changed_fields_reads_missing_saved_fields_as_defaults():
+    from medcl_lite.config import changed_fields
+    from medcl_lite.train import FinetuneConfig
+
+    cfg = FinetuneConfig(lr=1e-4, progress=False)
+    assert changed_fields({"lr": 1e-4}, cfg, {"progress"}) == set()  # every other field: its default
+    assert changed_fields({"lr": 1e-3}, cfg) == {"lr", "progress"}
