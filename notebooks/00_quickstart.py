@@ -170,6 +170,13 @@ print(f"run folder: {run_dir}")
 # department), **B** (another detector: contrast, noise, resolution) and **C** (portable ICU
 # images). Labels: right lung and left lung (radiological convention: the patient's right is on the
 # image's left).
+#
+# Two things make a few labels too few, as in real departments: patients differ in body size,
+# lung shape and centring more than fine-tuning's light augmentation undoes, and about 70 % of
+# the studies carry a finding, mostly a dense consolidation that looks like soft tissue but is
+# labelled lung. One labelled image shows one patient and at most one finding; the unlabelled
+# pool shows them all. (How much room this leaves, measured: [docs/methods.md, "Built-in
+# data"](../docs/methods.md#built-in-data-room-for-pretraining-to-help).)
 
 # %%
 data = make_chest_xrays(n_patients=n_patients, n_times=n_times, size=image_size, seed=seed)
