@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "from_params", "to_dict", "to_json"]
+__all__ = ["ConfigError", "from_params", "reproduction_settings", "to_dict", "to_json"]
 
 
 class ConfigError(ValueError):
@@ -82,6 +82,38 @@ def from_params(cls: type[T], params: dict[str, Any] | None = None, **overrides:
                 f"{cls.__name__}: parameter {key!r} must be {hints[key]}, got {value!r} ({type(value).__name__})"
             )
     return cls(**values)
+
+
+def reproduction_settings(
+    defaults: dict[str, Any], overrides: dict[str, Any] | None = None, name: str = "reproduction"
+) -> types.SimpleNamespace:
+    """A chapter's reproduction settings as attributes (``R.ft_lr``): ``defaults`` (the notebook's
+    ``REPRODUCTION`` cell) updated by ``overrides`` (its ``reproduction`` parameter).
+
+    The chapters keep the knobs a student changes in their parameters cell and the rest of a
+    paper reproduction here, out of the reader's way but as strict: an override must name a
+    default (a close match is suggested) and have its type (``None`` accepts anything, an int
+    stands for a float); the error names ``name``, the key, the expected type and the value.
+    """
+    if overrides is None:
+        overrides = {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{name} must be a mapping of setting: value, got {overrides!r}")
+    values = dict(defaults)
+    for key, value in overrides.items():
+        if key not in defaults:
+            close = difflib.get_close_matches(str(key), defaults, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{name}: unknown setting {key!r}{hint}; known: {sorted(defaults)}")
+        default = defaults[key]
+        expected = Any if default is None else float if isinstance(default, float) else type(default)
+        ok, values[key] = _type_ok(value, expected)
+        if not ok:
+            raise ConfigError(
+                f"{name}: setting {key!r} must be {expected.__name__ if expected is not Any else 'any'}"
+                f" like its default {default!r}, got {value!r} ({type(value).__name__})"
+            )
+    return types.SimpleNamespace(**values)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ N CPU threads, and ``--jobs N`` splits the cores between the workers (:mod:`medc
 from __future__ import annotations
 
 import argparse
+import ast
 import shlex
 import sys
 import time
@@ -23,7 +24,11 @@ import yaml
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.threads import child_env, updated_environ
 
-__all__ = ["check_params", "find_notebook", "load_params", "main", "reproduce"]
+__all__ = ["check_params", "find_notebook", "fold_reproduction", "load_params", "main", "reproduce", "reproduction_keys"]
+
+#: Tag of a chapter's cell holding ``REPRODUCTION = dict(...)``: the settings of a paper
+#: reproduction that its parameters cell leaves out (``config.reproduction_settings``).
+REPRODUCTION_TAG = "reproduction"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,6 +92,7 @@ def reproduce(
     name = name or params.pop("name", None) or source.stem
     params.pop("name", None)
     check_params(source, params)
+    params = fold_reproduction(source, params)
     out_dir = (Path(runs_dir) / name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     params["out_dir"] = str(out_dir)
@@ -105,15 +111,58 @@ def reproduce(
     return out_dir
 
 
+def reproduction_keys(notebook: Path) -> set[str]:
+    """Names of the settings in ``notebook``'s cell tagged ``reproduction`` (the keys of its
+    ``REPRODUCTION = dict(...)``), read without running it; empty when it has none."""
+    import nbformat
+
+    for cell in nbformat.read(str(notebook), as_version=4).cells:
+        if REPRODUCTION_TAG not in cell.metadata.get("tags", []):
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "REPRODUCTION" for t in node.targets
+            ):
+                value = node.value
+                if isinstance(value, ast.Call):
+                    return {k.arg for k in value.keywords if k.arg}
+                if isinstance(value, ast.Dict):
+                    return {k.value for k in value.keys if isinstance(k, ast.Constant)}
+        raise ValueError(f"{notebook.name}: its {REPRODUCTION_TAG!r} cell assigns no REPRODUCTION = dict(...)")
+    return set()
+
+
+def fold_reproduction(notebook: Path, params: dict) -> dict:
+    """``params`` with every reproduction setting given by name (``ft_lr: 5e-5``, as parameter
+    files and ``-p`` write them) moved into the notebook's ``reproduction`` mapping, which the
+    notebook's parameters cell declares; a setting given both ways must agree."""
+    keys = reproduction_keys(notebook)
+    flat = {k: v for k, v in params.items() if k in keys}
+    if not flat:
+        return dict(params)
+    folded = {k: v for k, v in params.items() if k not in keys}
+    nested = dict(folded.get("reproduction") or {})
+    for key, value in flat.items():
+        if key in nested and nested[key] != value:
+            raise ValueError(
+                f"{notebook.name}: {key!r} is given twice, {value!r} by name and {nested[key]!r} in 'reproduction'"
+            )
+        nested[key] = value
+    folded["reproduction"] = nested
+    return folded
+
+
 def check_params(notebook: Path, params: dict) -> None:
-    """Fail before running when a parameter is not in the notebook's ``parameters`` cell."""
+    """Fail before running when a parameter is neither in the notebook's ``parameters`` cell nor
+    one of its reproduction settings (:func:`reproduction_keys`)."""
     import difflib
 
     from papermill.inspection import inspect_notebook
 
-    known = set(inspect_notebook(str(notebook)))
-    if not known:
+    in_cell = set(inspect_notebook(str(notebook)))
+    if not in_cell:
         raise ValueError(f"{notebook.name} has no cell tagged 'parameters'")
+    known = in_cell | reproduction_keys(notebook)
     for key in params:
         if key not in known and key != "out_dir":
             close = difflib.get_close_matches(key, known, n=1)

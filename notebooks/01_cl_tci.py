@@ -95,7 +95,7 @@ from IPython.display import Markdown, display
 
 from medcl_lite import pairing, reference, train, viz
 from medcl_lite.checkpoint import atomic_write_text
-from medcl_lite.config import from_params, pick
+from medcl_lite.config import from_params, pick, reproduction_settings
 from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
 from medcl_lite.data.phantoms import make_chest_xrays
 from medcl_lite.data.prepared import load_role
@@ -116,7 +116,8 @@ from medcl_lite.train import FinetuneConfig, PretrainConfig, embed, pretrain
 env = medcl_lite.print_env()
 
 # %% tags=["parameters"]
-# Parameters: papermill overrides these (medcl reproduce 01_cl_tci -f notebooks/params/cl_tci/...)
+# Parameters: papermill sets these and, by name, any setting of REPRODUCTION below
+# (medcl reproduce 01_cl_tci -f notebooks/params/cl_tci/<preset>.yaml -p ft_lr 1e-4).
 smoke = None  # None: smoke run on a CPU, teaching run on a GPU; True or False forces it
 preset = "auto"  # size when not smoke: cpu (about 30 min on 2 cores), gpu, or auto
 seed = 0  # data, split and pretraining seed
@@ -127,33 +128,40 @@ progress = True  # tqdm progress bars
 pretrain_data = "phantom"  # unlabelled pretraining pool (phantom: every image of site A)
 semi_data = "phantom"  # semi-supervised fine-tuning set (phantom: site A)
 transfer_data = "phantom"  # transfer fine-tuning set (phantom: site B)
-settings = []  # empty: ["semi", "transfer"]
-archs = []  # empty: the size's backbones, e.g. ["unet", "deeplabv3"]
-encoder = "resnet18"  # smp encoder of every backbone (the public code's DeepLab-V3+: resnet50)
 methods = []  # empty: the size's pretraining methods (names of METHODS below)
-deeplab_methods = []  # empty: the size's methods for the DeepLab encoder
-image_size = 0  # 0: the size's image side (phantom only; prepared data keep their size)
-pretrain_epochs = 0  # 0: the size's value (paper: 500)
-pretrain_batch = 0  # 0: the size's value (paper: 32 SimCLR)
-moco_batch = 0  # 0: as pretrain_batch (paper: 16 for MoCo)
-lr = 0.0  # pretraining lr, 0: the size's value (paper: SGD 0.1)
-warmup_epochs = -1  # -1: the size's value (paper: 10)
-queue_size = 0  # MoCo queue, 0: the size's value (paper: 3072)
-moco_momentum = 0.0  # 0: the size's value (paper: 0.999)
-temperature = 0.1  # paper: 0.1
-proj_dim = 0  # 0: the size's value (paper code: 512)
 images_per_patient = 2  # k of the patient-aware sampler
-augment = "cl_tci"  # pretraining augmentation preset (paper's jitter, gamma, affine, crop)
 label_counts = []  # empty: the size's budgets (paper: 10 labelled images, and all)
-n_folds = 0  # 0: the size's value (paper: 5-fold cross-validation)
-ft_steps = 0  # fine-tuning steps, 0: the size's value
-ft_epochs = 0  # > 0: fine-tune for epochs over the labelled images instead (paper: 200)
-ft_eval_every = 0  # steps between validation checks, 0: a sixth of the run
-ft_batch = 0  # 0: the size's value (paper: 10)
-ft_lr = 0.0  # 0: the size's value (paper: Adam 1e-4, cosine to 1e-6)
-ft_loss = "ce+dice"  # "ce" (paper) | "ce+dice"
-ft_augment = "light"  # "none" | "light"
-eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION_PROTOCOLS): "frozen encoder", "discriminative", "linear probe"; empty: the size's
+reproduction = {}  # other settings by name, e.g. {"ft_lr": 1e-4}: the REPRODUCTION cell below
+
+# %% tags=["reproduction"] jupyter={"source_hidden": true}
+# The settings of a paper reproduction, out of the reader's way: the presets in notebooks/params/cl_tci/
+# set them (see its README). 0, -1 or empty: the size's value (SIZES below).
+REPRODUCTION = dict(
+    settings=[],  # empty: ["semi", "transfer"]
+    archs=[],  # empty: the size's backbones, e.g. ["unet", "deeplabv3"]
+    encoder="resnet18",  # smp encoder of every backbone (the public code's DeepLab-V3+: resnet50)
+    deeplab_methods=[],  # empty: the size's methods for the DeepLab encoder
+    image_size=0,  # 0: the size's image side (phantom only; prepared data keep their size)
+    pretrain_epochs=0,  # 0: the size's value (paper: 500)
+    pretrain_batch=0,  # 0: the size's value (paper: 32 SimCLR)
+    moco_batch=0,  # 0: as pretrain_batch (paper: 16 for MoCo)
+    lr=0.0,  # pretraining lr, 0: the size's value (paper: SGD 0.1)
+    warmup_epochs=-1,  # -1: the size's value (paper: 10)
+    queue_size=0,  # MoCo queue, 0: the size's value (paper: 3072)
+    moco_momentum=0.0,  # 0: the size's value (paper: 0.999)
+    temperature=0.1,  # paper: 0.1
+    proj_dim=0,  # 0: the size's value (paper code: 512)
+    augment="cl_tci",  # pretraining augmentation preset (paper's jitter, gamma, affine, crop)
+    n_folds=0,  # 0: the size's value (paper: 5-fold cross-validation)
+    ft_steps=0,  # fine-tuning steps, 0: the size's value
+    ft_epochs=0,  # > 0: fine-tune for epochs over the labelled images instead (paper: 200)
+    ft_eval_every=0,  # steps between validation checks, 0: a sixth of the run
+    ft_batch=0,  # 0: the size's value (paper: 10)
+    ft_lr=0.0,  # 0: the size's value (paper: Adam 1e-4, cosine to 1e-6)
+    ft_loss="ce+dice",  # "ce" (paper) | "ce+dice"
+    ft_augment="light",  # "none" | "light"
+    eval_protocols=[],  # beside full fine-tuning (medcl_lite.experiment.EVALUATION_PROTOCOLS): "frozen encoder", "discriminative", "linear probe"; empty: the size's
+)
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
@@ -163,6 +171,7 @@ eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION
 # The paper presets in `notebooks/params/cl_tci/` set every value explicitly.
 
 # %%
+repro = reproduction_settings(REPRODUCTION, reproduction)  # repro.ft_lr, repro.encoder, ...
 run_device = medcl_lite.get_device(device)
 size = medcl_lite.run_size(smoke, preset, run_device)  # smoke=None: smoke on a CPU
 ALL_METHODS = ["SimCLR", "CL-TCI-SimCLR", "CL-TCI-SimCLR + sampler", "MoCo", "CL-TCI-MoCo"]
@@ -186,16 +195,16 @@ if size not in SIZES:
 S = SIZES[size]
 
 
-settings = list(pick(settings, ["semi", "transfer"]))
-archs = list(pick(archs, S["archs"]))
+settings = list(pick(repro.settings, ["semi", "transfer"]))
+archs = list(pick(repro.archs, S["archs"]))
 methods = list(pick(methods, S["methods"]))
-deeplab_methods = list(pick(deeplab_methods, S["deeplab"]))
+deeplab_methods = list(pick(repro.deeplab_methods, S["deeplab"]))
 label_counts = list(pick(label_counts, S["counts"]))
-n_folds = pick(n_folds, S["folds"])
+n_folds = pick(repro.n_folds, S["folds"])
 unknown = sorted(set(methods + deeplab_methods) - set(ALL_METHODS))
 if unknown or not set(settings) <= {"semi", "transfer"}:
     raise ValueError(f"unknown methods {unknown} or settings {settings}; methods: {ALL_METHODS}")
-eval_protocols = list(eval_protocols) or S["protocols"]
+eval_protocols = list(repro.eval_protocols) or S["protocols"]
 choices = [p for p in EVALUATION_PROTOCOLS if p != "full"]  # full fine-tuning is the grid itself
 if unknown := [p for p in eval_protocols if p not in choices]:
     raise ValueError(f"eval_protocols: unknown protocol(s) {unknown}; choose from {choices}")
@@ -226,7 +235,7 @@ sources = {"pretrain": (pretrain_data, "A"), "semi": (semi_data, "A"), "transfer
 needed = ["pretrain", *settings]
 phantom = None
 if any(sources[role][0] == "phantom" for role in needed):
-    side = pick(image_size, S["image"])
+    side = pick(repro.image_size, S["image"])
     phantom = make_chest_xrays(n_patients=S["patients"], n_times=S["times"], sites=("A", "B"), size=side, seed=seed)
 roles = {role: load_role(value, phantom, site) for role, (value, site) in sources.items() if role in needed}
 for role, (data, rows) in roles.items():
@@ -254,7 +263,7 @@ for patient in first_two:
 # of **another time point of the same patient**, the extra positive CL-TCI adds.
 
 # %%
-views = TwoViewDataset(pool, view_transform(pool.image_size[0], augment), index=pool_rows)
+views = TwoViewDataset(pool, view_transform(pool.image_size[0], repro.augment), index=pool_rows)
 anchors, partners = [], []
 for patient in list(dict.fromkeys(pool_patients))[:6]:
     rows = np.flatnonzero(pool_patients == patient)
@@ -365,7 +374,7 @@ viz.save_figure(fig, run_dir / "figures" / "mask_queue.png")
 # size, into the expectation above and predict the shuffled row.
 
 # %%
-batch_size = pick(pretrain_batch, S["batch"])
+batch_size = pick(repro.pretrain_batch, S["batch"])
 gen = torch.Generator().manual_seed(seed)
 plain = torch.randperm(len(pool_rows), generator=gen).numpy()
 plain_batches = [plain[s : s + batch_size] for s in range(0, len(plain) - batch_size + 1, batch_size)]
@@ -401,18 +410,18 @@ METHODS = {
     "CL-TCI-MoCo": dict(framework="moco", pairing="temporal"),
 }
 common = {
-    "max_epochs": pick(pretrain_epochs, S["epochs"]), "batch_size": batch_size, "seed": seed,
-    "device": device, "progress": progress, "resume": True, "augment": augment,
-    "lr": pick(lr, S["lr"]), "warmup_epochs": warmup_epochs if warmup_epochs >= 0 else S["warmup"],
-    "queue_size": pick(queue_size, S["queue"]), "moco_momentum": pick(moco_momentum, S["m"]),
-    "temperature": temperature, "proj_dim": pick(proj_dim, S["proj"]),
-    "images_per_patient": images_per_patient, "encoder": encoder,
+    "max_epochs": pick(repro.pretrain_epochs, S["epochs"]), "batch_size": batch_size, "seed": seed,
+    "device": device, "progress": progress, "resume": True, "augment": repro.augment,
+    "lr": pick(repro.lr, S["lr"]), "warmup_epochs": repro.warmup_epochs if repro.warmup_epochs >= 0 else S["warmup"],
+    "queue_size": pick(repro.queue_size, S["queue"]), "moco_momentum": pick(repro.moco_momentum, S["m"]),
+    "temperature": repro.temperature, "proj_dim": pick(repro.proj_dim, S["proj"]),
+    "images_per_patient": images_per_patient, "encoder": repro.encoder,
 }
 plan = [(arch, name) for arch in archs for name in (methods if arch == "unet" else deeplab_methods)]
 pretrained = {}
 for arch, name in plan:
     slug = name.lower().replace(" + ", "_").replace("-", "_")
-    batch = pick(moco_batch, batch_size) if METHODS[name]["framework"] == "moco" else batch_size
+    batch = pick(repro.moco_batch, batch_size) if METHODS[name]["framework"] == "moco" else batch_size
     cfg = from_params(PretrainConfig, common, **METHODS[name], arch=arch, batch_size=batch,
                       out_dir=str(run_dir / f"pretrain_{arch}_{slug}"))
     pretrained[arch, name] = pretrain(cfg, pool, index=pool_rows)
@@ -508,7 +517,7 @@ parts = []
 for (arch, name), result in pretrained.items():
     if (arch, name) != next(k for k in pretrained if k[0] == arch):
         continue
-    model = build_segmenter(arch, encoder, 1, classes=n_classes)
+    model = build_segmenter(arch, repro.encoder, 1, classes=n_classes)
     load_encoder(model, result.encoder_state)
     for part in ("encoder", "decoder", "segmentation_head"):
         module = getattr(model, part)
@@ -532,10 +541,10 @@ display(pd.DataFrame(parts).set_index(["backbone", "part"]))
 
 # %%
 ft_base = from_params(FinetuneConfig, {
-    "max_steps": pick(ft_steps, S["ft_steps"]), "max_epochs": ft_epochs, "encoder": encoder,
-    "batch_size": pick(ft_batch, S["ft_batch"]), "lr": pick(ft_lr, S["ft_lr"]), "loss": ft_loss,
-    "augment": ft_augment, "device": device, "paper_selection": True,
-    "eval_every": pick(ft_eval_every, max(5, pick(ft_steps, S["ft_steps"]) // 6)),
+    "max_steps": pick(repro.ft_steps, S["ft_steps"]), "max_epochs": repro.ft_epochs, "encoder": repro.encoder,
+    "batch_size": pick(repro.ft_batch, S["ft_batch"]), "lr": pick(repro.ft_lr, S["ft_lr"]), "loss": repro.ft_loss,
+    "augment": repro.ft_augment, "device": device, "paper_selection": True,
+    "eval_every": pick(repro.ft_eval_every, max(5, pick(repro.ft_steps, S["ft_steps"]) // 6)),
 })
 all_rows, folds_of = [], {}
 for setting in settings:
@@ -697,7 +706,7 @@ if recorded is not None:
 # ## 8 · Evaluation protocols: what did the encoder learn?
 # Full fine-tuning lets every weight move, so it can overwrite what pretraining put in the encoder,
 # or learn the same from the labels alone. The self-supervised papers also measure the encoder with
-# less freedom (`medcl_lite.experiment.EVALUATION_PROTOCOLS`, parameter `eval_protocols`):
+# less freedom (`medcl_lite.experiment.EVALUATION_PROTOCOLS`, setting `eval_protocols` of `REPRODUCTION`):
 # - **frozen encoder**: only the decoder and the head learn, on the encoder's frozen weights and
 #   BatchNorm statistics (`encoder_lr_scale=0`): the score measures what pretraining put in the
 #   encoder, since a random encoder stays random.

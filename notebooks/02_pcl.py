@@ -94,7 +94,7 @@ from IPython.display import Markdown, display
 
 from medcl_lite import pairing, train, viz
 from medcl_lite.checkpoint import atomic_write_text
-from medcl_lite.config import from_params, pick
+from medcl_lite.config import from_params, pick, reproduction_settings
 from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
 from medcl_lite.data.phantoms import make_cardiac_volumes
 from medcl_lite.data.prepared import load_role
@@ -114,7 +114,8 @@ from medcl_lite.train import FinetuneConfig, PretrainConfig, embed, pretrain
 env = medcl_lite.print_env()
 
 # %% tags=["parameters"]
-# Parameters: papermill overrides these (medcl reproduce 02_pcl -f notebooks/params/pcl/...)
+# Parameters: papermill sets these and, by name, any setting of REPRODUCTION below
+# (medcl reproduce 02_pcl -f notebooks/params/pcl/<preset>.yaml -p ft_lr 1e-4).
 smoke = None  # None: smoke run on a CPU, teaching run on a GPU; True or False forces it
 preset = "auto"  # size when not smoke: cpu (80 min on 2 shared cores), gpu, or auto
 seed = 0  # data, split and pretraining seed
@@ -125,33 +126,40 @@ progress = True  # tqdm progress bars
 pretrain_data = "phantom"  # unlabelled volumes for pretraining (phantom: every site-A volume)
 semi_data = "phantom"  # semi-supervised fine-tuning set (phantom: site A)
 transfer_data = "phantom"  # transfer fine-tuning set (phantom: site B)
-settings = []  # empty: ["semi", "transfer"]
 methods = []  # empty: the size's pretraining methods (names of METHODS below)
-encoder = "resnet18"  # smp encoder of the U-Net
-image_size = 0  # 0: the size's image side (phantom only; prepared data keep their size)
 threshold = 0.35  # PCL θ: |Δdepth| < θ are positives (paper: 0.35 ACDC, 0.1 CHD)
-parts = 4  # GCL: depth partitions per volume (Chaitanya et al.: 4)
-pretrain_epochs = 0  # 0: the size's value (paper: 300)
-pretrain_batch = 0  # 0: the size's value (paper: 32)
-lr = 0.0  # pretraining lr, 0: the size's value (paper: SGD 0.1, momentum 0.9, wd 1e-5)
-warmup_epochs = -1  # -1: the size's value (paper: cosine, no warm-up stated)
-queue_size = 0  # MoCo queue, 0: the size's value
-moco_momentum = 0.0  # 0: the size's value
-temperature = 0.1  # paper: 0.1
-proj_dim = 0  # 0: the size's value (paper code: 512)
-augment = "pcl_elastic"  # pretraining views: mirror, elastic, rotation, scale 0.7-1.3, each p 0.67
-sweep_thetas = []  # θ values to sweep besides `threshold`; empty: the size's values; [0]: no sweep
-label_unit = "volumes"  # what a label budget counts: volumes or patients (ACDC: 2 and 6 patients)
 label_counts = []  # empty: the size's budgets (paper: 2 and 6 ACDC patients; 1, 2, 8 volumes)
-n_folds = 0  # 0: the size's value (paper: 5-fold cross-validation)
-ft_steps = 0  # fine-tuning steps, 0: the size's value
-ft_epochs = 0  # > 0: fine-tune for epochs over the labelled slices instead (paper: 100)
-ft_eval_every = 0  # steps between validation checks, 0: a sixth of the run
-ft_batch = 0  # 0: the size's value (paper: 10)
-ft_lr = 0.0  # 0: the size's value (paper: Adam 5e-5, cosine)
-ft_loss = "ce+dice"  # "ce" (paper) | "ce+dice"
-ft_augment = "light"  # "none" (paper's CHD code) | "light"
-eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION_PROTOCOLS): "frozen encoder", "discriminative", "linear probe"; empty: the size's
+reproduction = {}  # other settings by name, e.g. {"ft_lr": 1e-4}: the REPRODUCTION cell below
+
+# %% tags=["reproduction"] jupyter={"source_hidden": true}
+# The settings of a paper reproduction, out of the reader's way: the presets in notebooks/params/pcl/
+# set them (see its README). 0, -1 or empty: the size's value (SIZES below).
+REPRODUCTION = dict(
+    settings=[],  # empty: ["semi", "transfer"]
+    encoder="resnet18",  # smp encoder of the U-Net
+    image_size=0,  # 0: the size's image side (phantom only; prepared data keep their size)
+    parts=4,  # GCL: depth partitions per volume (Chaitanya et al.: 4)
+    pretrain_epochs=0,  # 0: the size's value (paper: 300)
+    pretrain_batch=0,  # 0: the size's value (paper: 32)
+    lr=0.0,  # pretraining lr, 0: the size's value (paper: SGD 0.1, momentum 0.9, wd 1e-5)
+    warmup_epochs=-1,  # -1: the size's value (paper: cosine, no warm-up stated)
+    queue_size=0,  # MoCo queue, 0: the size's value
+    moco_momentum=0.0,  # 0: the size's value
+    temperature=0.1,  # paper: 0.1
+    proj_dim=0,  # 0: the size's value (paper code: 512)
+    augment="pcl_elastic",  # pretraining views: mirror, elastic, rotation, scale 0.7-1.3, each p 0.67
+    sweep_thetas=[],  # θ values to sweep besides `threshold`; empty: the size's values; [0]: no sweep
+    label_unit="volumes",  # what a label budget counts: volumes or patients (ACDC: 2 and 6 patients)
+    n_folds=0,  # 0: the size's value (paper: 5-fold cross-validation)
+    ft_steps=0,  # fine-tuning steps, 0: the size's value
+    ft_epochs=0,  # > 0: fine-tune for epochs over the labelled slices instead (paper: 100)
+    ft_eval_every=0,  # steps between validation checks, 0: a sixth of the run
+    ft_batch=0,  # 0: the size's value (paper: 10)
+    ft_lr=0.0,  # 0: the size's value (paper: Adam 5e-5, cosine)
+    ft_loss="ce+dice",  # "ce" (paper) | "ce+dice"
+    ft_augment="light",  # "none" (paper's CHD code) | "light"
+    eval_protocols=[],  # beside full fine-tuning (medcl_lite.experiment.EVALUATION_PROTOCOLS): "frozen encoder", "discriminative", "linear probe"; empty: the size's
+)
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
@@ -161,6 +169,7 @@ eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION
 # protocols run beside full fine-tuning (section 9).
 
 # %%
+repro = reproduction_settings(REPRODUCTION, reproduction)  # repro.ft_lr, repro.encoder, ...
 run_device = medcl_lite.get_device(device)
 size = medcl_lite.run_size(smoke, preset, run_device)  # smoke=None: smoke on a CPU
 ALL_METHODS = ["SimCLR", "GCL", "PCL", "MoCo", "MoCo-PCL"]
@@ -182,24 +191,24 @@ if size not in SIZES:
 S = SIZES[size]
 
 
-settings = list(pick(settings, ["semi", "transfer"]))
+settings = list(pick(repro.settings, ["semi", "transfer"]))
 methods = list(pick(methods, S["methods"]))
 label_counts = list(pick(label_counts, S["counts"]))
-n_folds = pick(n_folds, S["folds"])
-thetas = [t for t in pick(sweep_thetas, S["thetas"]) if t and t != threshold]
+n_folds = pick(repro.n_folds, S["folds"])
+thetas = [t for t in pick(repro.sweep_thetas, S["thetas"]) if t and t != threshold]
 unknown = sorted(set(methods) - set(ALL_METHODS))
 if unknown or not set(settings) <= {"semi", "transfer"}:
     raise ValueError(f"unknown methods {unknown} or settings {settings}; methods: {ALL_METHODS}")
 if thetas and "PCL" not in methods:
     raise ValueError("sweep_thetas compares PCL thresholds: keep 'PCL' in methods or set sweep_thetas: [0]")
-eval_protocols = list(eval_protocols) or S["protocols"]
+eval_protocols = list(repro.eval_protocols) or S["protocols"]
 choices = [p for p in EVALUATION_PROTOCOLS if p != "full"]  # full fine-tuning is the grid itself
 if unknown := [p for p in eval_protocols if p not in choices]:
     raise ValueError(f"eval_protocols: unknown protocol(s) {unknown}; choose from {choices}")
 run_dir = medcl_lite.run_folder(out_dir, f"pcl-{size}")  # out_dir, else $MEDCL_RUNS/pcl-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  methods={methods}  θ={threshold}  sweep={thetas}")
-print(f"settings={settings}  budgets={label_counts} {label_unit}  folds={n_folds}  protocols={eval_protocols}")
+print(f"settings={settings}  budgets={label_counts} {repro.label_unit}  folds={n_folds}  protocols={eval_protocols}")
 print(f"run folder: {run_dir}")
 
 # %% [markdown]
@@ -225,7 +234,7 @@ sources = {"pretrain": (pretrain_data, "A"), "semi": (semi_data, "A"), "transfer
 needed = ["pretrain", *settings]
 phantom = None
 if any(sources[role][0] == "phantom" for role in needed):
-    phantom = make_cardiac_volumes(n_patients=S["patients"], sites=("A", "B"), size=pick(image_size, S["image"]),
+    phantom = make_cardiac_volumes(n_patients=S["patients"], sites=("A", "B"), size=pick(repro.image_size, S["image"]),
                                    slices=S["slices"], seed=seed, modality="mri")
 roles = {role: load_role(value, phantom, site) for role, (value, site) in sources.items() if role in needed}
 for role, (data, rows) in roles.items():
@@ -356,7 +365,7 @@ shown = batch_rows[:16][np.argsort(depth[batch_rows[:16]])]
 ticks = [f"{d:.2f}" for d in depth[shown]]
 masks = {
     "SimCLR (instance)": pairing.instance(len(shown)),
-    f"GCL (partition, {parts} parts)": pairing.partition(depth[shown], parts=parts),
+    f"GCL (partition, {repro.parts} parts)": pairing.partition(depth[shown], parts=repro.parts),
     f"PCL (positional, θ={threshold})": pairing.positional(depth[shown], threshold=threshold),
 }
 for name, mask in masks.items():
@@ -403,7 +412,7 @@ viz.save_figure(fig, run_dir / "figures" / "mask_queue.png")
 # `medcl_lite/data/spatial.py` and `benchmarks/bench_augment.py`). Two views of four slices:
 
 # %%
-views = TwoViewDataset(pool, view_transform(pool.image_size[0], augment), index=pool_rows)
+views = TwoViewDataset(pool, view_transform(pool.image_size[0], repro.augment), index=pool_rows)
 pairs = [views[int(i)] for i in batch_rows[:6]]
 fig = viz.show_pairs(torch.stack([p["view1"] for p in pairs]), torch.stack([p["view2"] for p in pairs]),
                      suptitle="two pcl_elastic views of each slice")
@@ -448,12 +457,12 @@ METHODS = {
     "MoCo-PCL": dict(framework="moco", pairing="positional"),
 }
 common = {
-    "max_epochs": pick(pretrain_epochs, S["epochs"]), "batch_size": pick(pretrain_batch, S["batch"]),
-    "seed": seed, "device": device, "progress": progress, "resume": True, "augment": augment,
-    "lr": pick(lr, S["lr"]), "warmup_epochs": warmup_epochs if warmup_epochs >= 0 else S["warmup"],
-    "queue_size": pick(queue_size, S["queue"]), "moco_momentum": pick(moco_momentum, S["m"]),
-    "temperature": temperature, "proj_dim": pick(proj_dim, S["proj"]), "encoder": encoder,
-    "threshold": threshold, "parts": parts,
+    "max_epochs": pick(repro.pretrain_epochs, S["epochs"]), "batch_size": pick(repro.pretrain_batch, S["batch"]),
+    "seed": seed, "device": device, "progress": progress, "resume": True, "augment": repro.augment,
+    "lr": pick(repro.lr, S["lr"]), "warmup_epochs": repro.warmup_epochs if repro.warmup_epochs >= 0 else S["warmup"],
+    "queue_size": pick(repro.queue_size, S["queue"]), "moco_momentum": pick(repro.moco_momentum, S["m"]),
+    "temperature": repro.temperature, "proj_dim": pick(repro.proj_dim, S["proj"]), "encoder": repro.encoder,
+    "threshold": threshold, "parts": repro.parts,
 }
 
 
@@ -513,10 +522,10 @@ display(probe)
 
 # %%
 ft_base = from_params(FinetuneConfig, {
-    "max_steps": pick(ft_steps, S["ft_steps"]), "max_epochs": ft_epochs, "encoder": encoder,
-    "batch_size": pick(ft_batch, S["ft_batch"]), "lr": pick(ft_lr, S["ft_lr"]), "loss": ft_loss,
-    "augment": ft_augment, "device": device, "paper_selection": True,
-    "eval_every": pick(ft_eval_every, max(5, pick(ft_steps, S["ft_steps"]) // 6)),
+    "max_steps": pick(repro.ft_steps, S["ft_steps"]), "max_epochs": repro.ft_epochs, "encoder": repro.encoder,
+    "batch_size": pick(repro.ft_batch, S["ft_batch"]), "lr": pick(repro.ft_lr, S["ft_lr"]), "loss": repro.ft_loss,
+    "augment": repro.ft_augment, "device": device, "paper_selection": True,
+    "eval_every": pick(repro.ft_eval_every, max(5, pick(repro.ft_steps, S["ft_steps"]) // 6)),
 })
 encoders = {"random init": None, **{n: r.encoder_state for n, r in pretrained.items()}}
 all_rows, folds_of = [], {}
@@ -526,7 +535,7 @@ for setting in settings:
         raise ValueError(f"{setting}: {data.name} has no masks; choose a labelled prepared folder")
     folds_of[setting] = cross_validation_folds(data.meta, rows, k=n_folds, seed=seed)
     grid = run_finetune_grid(data, folds_of[setting], encoders, label_counts, [seed], ft_base,
-                             out_dir=run_dir / f"finetune_{setting}", progress=progress, unit=label_unit)
+                             out_dir=run_dir / f"finetune_{setting}", progress=progress, unit=repro.label_unit)
     all_rows.append(grid.assign(setting=setting))
 rows = pd.concat(all_rows, ignore_index=True)
 atomic_write_text(run_dir / "results.csv", rows.to_csv(index=False))
@@ -536,7 +545,7 @@ print(f"{len(rows)} fine-tuning runs")
 # %%
 def budget_name(n) -> str:
     """'1 volume', '6 volumes', 'all labels'."""
-    return "all labels" if str(n) == "all" else f"{n} {label_unit[:-1] if str(n) == '1' else label_unit}"
+    return "all labels" if str(n) == "all" else f"{n} {repro.label_unit[:-1] if str(n) == '1' else repro.label_unit}"
 
 
 PROTOCOLS = {"paper_test_dice_pooled": "paper: pooled 2-D, test-fold pick",
@@ -549,7 +558,7 @@ for setting in settings:
     part = rows[rows.setting == setting]
     if part.n_labelled.nunique() > 1:
         fig = viz.plot_dice_vs_labels(part, x="n_labelled", y="test_dice_volume", hue="init",
-                                      title=f"{setting}: honest 3-D Dice vs labelled {label_unit}")
+                                      title=f"{setting}: honest 3-D Dice vs labelled {repro.label_unit}")
         viz.save_figure(fig, run_dir / "figures" / f"dice_vs_labels_{setting}.png")
 
 # %% [markdown]
@@ -588,7 +597,7 @@ if thetas:
     setting = settings[0]
     data = roles[setting][0]
     new_rows = run_finetune_grid(data, folds_of[setting], sweep_encoders, label_counts[:1], [seed], ft_base,
-                                 out_dir=run_dir / f"finetune_{setting}", progress=progress, unit=label_unit)
+                                 out_dir=run_dir / f"finetune_{setting}", progress=progress, unit=repro.label_unit)
     base_rows = rows[(rows.setting == setting) & (rows.n_labelled == str(label_counts[0]))]
     main_rows = base_rows[base_rows.init == "PCL"].assign(init=f"PCL θ={threshold}")  # already run above
     sweep_rows = pd.concat([new_rows, main_rows], ignore_index=True)
@@ -724,7 +733,7 @@ display(Markdown(reading_text))
 # ## 9 · Evaluation protocols: what did the encoder learn?
 # Full fine-tuning lets every weight move, so it can overwrite what pretraining put in the encoder,
 # or learn the same from the labels alone. The self-supervised papers also measure the encoder with
-# less freedom (`medcl_lite.experiment.EVALUATION_PROTOCOLS`, parameter `eval_protocols`):
+# less freedom (`medcl_lite.experiment.EVALUATION_PROTOCOLS`, setting `eval_protocols` of `REPRODUCTION`):
 # - **frozen encoder**: only the decoder and the head learn, on the encoder's frozen weights and
 #   BatchNorm statistics (`encoder_lr_scale=0`): the score measures what pretraining put in the
 #   encoder, since a random encoder stays random.
@@ -748,7 +757,7 @@ full_parts, extra_parts = [], []
 for setting in settings:
     data = roles[setting][0]
     extra = run_evaluation_protocols(data, folds_of[setting], encoders, budget, [seed], ft_base, eval_protocols,
-                                     out_dir=run_dir / f"protocols_{setting}", progress=progress, unit=label_unit)
+                                     out_dir=run_dir / f"protocols_{setting}", progress=progress, unit=repro.label_unit)
     full_parts.append(rows[(rows.setting == setting) & (rows.n_labelled == str(budget[0]))])
     extra_parts.append(extra.assign(setting=setting))
 protocols = protocol_report(pd.concat(full_parts), pd.concat(extra_parts), ["setting"])
@@ -785,7 +794,7 @@ md = [
     f"# PCL results ({size}, {env['device']}, torch {env['torch']})",
     "",
     f"Data: pretrain={pretrain_data}, semi={semi_data}, transfer={transfer_data}; θ={threshold}, "
-    f"GCL parts={parts}; budgets in {label_unit}; {n_folds}-fold cross-validation by patient; "
+    f"GCL parts={repro.parts}; budgets in {repro.label_unit}; {n_folds}-fold cross-validation by patient; "
     "mean ± std over folds.",
     "",
     "- paper: 2-D Dice pooled over slices at the step with the best pooled Dice on the held-out fold "

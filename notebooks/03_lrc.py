@@ -100,7 +100,7 @@ from skimage.segmentation import mark_boundaries
 from medcl_lite import regions as lrc
 from medcl_lite import train, viz
 from medcl_lite.checkpoint import atomic_write_text
-from medcl_lite.config import from_params, pick
+from medcl_lite.config import from_params, pick, reproduction_settings
 from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
 from medcl_lite.data.phantoms import make_abdominal_volumes
 from medcl_lite.data.prepared import load_role
@@ -120,7 +120,8 @@ from medcl_lite.train import FinetuneConfig, PretrainConfig, pretrain
 env = medcl_lite.print_env()
 
 # %% tags=["parameters"]
-# Parameters: papermill overrides these (medcl reproduce 03_lrc -f notebooks/params/lrc/...)
+# Parameters: papermill sets these and, by name, any setting of REPRODUCTION below
+# (medcl reproduce 03_lrc -f notebooks/params/lrc/<preset>.yaml -p ft_lr 1e-4).
 smoke = None  # None: smoke run on a CPU, teaching run on a GPU; True or False forces it
 preset = "auto"  # size when not smoke: cpu (a 2-core CPU, 1-1.5 hours), gpu, or auto
 seed = 0  # data, split and pretraining seed
@@ -132,37 +133,44 @@ pretrain_data = "phantom"  # unlabelled volumes for self-supervised pretraining 
 finetune_data = "phantom"  # labelled volumes for fine-tuning, k-fold (phantom: site A)
 supervised_data = "phantom"  # fully labelled source for supervised pretraining (phantom: site B)
 methods = []  # empty: the size's pretraining methods (names of METHODS below)
-encoder = "resnet18"  # smp encoder of the U-Net
-image_size = 0  # 0: the size's image side (phantom only)
-pretrain_epochs = 0  # 0: the size's value
-pretrain_batch = 0  # 0: the size's value
-lr = 0.0  # contrastive pretraining lr, 0: the size's value (SGD, momentum 0.9, wd 1e-5)
-supervised_lr = 1e-3  # supervised pretraining: Adam at this lr with CE + Dice (section 5 says why)
-warmup_epochs = -1  # -1: the size's value
-queue_size = 0  # MoCo queue, 0: the size's value
-moco_momentum = 0.0  # 0: the size's value
-temperature = 0.1  # global InfoNCE τ
-proj_dim = 0  # 0: the size's value
-augment = "quickstart"  # view preset (crop, flip, rotation, intensity); regions follow the geometry
 # LRC (unpublished in the paper: our choices, explained in section 2 and 4)
 region_weight = 1.0  # λ, the weight of the region term (L_global + λ·L_region)
 regions_per_image = 8  # R regions sampled per image
-region_min_pixels = 16  # skip regions smaller than this in either view
-region_temperature = 0.1  # τ of the region InfoNCE
 sp_scale = 0.0  # Felzenszwalb scale, 0: the size's value
-sp_sigma = 0.5  # Felzenszwalb Gaussian pre-smoothing (pixels)
-sp_min_size = 0  # Felzenszwalb minimum region size (pixels), 0: the size's value
-label_unit = "volumes"  # what a label budget counts: volumes or patients
 label_counts = []  # empty: the size's budgets
-n_folds = 0  # 0: the size's value
-ft_steps = 0  # fine-tuning steps, 0: the size's value
-ft_epochs = 0  # > 0: fine-tune for epochs over the labelled slices instead
-ft_eval_every = 0  # steps between validation checks, 0: a sixth of the run
-ft_batch = 0  # 0: the size's value
-ft_lr = 0.0  # 0: the size's value (Adam)
-ft_loss = "ce+dice"  # "ce" | "ce+dice"
-ft_augment = "light"  # "none" | "light"
-eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION_PROTOCOLS): "frozen encoder", "discriminative", "linear probe"; empty: the size's
+reproduction = {}  # other settings by name, e.g. {"ft_lr": 1e-4}: the REPRODUCTION cell below
+
+# %% tags=["reproduction"] jupyter={"source_hidden": true}
+# The settings of a paper reproduction, out of the reader's way: the presets in notebooks/params/lrc/
+# set them (see its README). 0, -1 or empty: the size's value (SIZES below).
+REPRODUCTION = dict(
+    encoder="resnet18",  # smp encoder of the U-Net
+    image_size=0,  # 0: the size's image side (phantom only)
+    pretrain_epochs=0,  # 0: the size's value
+    pretrain_batch=0,  # 0: the size's value
+    lr=0.0,  # contrastive pretraining lr, 0: the size's value (SGD, momentum 0.9, wd 1e-5)
+    supervised_lr=1e-3,  # supervised pretraining: Adam at this lr with CE + Dice (section 5 says why)
+    warmup_epochs=-1,  # -1: the size's value
+    queue_size=0,  # MoCo queue, 0: the size's value
+    moco_momentum=0.0,  # 0: the size's value
+    temperature=0.1,  # global InfoNCE τ
+    proj_dim=0,  # 0: the size's value
+    augment="quickstart",  # view preset (crop, flip, rotation, intensity); regions follow the geometry
+    region_min_pixels=16,  # skip regions smaller than this in either view
+    region_temperature=0.1,  # τ of the region InfoNCE
+    sp_sigma=0.5,  # Felzenszwalb Gaussian pre-smoothing (pixels)
+    sp_min_size=0,  # Felzenszwalb minimum region size (pixels), 0: the size's value
+    label_unit="volumes",  # what a label budget counts: volumes or patients
+    n_folds=0,  # 0: the size's value
+    ft_steps=0,  # fine-tuning steps, 0: the size's value
+    ft_epochs=0,  # > 0: fine-tune for epochs over the labelled slices instead
+    ft_eval_every=0,  # steps between validation checks, 0: a sixth of the run
+    ft_batch=0,  # 0: the size's value
+    ft_lr=0.0,  # 0: the size's value (Adam)
+    ft_loss="ce+dice",  # "ce" | "ce+dice"
+    ft_augment="light",  # "none" | "light"
+    eval_protocols=[],  # beside full fine-tuning (medcl_lite.experiment.EVALUATION_PROTOCOLS): "frozen encoder", "discriminative", "linear probe"; empty: the size's
+)
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
@@ -170,6 +178,7 @@ eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION
 # **gpu** (a Colab GPU: 128² slices, longer pretraining, 5 folds).
 
 # %%
+repro = reproduction_settings(REPRODUCTION, reproduction)  # repro.ft_lr, repro.encoder, ...
 run_device = medcl_lite.get_device(device)
 size = medcl_lite.run_size(smoke, preset, run_device)  # smoke=None: smoke on a CPU
 ALL_METHODS = ["MoCo", "MoCo + LRC", "Supervised", "Supervised + LRC"]
@@ -191,12 +200,12 @@ if size not in SIZES:
 S = SIZES[size]
 methods = list(pick(methods, S["methods"]))
 label_counts = list(pick(label_counts, S["counts"]))
-n_folds = pick(n_folds, S["folds"])
-sp_params = FelzenszwalbParams(scale=pick(sp_scale, S["sp_scale"]), sigma=sp_sigma,
-                               min_size=pick(sp_min_size, S["sp_min"]))
+n_folds = pick(repro.n_folds, S["folds"])
+sp_params = FelzenszwalbParams(scale=pick(sp_scale, S["sp_scale"]), sigma=repro.sp_sigma,
+                               min_size=pick(repro.sp_min_size, S["sp_min"]))
 if sorted(set(methods) - set(ALL_METHODS)):
     raise ValueError(f"unknown methods {sorted(set(methods) - set(ALL_METHODS))}; choose from {ALL_METHODS}")
-eval_protocols = list(dict.fromkeys(eval_protocols)) or list(S["protocols"])
+eval_protocols = list(dict.fromkeys(repro.eval_protocols)) or list(S["protocols"])
 PROTOCOL_CHOICES = [name for name in EVALUATION_PROTOCOLS if name != "full"]  # "full" is the main grid
 if sorted(set(eval_protocols) - set(PROTOCOL_CHOICES)):
     raise ValueError(f"eval_protocols: unknown protocol(s) {sorted(set(eval_protocols) - set(PROTOCOL_CHOICES))}; "
@@ -204,7 +213,8 @@ if sorted(set(eval_protocols) - set(PROTOCOL_CHOICES)):
 run_dir = medcl_lite.run_folder(out_dir, f"lrc-{size}")  # out_dir, else $MEDCL_RUNS/lrc-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  methods={methods}  λ={region_weight}  R={regions_per_image}  {sp_params}")
-print(f"budgets={label_counts} {label_unit}  folds={n_folds}  evaluation protocols={eval_protocols}  run folder: {run_dir}")
+print(f"budgets={label_counts} {repro.label_unit}  folds={n_folds}  evaluation protocols={eval_protocols}")
+print(f"run folder: {run_dir}")
 
 # %% [markdown]
 # ## 1 · The data
@@ -224,7 +234,7 @@ print(f"budgets={label_counts} {label_unit}  folds={n_folds}  evaluation protoco
 sources = {"pretrain": (pretrain_data, "A"), "finetune": (finetune_data, "A"), "supervised": (supervised_data, "B")}
 phantom = None
 if any(value == "phantom" for value, _ in sources.values()):
-    phantom = make_abdominal_volumes(n_patients=S["patients"], sites=("A", "B"), size=pick(image_size, S["image"]),
+    phantom = make_abdominal_volumes(n_patients=S["patients"], sites=("A", "B"), size=pick(repro.image_size, S["image"]),
                                      slices=S["slices"], seed=seed)
 roles = {role: load_role(value, phantom, site) for role, (value, site) in sources.items()}
 for role, (data, rows) in roles.items():
@@ -273,7 +283,7 @@ grid, titles, quality = [], [], []
 truth = ft_data.masks[slice_row] if (ft_data is pool and pool.masks is not None) else None
 for scale in (20.0, 60.0, 200.0):
     for min_size in (5, 20, 80):
-        params = FelzenszwalbParams(scale=scale, sigma=sp_sigma, min_size=min_size)
+        params = FelzenszwalbParams(scale=scale, sigma=repro.sp_sigma, min_size=min_size)
         regions = felzenszwalb_regions(image, params)
         grid.append(mark_boundaries(np.stack([image] * 3, -1), regions, color=(1, 0.2, 0.2)).transpose(2, 0, 1))
         titles.append(f"scale {scale:g}, min {min_size}: {regions.max() + 1}")
@@ -324,7 +334,7 @@ print(f"{len(pool)} slices, {per_slice.mean():.0f} regions per slice (min {per_s
 # > region in the other view" is then no longer the same tissue.
 
 # %%
-views = TwoViewDataset(pool, view_transform(pool.image_size[0], augment), index=pool_rows, regions=pool_regions)
+views = TwoViewDataset(pool, view_transform(pool.image_size[0], repro.augment), index=pool_rows, regions=pool_regions)
 items = [views[int(i)] for i in np.linspace(0, len(pool_rows) - 1, 3).round().astype(int)]
 panels = []
 for item in items:
@@ -389,7 +399,7 @@ with torch.no_grad():
 d1, d2 = dense.chunk(2)
 _, counts1 = lrc.region_pool(d1, batch["regions1"])
 _, counts2 = lrc.region_pool(d2, batch["regions2"], num_regions=counts1.shape[1])
-image_idx, region_idx = lrc.sample_regions(counts1, counts2, regions_per_image, region_min_pixels,
+image_idx, region_idx = lrc.sample_regions(counts1, counts2, regions_per_image, repro.region_min_pixels,
                                            generator=torch.Generator().manual_seed(seed))
 ticks = [f"{i}:{r}" for i, r in zip(image_idx.tolist(), region_idx.tolist(), strict=True)]
 fig = viz.show_mask(lrc.region_positive_mask(image_idx, region_idx), title=f"{len(ticks)} sampled regions (image:region): positive = same region, other view",
@@ -426,7 +436,7 @@ viz.save_figure(fig, run_dir / "figures" / "region_mask.png")
 # > supervised source before calling it a baseline.
 
 # %%
-supervised_optim = {"optimizer": "adam", "lr": supervised_lr, "supervised_loss": "ce+dice"}
+supervised_optim = {"optimizer": "adam", "lr": repro.supervised_lr, "supervised_loss": "ce+dice"}
 METHODS = {
     "MoCo": dict(framework="moco", region_weight=0.0),
     "MoCo + LRC": dict(framework="moco", region_weight=region_weight),
@@ -434,13 +444,13 @@ METHODS = {
     "Supervised + LRC": dict(framework="supervised", region_weight=region_weight, **supervised_optim),
 }
 common = {
-    "max_epochs": pick(pretrain_epochs, S["epochs"]), "batch_size": pick(pretrain_batch, S["batch"]),
-    "seed": seed, "device": device, "progress": progress, "resume": True, "augment": augment,
-    "lr": pick(lr, S["lr"]), "warmup_epochs": warmup_epochs if warmup_epochs >= 0 else S["warmup"],
-    "queue_size": pick(queue_size, S["queue"]), "moco_momentum": pick(moco_momentum, S["m"]),
-    "temperature": temperature, "proj_dim": pick(proj_dim, S["proj"]), "encoder": encoder,
-    "regions_per_image": regions_per_image, "region_min_pixels": region_min_pixels,
-    "region_temperature": region_temperature, "sp_scale": sp_params.scale, "sp_sigma": sp_params.sigma,
+    "max_epochs": pick(repro.pretrain_epochs, S["epochs"]), "batch_size": pick(repro.pretrain_batch, S["batch"]),
+    "seed": seed, "device": device, "progress": progress, "resume": True, "augment": repro.augment,
+    "lr": pick(repro.lr, S["lr"]), "warmup_epochs": repro.warmup_epochs if repro.warmup_epochs >= 0 else S["warmup"],
+    "queue_size": pick(repro.queue_size, S["queue"]), "moco_momentum": pick(repro.moco_momentum, S["m"]),
+    "temperature": repro.temperature, "proj_dim": pick(repro.proj_dim, S["proj"]), "encoder": repro.encoder,
+    "regions_per_image": regions_per_image, "region_min_pixels": repro.region_min_pixels,
+    "region_temperature": repro.region_temperature, "sp_scale": sp_params.scale, "sp_sigma": sp_params.sigma,
     "sp_min_size": sp_params.min_size, "superpixel_cache": str(cache_dir),
 }
 sup_data, sup_rows = roles["supervised"]
@@ -471,10 +481,10 @@ if curves:
 
 # %%
 ft_base = from_params(FinetuneConfig, {
-    "max_steps": pick(ft_steps, S["ft_steps"]), "max_epochs": ft_epochs, "encoder": encoder,
-    "batch_size": pick(ft_batch, S["ft_batch"]), "lr": pick(ft_lr, S["ft_lr"]), "loss": ft_loss,
-    "augment": ft_augment, "device": device, "paper_selection": False,
-    "eval_every": pick(ft_eval_every, max(5, pick(ft_steps, S["ft_steps"]) // 6)),
+    "max_steps": pick(repro.ft_steps, S["ft_steps"]), "max_epochs": repro.ft_epochs, "encoder": repro.encoder,
+    "batch_size": pick(repro.ft_batch, S["ft_batch"]), "lr": pick(repro.ft_lr, S["ft_lr"]), "loss": repro.ft_loss,
+    "augment": repro.ft_augment, "device": device, "paper_selection": False,
+    "eval_every": pick(repro.ft_eval_every, max(5, pick(repro.ft_steps, S["ft_steps"]) // 6)),
 })
 inits = {"random init": None}
 for name, result in pretrained.items():
@@ -483,14 +493,14 @@ for name, result in pretrained.items():
         inits[f"{name} (encoder only)"] = result.encoder_state
 folds = cross_validation_folds(ft_data.meta, ft_rows, k=n_folds, seed=seed)
 rows = run_finetune_grid(ft_data, folds, inits, label_counts, [seed], ft_base, out_dir=run_dir / "finetune",
-                         progress=progress, unit=label_unit)
+                         progress=progress, unit=repro.label_unit)
 atomic_write_text(run_dir / "results.csv", rows.to_csv(index=False))
 print(f"{len(rows)} fine-tuning runs")
 
 
 # %%
 def budget_name(n) -> str:
-    return "all labels" if str(n) == "all" else f"{n} {label_unit[:-1] if str(n) == '1' else label_unit}"
+    return "all labels" if str(n) == "all" else f"{n} {repro.label_unit[:-1] if str(n) == '1' else repro.label_unit}"
 
 
 table = protocol_table(rows.assign(setting="semi"), ["init"], [], {"test_dice_volume": "Dice per volume"}, budget_name)
@@ -501,7 +511,7 @@ per_organ.columns = [c.removeprefix("test_dice_") for c in per_organ.columns]
 display(per_organ)
 if rows.n_labelled.nunique() > 1:
     fig = viz.plot_dice_vs_labels(rows, x="n_labelled", y="test_dice_volume", hue="init",
-                                  title=f"per-volume Dice vs labelled {label_unit}")
+                                  title=f"per-volume Dice vs labelled {repro.label_unit}")
     viz.save_figure(fig, run_dir / "figures" / "dice_vs_labels.png")
 
 # %% [markdown]
@@ -631,7 +641,7 @@ if lrc_tables:
 print("transferred:", {name: "encoder + decoder" if r.trains_decoder else "encoder" for name, r in pretrained.items()})
 smallest = str(label_counts[0])
 extra = run_evaluation_protocols(ft_data, folds, inits, label_counts[:1], [seed], ft_base, eval_protocols,
-                                 out_dir=run_dir / "protocols", progress=progress, unit=label_unit)
+                                 out_dir=run_dir / "protocols", progress=progress, unit=repro.label_unit)
 protocols = protocol_report(rows[rows.n_labelled == smallest], extra, pair_on=pair_on)
 atomic_write_text(run_dir / "protocols.csv", protocols.rows.to_csv(index=False))
 display(Markdown(f"**Dice per image at {budget_name(smallest)}, mean ± std over folds**"))
@@ -664,8 +674,9 @@ md = [
     f"# LRC results ({size}, {env['device']}, torch {env['torch']})",
     "",
     f"Data: pretrain={pretrain_data}, finetune={finetune_data}, supervised={supervised_data}; "
-    f"λ={region_weight}, R={regions_per_image}, min pixels={region_min_pixels}, τ_region={region_temperature}, "
-    f"{sp_params}; budgets in {label_unit}; {n_folds}-fold cross-validation; mean ± std over folds.",
+    f"λ={region_weight}, R={regions_per_image}, min pixels={repro.region_min_pixels}, "
+    f"τ_region={repro.region_temperature}, "
+    f"{sp_params}; budgets in {repro.label_unit}; {n_folds}-fold cross-validation; mean ± std over folds.",
     "",
     table.to_markdown(),
     "",

@@ -93,7 +93,7 @@ from IPython.display import Markdown, display
 
 from medcl_lite import dense, diagnosis, reference, semi, viz
 from medcl_lite.checkpoint import atomic_write_text
-from medcl_lite.config import from_params, pick
+from medcl_lite.config import from_params, pick, reproduction_settings
 from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
 from medcl_lite.data.phantoms import make_cardiac_volumes
 from medcl_lite.data.prepared import load_role
@@ -114,7 +114,8 @@ from medcl_lite.train import FinetuneConfig, PretrainConfig, pretrain
 env = medcl_lite.print_env()
 
 # %% tags=["parameters"]
-# Parameters: papermill overrides these (medcl reproduce 04_ideal -f notebooks/params/ideal/...)
+# Parameters: papermill sets these and, by name, any setting of REPRODUCTION below
+# (medcl reproduce 04_ideal -f notebooks/params/ideal/<preset>.yaml -p ft_lr 1e-4).
 smoke = None  # None: smoke run on a CPU, teaching run on a GPU; True or False forces it
 preset = "auto"  # size when not smoke: cpu (a 2-core CPU), gpu, or auto
 seed = 0  # data, split and pretraining seed
@@ -125,42 +126,48 @@ progress = True  # tqdm progress bars
 pretrain_data = "phantom"  # unlabelled volumes for pretraining (phantom: every site-A volume)
 finetune_data = "phantom"  # labelled volumes, k-fold by patient (phantom: site A)
 methods = []  # empty: the size's pretraining methods (names of METHODS below)
-encoder = "resnet18"  # smp encoder of the U-Net
-image_size = 0  # 0: the size's image side (phantom only)
-pretrain_epochs = 0  # 0: the size's value
-pretrain_batch = 0  # 0: the size's value
-lr = 0.0  # pretraining lr, 0: the size's value (SGD, momentum 0.9, wd 1e-5)
-warmup_epochs = -1  # -1: the size's value
-queue_size = 0  # MoCo queue of global keys, 0: the size's value
-moco_momentum = 0.0  # 0: the size's value
-temperature = 0.1  # global InfoNCE τ
-proj_dim = 0  # 0: the size's value
-augment = "quickstart"  # view preset (crop, rotation, intensity); the correspondence follows the geometry
 # IDEAL dense contrast (unpublished in the paper: our choices, section 3 says why)
 dense_weight = 1.0  # λ_dense in L_global + λ_dense·L_dense
 dense_level = "decoder"  # feature map of the dense head: decoder (last U-Net stage) or encoder
-dense_per_image = 64  # query locations sampled per image
-dense_temperature = 0.2  # τ of the dense InfoNCE (DenseCL's value)
-dense_dim = 128  # channels of the 1x1-conv projection
-dense_queue_size = 0  # queue of dense keys, 0: negatives from the batch only
-# Fine-tuning
-label_unit = "patients"  # what a label budget counts (IDEAL/ACDC: 1.25 % of 80 patients is 1)
 label_counts = []  # empty: the size's budgets ("all" is 100 %)
-n_folds = 0  # 0: the size's value
-two_stream_inits = []  # initialisations also fine-tuned two-stream, empty: the size's
-ft_steps = 0  # fine-tuning steps (both schemes), 0: the size's value
-ft_eval_every = 0  # steps between validation checks, 0: a sixth of the run
-ft_batch = 0  # labelled images per step, 0: the size's value
-unlabelled_batch = 0  # two-stream: unlabelled images per step, 0: ft_batch
-ft_lr = 0.0  # 0: the size's value (Adam)
-ft_loss = "ce+dice"  # "ce" | "ce+dice"
-ft_augment = "light"  # "none" | "light"
-eval_protocols = []  # beside full fine-tuning (medcl_lite.experiment.EVALUATION_PROTOCOLS): "frozen encoder", "discriminative", "linear probe"; empty: the size's
-second_stream = "linknet"  # two-stream: the second decoder (linknet, unetplusplus or fpn); the first is a U-Net
-cps_threshold = 0.9  # two-stream: pseudo-label confidence (max softmax)
-cps_weight = 1.0  # two-stream: weight of the pseudo-label loss after ramp-up
-cps_rampup = 0  # two-stream: ramp-up steps, 0: a third of the run
 diagnose = False  # run the diagnosis of section 8 (one factor at a time); False: show the recorded one
+reproduction = {}  # other settings by name, e.g. {"ft_lr": 1e-4}: the REPRODUCTION cell below
+
+# %% tags=["reproduction"] jupyter={"source_hidden": true}
+# The settings of a paper reproduction, out of the reader's way: the presets in notebooks/params/ideal/
+# set them (see its README). 0, -1 or empty: the size's value (SIZES below).
+REPRODUCTION = dict(
+    encoder="resnet18",  # smp encoder of the U-Net
+    image_size=0,  # 0: the size's image side (phantom only)
+    pretrain_epochs=0,  # 0: the size's value
+    pretrain_batch=0,  # 0: the size's value
+    lr=0.0,  # pretraining lr, 0: the size's value (SGD, momentum 0.9, wd 1e-5)
+    warmup_epochs=-1,  # -1: the size's value
+    queue_size=0,  # MoCo queue of global keys, 0: the size's value
+    moco_momentum=0.0,  # 0: the size's value
+    temperature=0.1,  # global InfoNCE τ
+    proj_dim=0,  # 0: the size's value
+    augment="quickstart",  # view preset (crop, rotation, intensity); the correspondence follows the geometry
+    dense_per_image=64,  # query locations sampled per image
+    dense_temperature=0.2,  # τ of the dense InfoNCE (DenseCL's value)
+    dense_dim=128,  # channels of the 1x1-conv projection
+    dense_queue_size=0,  # queue of dense keys, 0: negatives from the batch only
+    label_unit="patients",  # what a label budget counts (IDEAL/ACDC: 1.25 % of 80 patients is 1)
+    n_folds=0,  # 0: the size's value
+    two_stream_inits=[],  # initialisations also fine-tuned two-stream, empty: the size's
+    ft_steps=0,  # fine-tuning steps (both schemes), 0: the size's value
+    ft_eval_every=0,  # steps between validation checks, 0: a sixth of the run
+    ft_batch=0,  # labelled images per step, 0: the size's value
+    unlabelled_batch=0,  # two-stream: unlabelled images per step, 0: ft_batch
+    ft_lr=0.0,  # 0: the size's value (Adam)
+    ft_loss="ce+dice",  # "ce" | "ce+dice"
+    ft_augment="light",  # "none" | "light"
+    eval_protocols=[],  # beside full fine-tuning (medcl_lite.experiment.EVALUATION_PROTOCOLS): "frozen encoder", "discriminative", "linear probe"; empty: the size's
+    second_stream="linknet",  # two-stream: the second decoder (linknet, unetplusplus or fpn); the first is a U-Net
+    cps_threshold=0.9,  # two-stream: pseudo-label confidence (max softmax)
+    cps_weight=1.0,  # two-stream: weight of the pseudo-label loss after ramp-up
+    cps_rampup=0,  # two-stream: ramp-up steps, 0: a third of the run
+)
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a quick check on a CPU that
@@ -169,6 +176,7 @@ diagnose = False  # run the diagnosis of section 8 (one factor at a time); False
 # `notebooks/params/ideal/` set the real-data values explicitly.
 
 # %%
+repro = reproduction_settings(REPRODUCTION, reproduction)  # repro.ft_lr, repro.encoder, ...
 run_device = medcl_lite.get_device(device)
 size = medcl_lite.run_size(smoke, preset, run_device)  # smoke=None: smoke on a CPU
 ALL_METHODS = ["MoCo", "IDEAL dense"]
@@ -192,10 +200,10 @@ methods = list(pick(methods, S["methods"]))
 if sorted(set(methods) - set(ALL_METHODS)):
     raise ValueError(f"unknown methods {sorted(set(methods) - set(ALL_METHODS))}; choose from {ALL_METHODS}")
 label_counts = list(pick(label_counts, S["counts"]))
-n_folds = pick(n_folds, S["folds"])
-steps = pick(ft_steps, S["ft_steps"])
-two_stream_inits = [i for i in pick(two_stream_inits, S["two_stream"]) if i == "random init" or i in methods]
-eval_protocols = list(dict.fromkeys(eval_protocols)) or list(S["protocols"])
+n_folds = pick(repro.n_folds, S["folds"])
+steps = pick(repro.ft_steps, S["ft_steps"])
+two_stream_inits = [i for i in pick(repro.two_stream_inits, S["two_stream"]) if i == "random init" or i in methods]
+eval_protocols = list(dict.fromkeys(repro.eval_protocols)) or list(S["protocols"])
 PROTOCOL_CHOICES = [name for name in EVALUATION_PROTOCOLS if name != "full"]  # "full" is the main grid
 if sorted(set(eval_protocols) - set(PROTOCOL_CHOICES)):
     raise ValueError(f"eval_protocols: unknown protocol(s) {sorted(set(eval_protocols) - set(PROTOCOL_CHOICES))}; "
@@ -203,8 +211,8 @@ if sorted(set(eval_protocols) - set(PROTOCOL_CHOICES)):
 run_dir = medcl_lite.run_folder(out_dir, f"ideal-{size}")  # out_dir, else $MEDCL_RUNS/ideal-{size}
 medcl_lite.seed_everything(seed)
 print(f"size={size}  device={run_device}  methods={methods}  dense: λ={dense_weight}, level={dense_level}, "
-      f"{dense_per_image} locations/image, τ={dense_temperature}")
-print(f"budgets={label_counts} {label_unit}  folds={n_folds}  two-stream for {two_stream_inits}  "
+      f"{repro.dense_per_image} locations/image, τ={repro.dense_temperature}")
+print(f"budgets={label_counts} {repro.label_unit}  folds={n_folds}  two-stream for {two_stream_inits}  "
       f"evaluation protocols={eval_protocols}  run folder: {run_dir}")
 
 # %% [markdown]
@@ -220,7 +228,7 @@ print(f"budgets={label_counts} {label_unit}  folds={n_folds}  two-stream for {tw
 sources = {"pretrain": pretrain_data, "finetune": finetune_data}
 phantom = None
 if "phantom" in sources.values():
-    phantom = make_cardiac_volumes(n_patients=S["patients"], sites=("A",), size=pick(image_size, S["image"]),
+    phantom = make_cardiac_volumes(n_patients=S["patients"], sites=("A",), size=pick(repro.image_size, S["image"]),
                                    slices=S["slices"], seed=seed)
 roles = {role: load_role(value, phantom, "A") for role, value in sources.items()}
 for role, (data, rows) in roles.items():
@@ -256,7 +264,7 @@ viz.save_figure(fig, run_dir / "figures" / "volume.png")
 # The shapes, on a batch of 4 slices:
 
 # %%
-net = build_segmenter("unet", encoder, classes=len(classes))
+net = build_segmenter("unet", repro.encoder, classes=len(classes))
 x = torch.from_numpy(ft_data.images[shown[:4]]).unsqueeze(1)
 with torch.no_grad():
     stages = net.encoder(x)
@@ -307,7 +315,7 @@ display(pd.Series({k: str(v) for k, v in shapes.items()}, name="shape [B, C, H, 
 # views zoom differently some locations find none. Lines join sampled matches of one slice:
 
 # %%
-views = TwoViewDataset(pool, view_transform(pool.image_size[0], augment), index=pool_rows, correspondence=True)
+views = TwoViewDataset(pool, view_transform(pool.image_size[0], repro.augment), index=pool_rows, correspondence=True)
 item = views[len(pool_rows) // 2]
 width = pool.image_size[1]
 match = dense.match_locations(item["pixels1"][None], item["pixels2"][None], width)[0]  # per view-1 pixel
@@ -390,15 +398,15 @@ viz.save_figure(fig, run_dir / "figures" / "dense_mask.png")
 METHODS = {
     "MoCo": dict(framework="moco"),
     "IDEAL dense": dict(framework="moco", dense_weight=dense_weight, dense_level=dense_level,
-                        dense_per_image=dense_per_image, dense_temperature=dense_temperature, dense_dim=dense_dim,
-                        dense_queue_size=dense_queue_size),
+                        dense_per_image=repro.dense_per_image, dense_temperature=repro.dense_temperature, dense_dim=repro.dense_dim,
+                        dense_queue_size=repro.dense_queue_size),
 }
 common = {
-    "max_epochs": pick(pretrain_epochs, S["epochs"]), "batch_size": pick(pretrain_batch, S["batch"]),
-    "seed": seed, "device": device, "progress": progress, "resume": True, "augment": augment,
-    "lr": pick(lr, S["lr"]), "warmup_epochs": warmup_epochs if warmup_epochs >= 0 else S["warmup"],
-    "queue_size": pick(queue_size, S["queue"]), "moco_momentum": pick(moco_momentum, S["m"]),
-    "temperature": temperature, "proj_dim": pick(proj_dim, S["proj"]), "encoder": encoder,
+    "max_epochs": pick(repro.pretrain_epochs, S["epochs"]), "batch_size": pick(repro.pretrain_batch, S["batch"]),
+    "seed": seed, "device": device, "progress": progress, "resume": True, "augment": repro.augment,
+    "lr": pick(repro.lr, S["lr"]), "warmup_epochs": repro.warmup_epochs if repro.warmup_epochs >= 0 else S["warmup"],
+    "queue_size": pick(repro.queue_size, S["queue"]), "moco_momentum": pick(repro.moco_momentum, S["m"]),
+    "temperature": repro.temperature, "proj_dim": pick(repro.proj_dim, S["proj"]), "encoder": repro.encoder,
 }
 pretrained = {}
 for name in methods:
@@ -485,25 +493,25 @@ if curves:
 print(inspect.getsource(semi.cross_pseudo_loss))
 
 # %%
-eval_every = pick(ft_eval_every, max(2, steps // 6))
+eval_every = pick(repro.ft_eval_every, max(2, steps // 6))
 ft_base = from_params(FinetuneConfig, {
-    "max_steps": steps, "encoder": encoder, "batch_size": pick(ft_batch, S["ft_batch"]),
-    "lr": pick(ft_lr, S["ft_lr"]), "loss": ft_loss, "augment": ft_augment, "device": device,
+    "max_steps": steps, "encoder": repro.encoder, "batch_size": pick(repro.ft_batch, S["ft_batch"]),
+    "lr": pick(repro.ft_lr, S["ft_lr"]), "loss": repro.ft_loss, "augment": repro.ft_augment, "device": device,
     "paper_selection": False, "eval_every": eval_every,
 })
 semi_base = from_params(SemiConfig, {
-    "max_steps": steps, "encoder": encoder, "second_stream": second_stream, "batch_size": ft_base.batch_size,
-    "unlabelled_batch": pick(unlabelled_batch, ft_base.batch_size), "lr": ft_base.lr, "loss": ft_loss,
-    "augment": ft_augment, "device": device, "eval_every": eval_every, "threshold": cps_threshold,
-    "consistency": cps_weight, "rampup_steps": pick(cps_rampup, max(1, steps // 3)),
+    "max_steps": steps, "encoder": repro.encoder, "second_stream": repro.second_stream, "batch_size": ft_base.batch_size,
+    "unlabelled_batch": pick(repro.unlabelled_batch, ft_base.batch_size), "lr": ft_base.lr, "loss": repro.ft_loss,
+    "augment": repro.ft_augment, "device": device, "eval_every": eval_every, "threshold": repro.cps_threshold,
+    "consistency": repro.cps_weight, "rampup_steps": pick(repro.cps_rampup, max(1, steps // 3)),
 })
 inits = {"random init": None} | {name: result.transfer_state for name, result in pretrained.items()}
 folds = cross_validation_folds(ft_data.meta, ft_rows, k=n_folds, seed=seed)
 grids = {
     "supervised": run_finetune_grid(ft_data, folds, inits, label_counts, [seed], ft_base,
-                                    out_dir=run_dir / "supervised", progress=progress, unit=label_unit),
+                                    out_dir=run_dir / "supervised", progress=progress, unit=repro.label_unit),
     "two-stream": run_finetune_grid(ft_data, folds, {i: inits[i] for i in two_stream_inits}, label_counts, [seed],
-                                    semi_base, out_dir=run_dir / "two_stream", progress=progress, unit=label_unit),
+                                    semi_base, out_dir=run_dir / "two_stream", progress=progress, unit=repro.label_unit),
 }
 rows = pd.concat([g.assign(scheme=scheme) for scheme, g in grids.items()], ignore_index=True)
 rows["arm"] = rows["init"] + " · " + rows["scheme"]
@@ -516,7 +524,7 @@ print(f"{len(rows)} fine-tuning runs; a fold's label pool holds {pool_patients} 
 
 # %%
 def budget_name(n) -> str:
-    return "all labels" if str(n) == "all" else f"{n} {label_unit[:-1] if str(n) == '1' else label_unit}"
+    return "all labels" if str(n) == "all" else f"{n} {repro.label_unit[:-1] if str(n) == '1' else repro.label_unit}"
 
 
 metrics = {"test_dice_volume": "Dice per volume"}
@@ -530,7 +538,7 @@ per_organ.columns = [c.removeprefix("test_dice_") for c in per_organ.columns]
 display(per_organ)
 if rows.n_labelled.nunique() > 1:
     fig = viz.plot_dice_vs_labels(rows, x="n_labelled", y="test_dice_volume", hue="arm",
-                                  title=f"per-volume Dice vs labelled {label_unit}")
+                                  title=f"per-volume Dice vs labelled {repro.label_unit}")
     viz.save_figure(fig, run_dir / "figures" / "dice_vs_labels.png")
 
 # %% [markdown]
@@ -630,7 +638,7 @@ summary_text += "\n\nIDEAL's questions:\n\n" + "\n".join(ideal_texts)
 # %%
 two = rows[rows.scheme == "two-stream"]
 stream_columns = {"average": value, "U-Net stream": "test_unet_dice_volume",
-                  f"{second_stream} stream": f"test_{second_stream}_dice_volume"}
+                  f"{repro.second_stream} stream": f"test_{repro.second_stream}_dice_volume"}
 if len(two) and all(c in two for c in stream_columns.values()):
     streams = pd.concat([two[["init", "n_labelled", *pair_on, column]]
                          .rename(columns={"init": "start", column: "dice"}).assign(init=name)
@@ -705,7 +713,7 @@ if len(two) and all(c in two for c in stream_columns.values()):
 print("transferred:", {name: "encoder + decoder" if r.trains_decoder else "encoder" for name, r in pretrained.items()})
 smallest = str(label_counts[0])
 extra = run_evaluation_protocols(ft_data, folds, inits, label_counts[:1], [seed], ft_base, eval_protocols,
-                                 out_dir=run_dir / "protocols", progress=progress, unit=label_unit)
+                                 out_dir=run_dir / "protocols", progress=progress, unit=repro.label_unit)
 protocols = protocol_report(grids["supervised"][grids["supervised"].n_labelled == smallest], extra, pair_on=pair_on)
 atomic_write_text(run_dir / "protocols.csv", protocols.rows.to_csv(index=False))
 display(Markdown(f"**Dice per image at {budget_name(smallest)}, supervised scheme, mean ± std over folds**"))
@@ -744,11 +752,11 @@ if diagnose:
                             out_dir=str(run_dir / f"pretrain_{diagnosed_method.lower().replace(' ', '_')}_short"))
     short = pretrain(short_cfg, pool, index=pool_rows).transfer_state
     torch.manual_seed(seed)
-    random_encoder = build_segmenter("unet", encoder, 1, classes=len(classes)).encoder.state_dict()
+    random_encoder = build_segmenter("unet", repro.encoder, 1, classes=len(classes)).encoder.state_dict()
     ablations = diagnosis.default_ablations(ft_base, random_encoder, short_pretraining="shorter", longer=2)
     diag_rows = diagnosis.run_diagnosis(ft_data, folds, {diagnosed_method: inits[diagnosed_method], "shorter": short},
                                         ft_base, ablations, label_counts[0], [seed], method=diagnosed_method,
-                                        out_dir=run_dir / "diagnosis", progress=progress, unit=label_unit)  # fmt: skip
+                                        out_dir=run_dir / "diagnosis", progress=progress, unit=repro.label_unit)  # fmt: skip
     diagnosed = diagnosis.diagnosis_table(diag_rows, value="test_dice_volume")
     atomic_write_text(run_dir / "diagnosis.csv", diagnosed.to_csv(index=False))
     print(f"this run's diagnosis of {diagnosed_method} ({size}, {n_folds} folds, seed {seed}; Dice per volume)")
@@ -775,15 +783,15 @@ cell = rows[(rows.n_labelled == n_small) & (rows.scheme == "two-stream")]
 if len(cell):
     best = cell.groupby("init").test_dice_volume.mean().idxmax()
     preds = {s or "average": load_predictions(run_dir / "two_stream", best, n_small, seed, fold=0, stream=s)[at]
-             for s in ("unet", second_stream, "")}
+             for s in ("unet", repro.second_stream, "")}
     for name, pred in preds.items():
         fig = viz.show_overlays(ft_data.images[show], ft_data.masks[show], pred, class_names=classes)
         fig.suptitle(f"{best}, two-stream, {name} stream" if name != "average" else f"{best}, two-stream, average",
                      y=1.03)
         viz.save_figure(fig, run_dir / "figures" / f"overlay_{name}.png")
-    disagreement = (preds["unet"] != preds[second_stream]).astype(np.float32)
+    disagreement = (preds["unet"] != preds[repro.second_stream]).astype(np.float32)
     fig = viz.show_images(disagreement, titles=[f"{d.mean():.1%} of pixels" for d in disagreement],
-                          suptitle=f"where the U-Net and {second_stream} streams disagree")
+                          suptitle=f"where the U-Net and {repro.second_stream} streams disagree")
     viz.save_figure(fig, run_dir / "figures" / "disagreement.png")
 
 # %%
@@ -791,8 +799,9 @@ md = [
     f"# IDEAL results ({size}, {env['device']}, torch {env['torch']})",
     "",
     f"Data: pretrain={pretrain_data}, finetune={finetune_data}; dense λ={dense_weight}, level={dense_level}, "
-    f"{dense_per_image} locations/image, τ_dense={dense_temperature}; two-stream {second_stream} stream, threshold={cps_threshold}, "
-    f"weight={cps_weight}; budgets in {label_unit}; {n_folds}-fold cross-validation; mean ± std over folds.",
+    f"{repro.dense_per_image} locations/image, τ_dense={repro.dense_temperature}; "
+    f"two-stream {repro.second_stream} stream, threshold={repro.cps_threshold}, "
+    f"weight={repro.cps_weight}; budgets in {repro.label_unit}; {n_folds}-fold cross-validation; mean ± std over folds.",
     "",
     table.to_markdown(),
     "",

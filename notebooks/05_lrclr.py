@@ -90,7 +90,7 @@ from IPython.display import Markdown, display
 from medcl_lite import crossmodal, text, viz
 from medcl_lite import reference as recorded
 from medcl_lite.checkpoint import atomic_write_text
-from medcl_lite.config import from_params, pick
+from medcl_lite.config import from_params, pick, reproduction_settings
 from medcl_lite.data.datasets import split_by_patient
 from medcl_lite.data.phantoms import FINDINGS, make_chest_xray_reports
 from medcl_lite.data.prepared import open_prepared
@@ -108,7 +108,8 @@ from medcl_lite.paired import interval, paired_comparison, verdict_text
 env = medcl_lite.print_env()
 
 # %% tags=["parameters"]
-# Parameters: papermill overrides these (medcl reproduce 05_lrclr -f notebooks/params/lrclr/...)
+# Parameters: papermill sets these and, by name, any setting of REPRODUCTION below
+# (medcl reproduce 05_lrclr -f notebooks/params/lrclr/<preset>.yaml -p epochs 20).
 smoke = None  # None: smoke run on a CPU, teaching run on a GPU; True or False forces it
 preset = "auto"  # size when not smoke: cpu (a 2-core CPU), gpu, or auto
 seeds = []  # training seeds (one model per seed and method), empty: the size's
@@ -116,27 +117,34 @@ device = "auto"  # auto, cpu, cuda or mps
 out_dir = ""  # run folder; empty: MEDCL_RUNS/lrclr-SIZE (default ~/.cache/medcl_lite/runs)
 progress = True  # tqdm progress bars
 data = "phantom"  # "phantom" (built in) or a prepared image-report folder (e.g. iu-xray-256)
-image_size = 0  # phantom image side, 0: the size's
-n_patients = 0  # phantom patients (one image each), 0: the size's
-test_fraction = 0.3  # held-out patients for zero-shot evaluation
 methods = []  # empty: ["CLIP", "LRCLR"]
 reference = True  # also train the same encoder WITH labels: what the images show at this size (not zero-shot)
-encoder = "resnet18"  # smp encoder of the image side
 # LRCLR (unpublished in the paper: our choices, section 2 says why)
 regions = 8  # k regions kept by the selection layer
-region_level = 0  # encoder stage whose cells are regions: -1 the last map (as LRCLR), -2 twice as fine; 0: the size's
 report_embedding = "sentences"  # a report is the mean of its sentence embeddings, or "tokens" (whole report pooled)
 region_weight = 1.0  # weight of the region-sentence term
-dim = 128  # joint embedding size
-temperature = 0.07  # τ of both InfoNCE terms (CLIP's initial value, fixed)
 identical_positive = True  # identical templated reports (and sentences) are positives of each other
-text_dim = 128  # text encoder width
-text_layers = 2  # text encoder depth
-max_len = 48  # tokens per report or sentence
-epochs = 0  # 0: the size's value
-batch_size = 0  # 0: the size's value
-lr = 0.0  # AdamW, 0: the size's value
-augment = "light"  # "none" | "light" (small affine and intensity; never a flip: sides are findings)
+reproduction = {}  # other settings by name, e.g. {"epochs": 20}: the REPRODUCTION cell below
+
+# %% tags=["reproduction"] jupyter={"source_hidden": true}
+# The settings of a paper reproduction, out of the reader's way: the presets in notebooks/params/lrclr/
+# set them. 0, -1 or empty: the size's value (SIZES below).
+REPRODUCTION = dict(
+    image_size=0,  # phantom image side, 0: the size's
+    n_patients=0,  # phantom patients (one image each), 0: the size's
+    test_fraction=0.3,  # held-out patients for zero-shot evaluation
+    encoder="resnet18",  # smp encoder of the image side
+    region_level=0,  # encoder stage whose cells are regions: -1 the last map (as LRCLR), -2 twice as fine; 0: the size's
+    dim=128,  # joint embedding size
+    temperature=0.07,  # τ of both InfoNCE terms (CLIP's initial value, fixed)
+    text_dim=128,  # text encoder width
+    text_layers=2,  # text encoder depth
+    max_len=48,  # tokens per report or sentence
+    epochs=0,  # 0: the size's value
+    batch_size=0,  # 0: the size's value
+    lr=0.0,  # AdamW, 0: the size's value
+    augment="light",  # "none" | "light" (small affine and intensity; never a flip: sides are findings)
+)
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute on a CPU: checks that
@@ -148,6 +156,7 @@ augment = "light"  # "none" | "light" (small affine and intensity; never a flip:
 # few: the first pitfall in section 6.
 
 # %%
+repro = reproduction_settings(REPRODUCTION, reproduction)  # repro.lr, repro.epochs, ...
 run_device = medcl_lite.get_device(device)
 size = medcl_lite.run_size(smoke, preset, run_device)  # smoke=None: smoke on a CPU
 SIZES = {
@@ -158,7 +167,7 @@ SIZES = {
 if size not in SIZES:
     raise ValueError(f"preset={preset!r}: choose one of {sorted(SIZES)} or 'auto'")
 S = SIZES[size]
-region_level = region_level or S["level"]  # (pick() would also replace an explicit -1)
+region_level = repro.region_level or S["level"]  # (pick() would also replace an explicit -1)
 seeds = list(pick(seeds, S["seeds"]))
 methods = list(pick(methods, ["CLIP", "LRCLR"]))
 if sorted(set(methods) - {"CLIP", "LRCLR"}):
@@ -179,12 +188,13 @@ print(f"size={size}  device={run_device}  methods={methods}  seeds={seeds}  k={S
 
 # %%
 if data == "phantom":
-    dataset = make_chest_xray_reports(n_patients=pick(n_patients, S["patients"]), size=pick(image_size, S["image"]),
+    dataset = make_chest_xray_reports(n_patients=pick(repro.n_patients, S["patients"]),
+                                      size=pick(repro.image_size, S["image"]),
                                       seed=seeds[0])
 else:
     dataset = open_prepared(data)
 findings = [f for f in FINDINGS if f in dataset.meta]
-split = split_by_patient(dataset.meta, {"train": 1 - test_fraction, "test": test_fraction}, seed=seeds[0])
+split = split_by_patient(dataset.meta, {"train": 1 - repro.test_fraction, "test": repro.test_fraction}, seed=seeds[0])
 train_rows, test_rows = split["train"], split["test"]
 print(f"{dataset.name}: {len(dataset)} images of {dataset.meta.patient_id.nunique()} patients; "
       f"train {len(train_rows)}, held-out test {len(test_rows)}")
@@ -275,11 +285,11 @@ for finding in findings:
 # `region_level` is, and $W_x$ = `image_proj`. The shapes on one batch:
 
 # %%
-cfg_probe = from_params(ImageTextConfig, regions=S["k"], region_level=region_level, max_len=max_len, dim=dim,
-                        text_dim=text_dim, text_layers=text_layers, encoder=encoder)
+cfg_probe = from_params(ImageTextConfig, regions=S["k"], region_level=region_level, max_len=repro.max_len, dim=repro.dim,
+                        text_dim=repro.text_dim, text_layers=repro.text_layers, encoder=repro.encoder)
 probe_tok = text.Tokenizer.fit(list(dataset.meta.report))
 probe = build_model(cfg_probe, probe_tok.vocab_size)
-batch = collate_reports([ReportDataset(dataset, train_rows)[i] for i in range(4)], probe_tok, max_len)
+batch = collate_reports([ReportDataset(dataset, train_rows)[i] for i in range(4)], probe_tok, repro.max_len)
 with torch.no_grad():
     out = probe(batch["images"], batch["sentence_ids"], batch["sentence_mask"], batch["owner"],
                 batch["report_ids"], batch["report_mask"])
@@ -353,7 +363,7 @@ print(inspect.getsource(crossmodal.region_sentence_mask).split('"""')[-1])
 
 # %%
 mask_items = [ReportDataset(dataset, train_rows)[i] for i in range(12)]
-mask_batch = collate_reports(mask_items, probe_tok, max_len)
+mask_batch = collate_reports(mask_items, probe_tok, repro.max_len)
 with torch.no_grad():
     mask_out = probe(mask_batch["images"], mask_batch["sentence_ids"], mask_batch["sentence_mask"],
                      mask_batch["owner"], mask_batch["report_ids"], mask_batch["report_mask"])  # fmt: skip
@@ -374,20 +384,21 @@ print(f"{int(same_report.sum()) - len(same_report)} off-diagonal identical-repor
 # ## 4 · Training: CLIP baseline vs LRCLR
 # Same images, reports, tokenizer, schedule and seeds; LRCLR adds the region path and its loss.
 # Unpublished choices (ours): k regions, the region weight, τ, the text encoder's size, the
-# schedule; `regions`, `region_weight`, `temperature`, ... in the parameters cell. Each run writes
-# its model to the run folder; running the cell again loads a finished run of the same
-# configuration instead of training it again (`resume=True`).
+# schedule; `regions` and `region_weight` are in the parameters cell, `temperature` and the rest
+# in `REPRODUCTION`. Each run writes its model to the run folder; running the cell again loads a
+# finished run of the same configuration instead of training it again (`resume=True`).
 
 # %%
 results = {}
 for seed in seeds:
     for method in methods:
         cfg = from_params(ImageTextConfig, {
-            "use_regions": method == "LRCLR", "encoder": encoder, "dim": dim, "regions": S["k"],
+            "use_regions": method == "LRCLR", "encoder": repro.encoder, "dim": repro.dim, "regions": S["k"],
             "region_level": region_level, "report_embedding": report_embedding,
-            "region_weight": region_weight, "temperature": temperature, "identical_positive": identical_positive,
-            "text_dim": text_dim, "text_layers": text_layers, "max_len": max_len, "augment": augment,
-            "epochs": pick(epochs, S["epochs"]), "batch_size": pick(batch_size, S["batch"]), "lr": pick(lr, S["lr"]),
+            "region_weight": region_weight, "temperature": repro.temperature, "identical_positive": identical_positive,
+            "text_dim": repro.text_dim, "text_layers": repro.text_layers, "max_len": repro.max_len, "augment": repro.augment,
+            "epochs": pick(repro.epochs, S["epochs"]), "batch_size": pick(repro.batch_size, S["batch"]),
+            "lr": pick(repro.lr, S["lr"]),
             "seed": seed, "device": device, "progress": progress,
             "out_dir": str(run_dir / f"{method.lower()}_s{seed}"), "resume": True,
         })
@@ -593,7 +604,7 @@ if "LRCLR" in methods and f"{findings[0]}_box" in dataset.meta:
     model.model.eval()
     for row, finding in cases:
         item = {"image": torch.from_numpy(dataset.images[row])[None], "report": dataset.meta.report.iloc[row]}
-        batch = collate_reports([item], model.tokenizer, max_len)
+        batch = collate_reports([item], model.tokenizer, repro.max_len)
         batch = {k: v.to(next(model.model.parameters()).device) for k, v in batch.items()}
         with torch.no_grad():
             out = model.model(batch["images"], batch["sentence_ids"], batch["sentence_mask"], batch["owner"],
@@ -639,7 +650,7 @@ md = [
     f"# LRCLR results ({size}, {env['device']}, torch {env['torch']})",
     "",
     f"Data: {dataset.name}, {len(train_rows)} training and {len(test_rows)} held-out images; k={S['k']}, "
-    f"region weight={region_weight}, τ={temperature}; seeds {seeds}; zero-shot AUC, mean ± std over seeds.",
+    f"region weight={region_weight}, τ={repro.temperature}; seeds {seeds}; zero-shot AUC, mean ± std over seeds.",
     "",
     summary_text.to_markdown(),
     "",

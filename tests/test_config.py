@@ -61,3 +61,21 @@ def test_changed_fields_reads_missing_saved_fields_as_defaults():
     cfg = FinetuneConfig(lr=1e-4, progress=False)
     assert changed_fields({"lr": 1e-4}, cfg, {"progress"}) == set()  # every other field: its default
     assert changed_fields({"lr": 1e-3}, cfg) == {"lr", "progress"}
+
+
+def test_reproduction_settings_apply_overrides_of_the_defaults_type():
+    from medcl_lite.config import reproduction_settings
+
+    defaults = {"ft_lr": 0.0, "n_folds": 0, "settings": [], "loss": "ce+dice", "resume": True, "extra": None}
+    settings = reproduction_settings(defaults, {"ft_lr": 1, "settings": ["semi"], "extra": [1]})
+    assert settings.ft_lr == 1.0 and isinstance(settings.ft_lr, float)  # an int stands for a float
+    assert settings.settings == ["semi"] and settings.n_folds == 0 and settings.loss == "ce+dice"
+    assert settings.extra == [1]  # None accepts anything
+    assert vars(reproduction_settings(defaults)) == defaults
+    with pytest.raises(ConfigError, match=r"unknown setting 'ft_lrr' \(did you mean 'ft_lr'\?\)"):
+        reproduction_settings(defaults, {"ft_lrr": 1e-4})
+    for key, bad in [("n_folds", 2.5), ("n_folds", True), ("loss", 3), ("settings", "semi"), ("resume", 1)]:
+        with pytest.raises(ConfigError, match=f"setting '{key}' must be"):
+            reproduction_settings(defaults, {key: bad})
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        reproduction_settings(defaults, ["ft_lr"])

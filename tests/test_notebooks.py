@@ -72,6 +72,23 @@ def test_notebook_conventions(source):
     assert "%pip" not in source.read_text(), "install with subprocess behind a Colab guard, not %pip"
 
 
+@pytest.mark.parametrize("source", CHAPTERS, ids=lambda p: p.stem)
+def test_parameters_cell_keeps_few_knobs_in_sight(source):
+    """The parameters cell holds what a student changes; a paper reproduction's other settings sit
+    in one collapsed ``reproduction`` cell right after it (REPRODUCTION), settable by name."""
+    from medcl_lite import repro
+
+    cells = jupytext.read(source).cells
+    i = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    knobs = re.findall(r"^(\w+) = ", cells[i].source, flags=re.MULTILINE)
+    assert len(knobs) <= 15, f"{len(knobs)} parameters in sight: {knobs}"
+    keys = repro.reproduction_keys(source.with_suffix(".ipynb"))
+    if len(knobs) + len(keys) > 15:  # a chapter with many settings parks them in REPRODUCTION
+        nxt = cells[i + 1]
+        assert "reproduction" in nxt.metadata.get("tags", []) and nxt.metadata["jupyter"]["source_hidden"]
+        assert "reproduction" in knobs and not set(keys) & set(knobs)
+
+
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_papermill_parses_every_parameter(source):
     """papermill skips a parameter line it cannot parse (e.g. a comment holding '='): none may be."""

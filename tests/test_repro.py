@@ -104,3 +104,51 @@ def test_kernel_gets_threads_and_passive_wait(tmp_path, monkeypatch):
     assert seen == {"OMP_WAIT_POLICY": "PASSIVE", "MEDCL_THREADS": "1", "OMP_NUM_THREADS": "1",
                     "threads": 1, "policy": "PASSIVE"}  # fmt: skip
     assert not {"OMP_WAIT_POLICY", "MEDCL_THREADS", "OMP_NUM_THREADS"} & set(os.environ)
+
+
+def _write_chapter(path, reproduction="REPRODUCTION = dict(\n    lr=0.0,  # comment\n    folds=0,\n)"):
+    """A chapter-shaped notebook: parameters cell, a ``reproduction`` cell, a body using both."""
+    _write_notebook(
+        path,
+        parameters="x = 1\nout_dir = ''\nreproduction = {}",
+        body="from pathlib import Path\nfrom medcl_lite.config import reproduction_settings\n"
+        "repro = reproduction_settings(REPRODUCTION, reproduction)\n"
+        "Path(out_dir, 'results.md').write_text(f'| {x} | {repro.lr} | {repro.folds} |\\n')",
+    )
+    nb = nbformat.read(path, as_version=4)
+    cell = nbformat.v4.new_code_cell(reproduction)
+    cell.metadata["tags"] = ["reproduction"]
+    nb.cells.insert(1, cell)
+    nbformat.write(nb, path)
+
+
+def test_reproduction_settings_are_parameters_by_name(tmp_path, capsys):
+    nb = tmp_path / "chapter.ipynb"
+    _write_chapter(nb)
+    assert repro.reproduction_keys(nb) == {"lr", "folds"}
+    repro.check_params(nb, {"x": 2, "lr": 0.1})  # known: a reproduction setting by name
+    with pytest.raises(ValueError, match="unknown parameter 'lrr'.*did you mean 'lr'"):
+        repro.check_params(nb, {"lrr": 0.1})
+    # By name (parameter files, -p) and nested both reach the notebook's `reproduction` mapping.
+    assert repro.fold_reproduction(nb, {"x": 2, "lr": 0.1, "reproduction": {"folds": 3}}) == {
+        "x": 2, "reproduction": {"folds": 3, "lr": 0.1}}
+    assert repro.fold_reproduction(nb, {"x": 2}) == {"x": 2}
+    with pytest.raises(ValueError, match="'lr' is given twice"):
+        repro.fold_reproduction(nb, {"lr": 0.1, "reproduction": {"lr": 0.2}})
+    code = repro.main(["reproduce", str(nb), "-p", "lr", "0.5", "-p", "folds", "4", "--name", "r",
+                       "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    assert code == 0
+    assert "| 1 | 0.5 | 4 |" in capsys.readouterr().out
+    # An ill-typed setting fails in the notebook's first cells, naming itself.
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError, match="setting 'folds' must be int like its default 0, got 'abc'"):
+        repro.main(["reproduce", str(nb), "-p", "folds", "abc", "--name", "bad",
+                    "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+
+
+def test_reproduction_cell_without_its_dict_is_an_error(tmp_path):
+    nb = tmp_path / "chapter.ipynb"
+    _write_chapter(nb, reproduction="SETTINGS = dict(lr=0.0)")
+    with pytest.raises(ValueError, match="assigns no REPRODUCTION"):
+        repro.reproduction_keys(nb)

@@ -92,7 +92,7 @@ def test_xray_anatomy_varies_beyond_light_augmentation(xrays):
     # Consolidations are dense: inside the lung they are brighter than the patient's clear lung.
     opacity = (xrays.meta["finding"] == "opacity").to_numpy()
     lungs = xrays.masks > 0
-    brightest = [np.percentile(img[m], 95) - np.median(img[m]) for img, m in zip(xrays.images, lungs)]
+    brightest = [np.percentile(img[m], 95) - np.median(img[m]) for img, m in zip(xrays.images, lungs, strict=True)]
     assert np.median(np.array(brightest)[opacity]) > 1.5 * np.median(np.array(brightest)[~opacity])
 
 

@@ -62,8 +62,9 @@ def _digest(data) -> str:
 def test_make_chest_xrays_is_unchanged_by_the_reports_phantom():
     # The other chapters' measured results depend on these images. The reference was written on
     # 2026-12-07 when the phantom gained its headroom (wider anatomy, consolidations; see
-    # docs/methods.md, "Built-in data"); regenerate it only with such a deliberate change. A
-    # tolerance, not a digest, because scipy/numpy releases move the filtered images' last bits.
+    # docs/methods.md, "Built-in data: room for pretraining to help"); regenerate it only with
+    # such a deliberate change. A tolerance, not a digest, because scipy/numpy releases move the
+    # filtered images' last bits.
     # Covers opacity, nodule, sites A/B/C.
     data = make_chest_xrays(n_patients=3, n_times=2, size=64, seed=7)
     assert set(data.meta["finding"]) == {"none", "opacity", "nodule"}

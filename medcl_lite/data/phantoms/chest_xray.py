@@ -180,7 +180,8 @@ class Study:
 def _sample_anatomy(rng: np.random.Generator) -> ChestAnatomy:
     # Habitus and positioning vary beyond what fine-tuning's light augmentation undoes (zoom
     # 0.9-1.1, shift 5 %): one labelled patient then shows one body size, lung shape and centring,
-    # and the unlabelled pool shows the rest (measured headroom: docs/methods.md, "Built-in data").
+    # and the unlabelled pool shows the rest (measured: docs/methods.md,
+    # "Built-in data: room for pretraining to help").
     lung_width = rng.uniform(0.45, 0.74)
     chest_wall = rng.uniform(0.05, 0.3)
     return ChestAnatomy(
