@@ -87,7 +87,7 @@ def from_params(cls: type[T], params: dict[str, Any] | None = None, **overrides:
 def reproduction_settings(
     defaults: dict[str, Any], overrides: dict[str, Any] | None = None, name: str = "reproduction"
 ) -> types.SimpleNamespace:
-    """A chapter's reproduction settings as attributes (``R.ft_lr``): ``defaults`` (the notebook's
+    """A chapter's reproduction settings as attributes (``repro.ft_lr``): ``defaults`` (the notebook's
     ``REPRODUCTION`` cell) updated by ``overrides`` (its ``reproduction`` parameter).
 
     The chapters keep the knobs a student changes in their parameters cell and the rest of a

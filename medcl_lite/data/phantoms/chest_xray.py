@@ -294,11 +294,12 @@ def _sample_inspiration(site: XraySite, rng: np.random.Generator) -> float:
     return float(np.clip(rng.normal(site.inspiration_mean, site.inspiration_sd), 0.78, 1.06))
 
 
-#: Opacity radius and density ranges: focal opacities (the report phantom's findings) and the
+#: Radius and density ranges of a lesion: focal opacities (the report phantom's findings), the
 #: lobar consolidations of :func:`make_chest_xrays`, dense enough to look like soft tissue, so that
-#: only the lung's outline and context say they are lung.
+#: only the lung's outline and context say they are lung, and nodules.
 FOCAL_OPACITY = {"radius": (0.1, 0.28), "density": (0.5, 1.0)}
 CONSOLIDATION = {"radius": (0.18, 0.45), "density": (0.9, 1.5)}
+NODULE = {"radius": (0.022, 0.045), "density": (0.5, 1.0)}
 
 
 def _sample_lesion(
@@ -324,8 +325,8 @@ def _sample_lesion(
     inside = np.flatnonzero(_lung_masks(anat, inspiration, site, px, py)[side_index])
     first = inside[0] if len(inside) else 0
     center = (float(px[first]), float(py[first]))
-    radius = rng.uniform(*opacity["radius"]) if kind == "opacity" else rng.uniform(0.022, 0.045)
-    density = rng.uniform(*(opacity["density"] if kind == "opacity" else FOCAL_OPACITY["density"]))
+    ranges = opacity if kind == "opacity" else NODULE
+    radius, density = rng.uniform(*ranges["radius"]), rng.uniform(*ranges["density"])
     if len(inside) == 0:
         return None
     return Lesion(kind, side, zone, center, float(radius), float(density))
@@ -662,8 +663,8 @@ def make_chest_xrays(
     RIGHT lung is on the image LEFT. Patient ``p`` belongs to ``sites[p % len(sites)]`` (profiles
     in :data:`XRAY_SITES`). A patient keeps their anatomy (:class:`ChestAnatomy`) over time points;
     each :class:`Study` changes inspiration, rotation, position, exposure, noise, findings
-    (~70 %: a consolidation or a nodule inside a lung; lung labels include them) and devices. Patient ``p``
-    gets the same anatomy for a given ``seed`` whatever ``n_patients`` is.
+    (~70 %: a consolidation or a nodule inside a lung; lung labels include them) and devices.
+    Patient ``p`` gets the same anatomy for a given ``seed`` whatever ``n_patients`` is.
 
     Extra meta columns: ``finding``, ``finding_side``, ``finding_zone``, ``devices`` (count),
     ``report`` (templated text), ``exposure``, ``rotation_deg``, ``inspiration``.
