@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: tags,-all
+#     cell_metadata_filter: tags,jupyter,-all
 #     formats: ipynb,py:percent
 #     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
 #     text_representation:
@@ -126,7 +126,7 @@ region_weight = 1.0  # weight of the region-sentence term
 identical_positive = True  # identical templated reports (and sentences) are positives of each other
 reproduction = {}  # other settings by name, e.g. {"epochs": 20}: the REPRODUCTION cell below
 
-# %% tags=["reproduction"]
+# %% tags=["reproduction"] jupyter={"source_hidden": true}
 # The settings of a paper reproduction, out of the reader's way: the presets in notebooks/params/lrclr/
 # set them. 0, -1 or empty: the size's value (SIZES below).
 REPRODUCTION = dict(
