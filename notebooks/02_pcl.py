@@ -92,7 +92,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from medcl_lite import pairing, train, viz
+from medcl_lite import pairing, reference, train, viz
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.config import from_params, pick, reproduction_settings
 from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
@@ -117,7 +117,7 @@ env = medcl_lite.print_env()
 # Parameters: papermill sets these and, by name, any setting of REPRODUCTION below
 # (medcl reproduce 02_pcl -f notebooks/params/pcl/<preset>.yaml -p ft_lr 1e-4).
 smoke = None  # None: smoke run on a CPU, teaching run on a GPU; True or False forces it
-preset = "auto"  # size when not smoke: cpu (80 min on 2 shared cores), gpu, or auto
+preset = "auto"  # size when not smoke: cpu (~100 min on 2 cores), gpu, or auto
 seed = 0  # data, split and pretraining seed
 device = "auto"  # auto, cpu, cuda or mps
 out_dir = ""  # run folder; empty: MEDCL_RUNS/pcl-SIZE (default ~/.cache/medcl_lite/runs)
@@ -163,7 +163,7 @@ REPRODUCTION = dict(
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
-# that everything runs; numbers mean little), **cpu** (about 80 minutes on a 2-core CPU) and
+# that everything runs; numbers mean little), **cpu** (about 100 minutes on a 2-core CPU) and
 # **gpu** (a Colab GPU: 128² slices, longer pretraining, 5 folds). The paper presets in
 # `notebooks/params/pcl/` set every value explicitly. Each size also names the evaluation
 # protocols run beside full fine-tuning (section 9).
@@ -178,8 +178,8 @@ SIZES = {
                   m=0.99, proj=64, methods=["SimCLR", "GCL", "PCL", "MoCo-PCL"], counts=[1], folds=2,
                   ft_steps=6, ft_batch=4, ft_lr=1e-3, thetas=[0.1], protocols=["linear probe"]),
     "cpu": dict(image=64, patients=36, slices=(10, 18), epochs=20, batch=32, lr=0.1, warmup=2,
-                queue=256, m=0.99, proj=128, methods=ALL_METHODS, counts=[1, 2, 6], folds=3,
-                ft_steps=60, ft_batch=8, ft_lr=1e-3, thetas=[0.05, 0.1, 0.2, 0.5],
+                queue=256, m=0.99, proj=128, methods=ALL_METHODS, counts=[1, 6], folds=3,
+                ft_steps=150, ft_batch=8, ft_lr=1e-3, thetas=[0.05, 0.1, 0.2, 0.5],
                 protocols=["frozen encoder", "linear probe"]),
     "gpu": dict(image=128, patients=60, slices=(10, 18), epochs=150, batch=32, lr=0.1, warmup=5,
                 queue=1024, m=0.99, proj=512, methods=ALL_METHODS, counts=[1, 2, 6, "all"], folds=5,
@@ -215,8 +215,11 @@ print(f"run folder: {run_dir}")
 # ## 1 · The data and the two settings
 # Phantom cardiac short-axis MRI volumes, one per patient, from above the base of the heart to
 # below the apex: what a slice shows depends on its depth (atria and great vessels, then a large
-# LV and RV, the LV ring, a small apex, then liver). Patients differ in heart size, position,
-# wall thickness and number of slices. Site **A** is the reference scanner, site **B** a 3 T
+# LV and RV, the LV ring, a small apex, then liver). Patients differ in position, field of view,
+# orientation and number of slices, and, as in ACDC, each belongs to one of five diagnostic groups
+# (normal, dilated or hypertrophic cardiomyopathy, previous infarction, abnormal right ventricle)
+# that change the heart's size, wall and RV: more than one labelled patient can show, which
+# leaves the unlabelled pool something to teach. Site **A** is the reference scanner, site **B** a 3 T
 # scanner with a strong coil bias field, more noise and lower blood-myocardium contrast.
 #
 # | setting | pretraining (unlabelled) | fine-tuning and test |
@@ -633,6 +636,7 @@ if thetas:
 # %%
 GROUPS = ["setting", "n_labelled"]
 comparison = paired_comparison(rows, groups=GROUPS, value="test_dice_volume", pair_on=["fold", "seed"])
+atomic_write_text(run_dir / "comparison.csv", comparison.to_csv(index=False))
 display(comparison.round(3))
 fig = viz.plot_paired(comparison, ["setting", "n_labelled", "init"], unit="3-D Dice",
                       title="pretrained minus random init, paired on fold and seed")  # fmt: skip
@@ -688,32 +692,29 @@ reading_text = "\n".join([
 display(Markdown(reading_text))
 
 # %% [markdown]
-# **A reference run** of the `cpu` size (`medcl reproduce 02_pcl -f notebooks/params/pcl/cpu.yaml
-# --name pcl-cpu`), honest Dice (3-D per volume, step chosen on validation), mean ± std over 3
-# folds. Your run prints its own tables above; runs are deterministic by seed on one machine.
-#
-# | init | semi, 1 vol. | semi, 2 vol. | semi, 6 vol. | transfer, 1 vol. | transfer, 2 vol. | transfer, 6 vol. |
-# |---|---|---|---|---|---|---|
-# | random init | 0.669 ± 0.076 | 0.633 ± 0.041 | 0.581 ± 0.124 | 0.569 ± 0.022 | 0.481 ± 0.180 | 0.632 ± 0.010 |
-# | SimCLR | 0.623 ± 0.069 | 0.619 ± 0.058 | 0.550 ± 0.037 | 0.468 ± 0.040 | 0.473 ± 0.028 | 0.497 ± 0.026 |
-# | GCL | 0.658 ± 0.015 | 0.618 ± 0.057 | 0.645 ± 0.050 | 0.589 ± 0.020 | 0.611 ± 0.037 | 0.576 ± 0.026 |
-# | PCL | 0.700 ± 0.022 | 0.661 ± 0.093 | 0.713 ± 0.030 | 0.619 ± 0.054 | 0.672 ± 0.006 | 0.648 ± 0.015 |
-# | MoCo | 0.657 ± 0.008 | 0.661 ± 0.025 | 0.623 ± 0.101 | 0.537 ± 0.010 | 0.596 ± 0.036 | 0.564 ± 0.042 |
-# | MoCo-PCL | 0.701 ± 0.015 | 0.626 ± 0.058 | 0.653 ± 0.013 | 0.607 ± 0.024 | 0.617 ± 0.078 | 0.624 ± 0.036 |
-#
-# θ sweep (semi, 1 volume), means: 0.05 → 0.693 ± 0.047, 0.1 → 0.664 ± 0.039, 0.2 → 0.655 ± 0.018,
-# 0.35 → 0.700 ± 0.022, 0.5 → 0.709 ± 0.037.
-#
+# **The reference run** of the `cpu` size, read from `notebooks/reference/02_pcl/` (recorded by
+# `medcl reproduce 02_pcl -f notebooks/params/pcl/cpu.yaml --name pcl-reference --record`, never
+# retyped): honest Dice (3-D per volume, step chosen on validation), mean ± std over the folds, then
+# its paired comparisons. Your run prints its own tables above; runs are deterministic by seed on
+# one machine.
+
+# %%
+print(reference.caption("02_pcl"))
+recorded = reference.load_table("02_pcl", "results.csv")
+if recorded is not None:
+    display(protocol_table(recorded, ["init"], ["setting"], {"test_dice_volume": "honest"}))
+    recorded_comparison = reference.load_table("02_pcl", "comparison.csv")
+    if recorded_comparison is not None:
+        display(recorded_comparison.round(3))
+
+# %% [markdown]
 # Its means alone decide nothing: whether a difference between two rows is evidence is what the
-# paired intervals decide, and they are computed for your run above, not for this table. Questions
-# to put to your run's tables: is PCL better than SimCLR, and than GCL, in every cell or only in
-# some, and in how many is the interval clear of 0? Is plain SimCLR above or below random init,
-# and does the false-negative share of section 2 (its negatives within θ of the anchor's depth)
-# help explain it? Does the embedding probe (section 5) rank the encoders the way the Dice does?
-# Does the θ sweep show a trend that its paired differences support? Caveats: with a fixed
-# fine-tuning budget more labelled volumes do not always help (in the table above random init
-# drops from 1 to 6 volumes, with a large fold spread), so compare rows within a column, not
-# columns; and the θ sweep is one budget, one seed, a few folds.
+# paired intervals decide. Questions to put to your run's tables: is PCL better than SimCLR, and
+# than GCL, in every cell or only in some, and in how many is the interval clear of 0? Is plain
+# SimCLR above or below random init, and does the false-negative share of section 2 (its negatives
+# within θ of the anchor's depth) help explain it? Does the embedding probe (section 5) rank the
+# encoders the way the Dice does? Does the θ sweep show a trend that its paired differences
+# support? Caveat: the θ sweep is one budget, one seed, a few folds.
 
 # %% [markdown]
 # **The paper's numbers**, for orientation only: ACDC (real cine MRI, 352², 300 pretraining

@@ -97,8 +97,8 @@ import torch
 from IPython.display import Markdown, display
 from skimage.segmentation import mark_boundaries
 
+from medcl_lite import reference, train, viz
 from medcl_lite import regions as lrc
-from medcl_lite import train, viz
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.config import from_params, pick, reproduction_settings
 from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
@@ -123,7 +123,7 @@ env = medcl_lite.print_env()
 # Parameters: papermill sets these and, by name, any setting of REPRODUCTION below
 # (medcl reproduce 03_lrc -f notebooks/params/lrc/<preset>.yaml -p ft_lr 1e-4).
 smoke = None  # None: smoke run on a CPU, teaching run on a GPU; True or False forces it
-preset = "auto"  # size when not smoke: cpu (a 2-core CPU, 1-1.5 hours), gpu, or auto
+preset = "auto"  # size when not smoke: cpu (a 2-core CPU, 1.5-2 hours), gpu, or auto
 seed = 0  # data, split and pretraining seed
 device = "auto"  # auto, cpu, cuda or mps
 out_dir = ""  # run folder; empty: MEDCL_RUNS/lrc-SIZE (default ~/.cache/medcl_lite/runs)
@@ -174,7 +174,7 @@ REPRODUCTION = dict(
 
 # %% [markdown]
 # Values derived from the parameters. Three sizes: **smoke** (a minute or two on a CPU: checks
-# that everything runs; numbers mean little), **cpu** (a 2-core CPU, about 1-1.5 hours) and
+# that everything runs; numbers mean little), **cpu** (a 2-core CPU, about 1.5-2 hours) and
 # **gpu** (a Colab GPU: 128² slices, longer pretraining, 5 folds).
 
 # %%
@@ -188,7 +188,7 @@ SIZES = {
                   ft_lr=1e-3, sp_scale=60.0, sp_min=20, protocols=["linear probe"]),
     "cpu": dict(image=64, patients=32, slices=(14, 20), epochs=15, batch=32, lr=0.05, warmup=1,
                 queue=256, m=0.99, proj=128, methods=ALL_METHODS, counts=[1, 2, 4], folds=3,
-                ft_steps=200, ft_batch=8, ft_lr=1e-3, sp_scale=60.0, sp_min=20,
+                ft_steps=300, ft_batch=8, ft_lr=1e-3, sp_scale=60.0, sp_min=20,
                 protocols=["frozen encoder", "linear probe"]),
     "gpu": dict(image=128, patients=60, slices=(16, 28), epochs=100, batch=32, lr=0.05, warmup=5,
                 queue=1024, m=0.99, proj=128, methods=ALL_METHODS, counts=[1, 2, 4, 8], folds=5,
@@ -221,7 +221,9 @@ print(f"run folder: {run_dir}")
 # Phantom contrast CT of the upper abdomen, one volume per patient from the liver dome to below
 # the kidneys, shown in the radiological convention (the patient's right on the image left):
 # liver, spleen, right and left kidney, stomach, with textured tissues, fat, muscle, spine,
-# vessels and bowel as unlabelled context. Site **A** is the reference scanner; site **B** another
+# vessels and bowel as unlabelled context. Patients differ in build, organ size and position, and
+# about half the livers hold dark lesions (metastases or cysts, labelled liver as annotators do).
+# Site **A** is the reference scanner; site **B** another
 # scanner and contrast phase, fully labelled: the source for supervised pretraining.
 #
 # | role | phantom | real data (presets) |
@@ -540,6 +542,7 @@ def budget_label(row) -> str:
 
 
 comparison = paired_comparison(rows, groups=["n_labelled"], value=value, pair_on=pair_on)
+atomic_write_text(run_dir / "comparison.csv", comparison.to_csv(index=False))
 display(comparison.round(3))
 fig = viz.plot_paired(comparison, ["n_labelled", "init"], title="pretrained minus random init, paired on fold and seed")
 viz.save_figure(fig, run_dir / "figures" / "paired.png")
@@ -574,30 +577,31 @@ if lrc_tables:
     summary_text += "\n\nThe LRC questions:\n\n" + lrc_text
 
 # %% [markdown]
-# **A reference run** of the `cpu` size (`medcl reproduce 03_lrc -f notebooks/params/lrc/cpu.yaml
-# --name lrc-cpu`), Dice per 3-D volume with the step chosen on validation, mean ± std over 3
-# folds. Your run prints its own table (and its own pretraining times) above; runs are
-# deterministic by seed on one machine.
-#
-# | init | 1 volume | 2 volumes | 4 volumes |
-# |---|---|---|---|
-# | random init | 0.799 ± 0.066 | 0.839 ± 0.031 | 0.880 ± 0.002 |
-# | MoCo | 0.817 ± 0.022 | 0.847 ± 0.004 | 0.875 ± 0.004 |
-# | MoCo + LRC | 0.810 ± 0.024 | 0.837 ± 0.024 | 0.819 ± 0.087 |
-# | MoCo + LRC (encoder only) | 0.776 ± 0.085 | 0.783 ± 0.078 | 0.761 ± 0.092 |
-# | Supervised | 0.808 ± 0.059 | 0.847 ± 0.034 | 0.882 ± 0.012 |
-# | Supervised + LRC | 0.816 ± 0.056 | 0.866 ± 0.018 | 0.887 ± 0.005 |
-# | Supervised + LRC (encoder only) | 0.803 ± 0.045 | 0.842 ± 0.028 | 0.823 ± 0.102 |
-#
-# That table is means and fold spreads only; the paired verdicts above are computed for **your**
-# run. Questions to put to both: does any initialisation's interval against random init exclude 0,
-# and at which budget? Does adding LRC move MoCo and supervised pretraining the same way? Does the
+# **The reference run** of the `cpu` size, read from `notebooks/reference/03_lrc/` (recorded by
+# `medcl reproduce 03_lrc -f notebooks/params/lrc/cpu.yaml --name lrc-reference --record`, never
+# retyped): Dice per 3-D volume with the step chosen on validation, mean ± std over the folds, then
+# its paired comparisons. Your run prints its own tables above; runs are deterministic by seed on
+# one machine.
+
+# %%
+print(reference.caption("03_lrc"))
+recorded = reference.load_table("03_lrc", "results.csv")
+if recorded is not None:
+    display(protocol_table(recorded.assign(setting="semi"), ["init"], [], {"test_dice_volume": "Dice per volume"},
+                           budget_name))
+    recorded_comparison = reference.load_table("03_lrc", "comparison.csv")
+    if recorded_comparison is not None:
+        display(recorded_comparison.round(3))
+
+# %% [markdown]
+# Means and fold spreads decide nothing alone; the paired intervals do. Questions to put to your
+# run and the reference: does any initialisation's interval against random init exclude 0, and at
+# which budget? Does adding LRC move MoCo and supervised pretraining the same way? Does the
 # encoder-only variant lose against encoder + decoder, i.e. does what the region loss teaches live
 # in the decoder it trains? Which organs are hard (the per-organ table)? With three folds and one
 # seed there are three pairs per cell ($t_{0.975,2} = 4.3$): how large must a difference be before
-# the interval can exclude 0? And at 4 volumes random init already reaches 0.880 ± 0.002 in the
-# reference run: how much room is left? Caveats of the reference run: one seed, three folds, 64²
-# slices and 15 pretraining epochs.
+# the interval can exclude 0? How close is random init at the largest budget to its smallest: how
+# much room is left? Caveats: one seed, three folds, 64² slices and 15 pretraining epochs.
 #
 # > **Pitfall.** Too few fine-tuning steps leave the small organs (the kidneys) near zero Dice for
 # > *every* initialisation, and a comparison then measures nothing but the liver. Read the

@@ -219,8 +219,10 @@ print(f"budgets={label_counts} {repro.label_unit}  folds={n_folds}  two-stream f
 # ## 1 · The data
 # Phantom cine MRI, short-axis stacks from above the base to below the apex (one volume per
 # patient, site A: the reference scanner): left ventricle (LV) cavity, myocardium and right
-# ventricle (RV), with textured tissue around them. Every site-A volume is unlabelled material
-# for pretraining; the same volumes, k-fold by patient, are the fine-tuning set, where a few
+# ventricle (RV), with textured tissue around them. Patients fall into ACDC's five diagnostic
+# groups (normal, dilated or hypertrophic cardiomyopathy, previous infarction, abnormal right
+# ventricle), so hearts differ in size, wall thickness and RV size. Every site-A volume is
+# unlabelled material for pretraining; the same volumes, k-fold by patient, are the fine-tuning set, where a few
 # patients are labelled and the rest of each fold's pool is the unlabelled data of the
 # two-stream scheme (the semi-supervised setting of IDEAL on ACDC).
 
@@ -586,6 +588,7 @@ def budget_label(row) -> str:
 
 comparison = paired_comparison(rows.assign(init=rows["arm"]), groups=["n_labelled"], value=value,
                                baseline=baseline_arm, pair_on=pair_on)
+atomic_write_text(run_dir / "comparison.csv", comparison.to_csv(index=False))
 display(comparison.round(3))
 fig = viz.plot_paired(comparison, ["n_labelled", "init"], baseline=baseline_arm,
                       title=f"each arm minus {baseline_arm}, paired on fold and seed")  # fmt: skip
@@ -655,29 +658,31 @@ if len(two) and all(c in two for c in stream_columns.values()):
     summary_text += "\n\nThe streams of the two-stream runs:\n\n" + stream_text
 
 # %% [markdown]
-# **An earlier run of the cpu size, typed by hand** (`medcl reproduce 04_ideal -f
-# notebooks/params/ideal/cpu.yaml --name ideal-cpu`; 24 phantom patients at 64², 3 folds by
-# patient, 200 fine-tuning steps). It is **not** this run's output and not a recorded reference
-# (this chapter has none yet under `notebooks/reference/`); code changed since may move its
-# numbers. Per-volume Dice, mean ± std over folds (HD95 in mm), as that earlier run gave them:
-#
-# | init · fine-tuning | 1 patient | 2 patients | all labels |
-# |---|---|---|---|
-# | random init · supervised | .815 ± .037 (10.1) | .873 ± .016 (7.1) | .903 ± .005 (6.3) |
-# | MoCo · supervised | .767 ± .016 (14.4) | .865 ± .018 (7.7) | .901 ± .001 (5.6) |
-# | IDEAL dense · supervised | .760 ± .018 (17.3) | .835 ± .029 (8.1) | .880 ± .009 (6.1) |
-# | random init · two-stream | .817 ± .020 (9.1) | .856 ± .027 (6.8) | .883 ± .033 (5.9) |
-# | IDEAL dense · two-stream | .792 ± .025 (10.2) | .846 ± .027 (7.5) | .876 ± .012 (6.0) |
-#
-# That earlier table is means and fold spreads only; the paired verdicts above are computed for
-# **your** run. Questions to put to both: does any arm's interval against random init
-# (supervised) exclude 0, and at which budget? Does dense pretraining at the decoder level move the
-# Dice above or below global MoCo? Where labels are fewest, does the two-stream scheme help one
-# initialisation more than another? Is the average of the streams better than the U-Net stream
-# alone, or does a weaker second stream pull it down (the stream table above)? Would UNet++ as the
-# second stream (`second_stream="unetplusplus"`, slower) close that gap? With three folds and one
-# seed there are three pairs per cell ($t_{0.975,2} = 4.3$): how large must a difference be before
-# the interval can exclude 0?
+# **The reference run** of the `cpu` size, read from `notebooks/reference/04_ideal/` (recorded by
+# `medcl reproduce 04_ideal -f notebooks/params/ideal/cpu.yaml --name ideal-reference --record`,
+# never retyped): per-volume Dice (and HD95 in mm), mean ± std over the folds, then its paired
+# comparisons. Your run prints its own tables above; runs are deterministic by seed on one machine.
+
+# %%
+print(reference.caption("04_ideal"))
+recorded = reference.load_table("04_ideal", "results.csv")
+if recorded is not None:
+    recorded_metrics = {k: v for k, v in metrics.items() if k in recorded}
+    display(protocol_table(recorded, ["init", "scheme"], [], recorded_metrics, budget_name))
+    recorded_comparison = reference.load_table("04_ideal", "comparison.csv")
+    if recorded_comparison is not None:
+        display(recorded_comparison.round(3))
+
+# %% [markdown]
+# Means and fold spreads decide nothing alone; the paired intervals do. Questions to put to your
+# run and the reference: does any arm's interval against random init (supervised) exclude 0, and
+# at which budget? Does dense pretraining at the decoder level move the Dice above or below global
+# MoCo? Where labels are fewest, does the two-stream scheme help one initialisation more than
+# another? Is the average of the streams better than the U-Net stream alone, or does a weaker
+# second stream pull it down (the stream table above)? Would UNet++ as the second stream
+# (`second_stream="unetplusplus"`, slower) close that gap? With three folds and one seed there are
+# three pairs per cell ($t_{0.975,2} = 4.3$): how large must a difference be before the interval
+# can exclude 0?
 
 # %% [markdown]
 # ## 7 · Evaluation protocols: what did the encoder learn?

@@ -16,6 +16,8 @@ from medcl_lite.data.phantoms import (
     make_cardiac_volumes,
     make_chest_xrays,
 )
+from medcl_lite.data.phantoms import cardiac as cardiac_module
+from medcl_lite.data.phantoms.cardiac import CARDIAC_GROUPS
 from medcl_lite.data.sliceset import META_COLUMNS
 
 XRAY_EXTRA = ("finding", "finding_side", "finding_zone", "devices", "report", "exposure",
@@ -222,9 +224,31 @@ def test_cardiac_has_texture_and_boundaries_for_superpixels(cardiac):
         regions = felzenszwalb(cardiac.images[i], scale=100, sigma=0.5, min_size=20)
         assert 8 <= len(np.unique(regions)) <= 400
         lv = cardiac.masks[i] == 1
-        # the LV cavity is mostly one region that does not leak into its surroundings
-        main = np.bincount(regions[lv]).argmax()
-        assert (regions[lv] == main).mean() > 0.5 and (regions == main).sum() < 3 * lv.sum()
+        # the LV cavity is covered by a few regions that do not leak into its surroundings: most
+        # of its pixels lie in regions at least 70 % inside it (a dilated cavity may take several)
+        inside = np.bincount(regions[lv], minlength=regions.max() + 1)
+        total = np.bincount(regions.ravel(), minlength=regions.max() + 1)
+        pure = inside >= 0.7 * total
+        assert inside[pure].sum() > 0.6 * lv.sum()
+        assert (inside > 0.05 * lv.sum()).sum() <= 6
+
+
+def test_cardiac_anatomy_varies_beyond_light_augmentation(cardiac):
+    # Fine-tuning's light augmentation zooms 0.9-1.1: the heart's size in the image (diagnostic
+    # group and field of view) spreads further, so one labelled patient cannot show it all.
+    depth = cardiac.meta["depth"].to_numpy()
+    mid = (depth > 0.45) & (depth < 0.6)
+    heart = pd.Series((cardiac.masks[mid] > 0).sum(axis=(1, 2))).groupby(cardiac.meta["patient_id"][mid].to_numpy())
+    area = heart.median()
+    assert area.quantile(0.9) / area.quantile(0.1) > 1.1**2 * 1.8  # 2.9 here; 1.7 before the groups
+    # Hypertrophic hearts have thick walls around small cavities, dilated ones thin walls.
+    wall_per_cavity = {}
+    for patient_seed in np.random.SeedSequence(0).spawn(200):
+        anat = cardiac_module._sample_anatomy(np.random.default_rng(patient_seed))
+        wall_per_cavity.setdefault(anat.group, []).append(anat.wall_thickness / anat.heart_size)
+    assert set(wall_per_cavity) == set(CARDIAC_GROUPS)
+    assert min(wall_per_cavity["HCM"]) > max(wall_per_cavity["DCM"])
+    assert min(len(v) for v in wall_per_cavity.values()) > 20  # each group ~ 1 in 5
 
 
 def test_cardiac_is_deterministic_and_fast():

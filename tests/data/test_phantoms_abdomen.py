@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage
 from skimage.segmentation import felzenszwalb
@@ -184,6 +185,31 @@ def test_sites_differ_in_noise_and_contrast_timing(abdomen):
     # arterial timing at site B: brighter renal cortex against the liver, patchy spleen
     assert cortex_minus_liver["B"] > cortex_minus_liver["A"] + 25, cortex_minus_liver
     assert spleen_sd["B"] > 2 * spleen_sd["A"], spleen_sd
+
+
+def test_anatomy_varies_beyond_light_augmentation():
+    # Fine-tuning's light augmentation zooms 0.9-1.1: body habitus and organ size spread further.
+    data = make_abdominal_volumes(n_patients=16, sites=("A",), size=64, slices=(12, 12), seed=0)
+    liver = pd.Series(_areas(data, LIVER)).groupby(data.meta["patient_id"].to_numpy()).max()
+    assert liver.quantile(0.9) / liver.quantile(0.1) > 1.1**2 * 1.3
+
+
+def test_liver_lesions_are_dark_and_labelled_liver():
+    share = abdomen_module.LIVER_LESIONS["share"]
+    anatomies = [abdomen_module._sample_anatomy(np.random.default_rng(s)) for s in range(200)]
+    with_lesions = np.mean([len(a.liver_lesions) > 0 for a in anatomies])
+    assert abs(with_lesions - share) < 0.1
+    # Painted inside the liver only, keeping its label, darker than the enhanced liver around it.
+    data = make_abdominal_volumes(n_patients=16, sites=("A",), size=64, seed=0)  # 2 with lesions
+    dark_slices = 0
+    for i in range(len(data.images)):
+        liver = data.masks[i] == LIVER
+        if liver.sum() < 100:
+            continue
+        values = data.images[i][liver]
+        dark = values < np.median(values) - 0.1  # lesions: 30 HU vs liver 105 HU (0.15 in the window)
+        dark_slices += int(dark.sum() > 5)
+    assert dark_slices > 0
 
 
 def test_sites_subset_and_order():

@@ -14,6 +14,11 @@ dome of the liver (depth near 0, superior) to below the kidneys (depth 1, inferi
 Context on every slice (unlabelled): body outline, subcutaneous fat, abdominal wall muscle,
 vertebral body and spinal canal, paraspinal muscles, aorta and inferior vena cava. Patients differ
 in body size and fat, organ sizes, positions and depth ranges, rotation and slice count.
+Room for pretraining to help (docs/methods.md, "Built-in data: room for pretraining to help"):
+body habitus, organ size (hepato- and splenomegaly), organ position and rotation vary beyond what
+fine-tuning's light augmentation undoes (zoom 0.9-1.1), and about half the livers hold hypodense
+lesions (:data:`LIVER_LESIONS`: metastases or cysts, labelled liver as annotators do), which one
+labelled volume may not show.
 Radiological display: anterior up, the patient's right on the image LEFT (liver image left,
 spleen and stomach image right). Coordinates below are the patient's in the display frame
 (:mod:`._draw`): ``x < 0`` is the patient's right, ``y < 0`` anterior.
@@ -36,13 +41,13 @@ LIVER, SPLEEN, KIDNEY_RIGHT, KIDNEY_LEFT, STOMACH = 1, 2, 3, 4, 5
 TISSUES = ("air", "lung", "fat", "muscle", "bone", "marrow", "csf", "aorta", "ivc", "heart",
            "liver", "hepatic_vessel", "spleen", "renal_cortex", "renal_medulla", "stomach_wall",
            "gastric_fluid", "gastric_food", "pancreas", "bile", "bowel_wall",
-           "bowel_content", "oral_contrast", "faeces")  # fmt: skip
+           "bowel_content", "oral_contrast", "faeces", "liver_lesion")  # fmt: skip
 #: Unenhanced / phase-independent tissues, Hounsfield units (enhanced ones come from the site).
 CT_HU = {"air": -1000.0, "lung": -850.0, "fat": -100.0, "muscle": 50.0, "bone": 700.0,
          "marrow": 230.0, "csf": 10.0, "heart": 90.0, "stomach_wall": 60.0,
          "gastric_fluid": 8.0, "gastric_food": 35.0, "pancreas": 95.0, "bile": 5.0,
          "bowel_wall": 55.0, "bowel_content": 15.0, "oral_contrast": 260.0,
-         "faeces": -60.0}  # fmt: skip
+         "faeces": -60.0, "liver_lesion": 30.0}  # fmt: skip
 #: Correlation lengths (Gaussian sd, pixels at 128 px) of the texture fields: fine, medium, coarse.
 TEXTURE_FIELDS_PX = (1.0, 2.5, 6.0)
 #: Texture per tissue: (field index into TEXTURE_FIELDS_PX, amplitude in HU).
@@ -50,13 +55,18 @@ TEXTURE = {"lung": (1, 40.0), "fat": (1, 14.0), "muscle": (0, 10.0), "marrow": (
            "liver": (1, 12.0), "spleen": (1, 10.0), "renal_cortex": (0, 14.0),
            "renal_medulla": (0, 10.0), "gastric_fluid": (2, 8.0), "gastric_food": (0, 45.0),
            "pancreas": (0, 20.0), "bowel_content": (1, 10.0), "oral_contrast": (1, 40.0),
-           "faeces": (0, 120.0), "heart": (1, 15.0)}  # fmt: skip
+           "faeces": (0, 120.0), "heart": (1, 15.0), "liver_lesion": (0, 12.0)}  # fmt: skip
 #: CT display window mapped to [0, 1]: ``HU = lo + image * (hi - lo)`` inside the window.
 CT_WINDOW_HU = (-200.0, 300.0)
 #: Slice spacing; a patient's craniocaudal extent is ``n_slices`` times it (more slices: longer).
 SLICE_SPACING_MM = 5.0
 #: Amplitude (sd, normalised units) of the smooth displacement that bends every outline.
 WARP = 0.025
+#: Hypodense liver lesions (metastases, cysts; 30 HU, darker than enhanced liver, labelled liver):
+#: the share of patients that have any, how many (both ends included) and their radius range.
+LIVER_LESIONS = {"share": 0.5, "count": (1, 4), "radius": (0.04, 0.12)}
+#: Rotation of the patient in the image: standard deviation and clip (degrees).
+ROTATION_DEG = (6.0, 15.0)
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,7 @@ class AbdomenAnatomy:
     kidney_size: float
     gallbladder: tuple[float, float] | None
     organ_shift: tuple[float, float]  # common offset of the organs against the body
+    liver_lesions: tuple[tuple[float, float, float, float], ...]  # x, y, z centre, radius
     bowel: tuple[tuple[float, ...], ...]  # x, y, z centre, z half-extent, radius, content code
     oral_contrast: bool  # positive oral contrast in the small bowel
     rib_phase: float
@@ -159,15 +170,22 @@ def _sample_anatomy(rng: np.random.Generator) -> AbdomenAnatomy:
     ]  # fmt: skip
     has_gallbladder = rng.random() < 0.75
     gb_top = rng.uniform(0.32, 0.42)
+    liver_extent = (rng.uniform(-0.03, 0.04), rng.uniform(0.62, 0.74))
+    n_lesions = int(rng.integers(LIVER_LESIONS["count"][0], LIVER_LESIONS["count"][1] + 1))
+    lesions = [
+        (rng.uniform(-0.6, -0.2), rng.uniform(-0.22, 0.2), rng.uniform(liver_extent[0] + 0.05, 0.6),
+         rng.uniform(*LIVER_LESIONS["radius"]))
+        for _ in range(n_lesions if rng.random() < LIVER_LESIONS["share"] else 0)
+    ]  # fmt: skip
     return AbdomenAnatomy(
         body_radii=(rng.uniform(0.82, 0.9), rng.uniform(0.58, 0.68)),
-        body_scale=rng.uniform(0.9, 1.05),
+        body_scale=rng.uniform(0.78, 1.15),
         subcutaneous_fat=rng.uniform(0.02, 0.1),
         lung_end=rng.uniform(0.1, 0.2),
-        liver=(rng.uniform(-0.03, 0.04), rng.uniform(0.62, 0.74)),
-        liver_size=rng.uniform(0.85, 1.15),
+        liver=liver_extent,
+        liver_size=rng.uniform(0.75, 1.3),
         spleen=(rng.uniform(0.04, 0.1), rng.uniform(0.42, 0.54)),
-        spleen_size=rng.uniform(0.75, 1.25),
+        spleen_size=rng.uniform(0.65, 1.6),
         stomach=(rng.uniform(0.08, 0.14), rng.uniform(0.48, 0.58)),
         stomach_size=rng.uniform(0.75, 1.2),
         stomach_air=float(rng.uniform(0.15, 0.45)) if rng.random() < 0.65 else 0.0,
@@ -176,7 +194,8 @@ def _sample_anatomy(rng: np.random.Generator) -> AbdomenAnatomy:
         kidney_right=(kidney_left_top + drop, min(kidney_left_end + drop, 0.97)),
         kidney_size=rng.uniform(0.85, 1.15),
         gallbladder=(gb_top, gb_top + rng.uniform(0.12, 0.2)) if has_gallbladder else None,
-        organ_shift=(rng.normal(0.0, 0.02), rng.normal(0.0, 0.02)),
+        organ_shift=(rng.normal(0.0, 0.04), rng.normal(0.0, 0.04)),
+        liver_lesions=tuple(lesions),
         bowel=tuple(loops + colon),
         oral_contrast=bool(rng.random() < 0.3),
         rib_phase=rng.uniform(0.0, 1.0),
@@ -375,6 +394,11 @@ def _liver(anat: AbdomenAnatomy, z: float, canvas: _Canvas, cavity: np.ndarray) 
                            (-0.05, -0.2, 0.025)):  # fmt: skip
             win, inside = canvas.ellipse((vx + ox, vy + oy), (vr, vr))
             canvas.paint(win, inside & canvas.has(win, "liver"), "hepatic_vessel", None)
+        for lx, ly, lz, radius in anat.liver_lesions:  # spheres (z: 1 unit ~ 100 mm, in-plane ~ 170)
+            r = radius * np.sqrt(max(1.0 - ((z - lz) / (1.7 * radius)) ** 2, 0.0))
+            if r > 0.005:
+                win, inside = canvas.ellipse((lx + ox, ly + oy), (r, r))
+                canvas.paint(win, inside & canvas.has(win, "liver"), "liver_lesion", None)
     gb = 0.0 if anat.gallbladder is None else _profile(z, anat.gallbladder)
     if gb > 0:
         win, inside = canvas.ellipse((-0.2 + ox, -0.2 + oy), (0.07 * gb + 0.01, 0.09 * gb + 0.01))
@@ -438,7 +462,7 @@ def _render_volume(
     anat: AbdomenAnatomy, site: AbdomenSite, n_slices: int, size: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images ``[D, H, W]`` in [0, 1] (CT window) and labels ``[D, H, W]`` of one volume."""
-    angle = float(np.clip(rng.normal(0.0, 3.0), -8.0, 8.0))
+    angle = float(np.clip(rng.normal(0.0, ROTATION_DEG[0]), -ROTATION_DEG[1], ROTATION_DEG[1]))
     view = (angle, (rng.normal(0.0, 0.03), rng.normal(0.0, 0.03)), anat.body_scale)
     x, y = _draw.to_patient(*_draw.grid(size), *view)
     # A smooth per-patient displacement makes outlines less geometric (the same on every slice).

@@ -13,6 +13,13 @@ depend on its depth. Each volume runs from above the base of the heart to below 
 Patients differ in heart size, position, orientation, wall thickness and body shape; tissues
 are textured (Felzenszwalb superpixels of the LRC chapter have boundaries to find).
 Short-axis display: the RV lies to the image left of the LV.
+
+Room for pretraining to help (docs/methods.md, "Built-in data: room for pretraining to help"):
+as in ACDC, every patient belongs to one of five diagnostic groups (:data:`CARDIAC_GROUPS`:
+normal, dilated and hypertrophic cardiomyopathy, previous infarction, abnormal right ventricle)
+that change the heart's size, wall and RV far beyond what one labelled patient shows, and the
+field of view (so the heart's size in pixels) and the short-axis orientation vary by patient
+more than fine-tuning's light augmentation undoes (zoom 0.9-1.1, rotation 10 degrees).
 """
 
 from __future__ import annotations
@@ -39,6 +46,24 @@ CT_HU = {"air": -1000.0, "fat": -100.0, "muscle": 45.0, "lung": -820.0, "blood":
          "rv_blood": 330.0}  # fmt: skip
 #: CT display window mapped to [0, 1]: ``HU = lo + image * (hi - lo)`` inside the window.
 CT_WINDOW_HU = (-250.0, 550.0)
+#: ACDC's five diagnostic groups, drawn with equal chance, as factor ranges on the normal heart:
+#: ``heart`` (LV cavity radius), ``wall`` (myocardial thickness relative to the cavity), ``rv``
+#: (RV size). Dilated (DCM): a large cavity with a thin wall; hypertrophic (HCM): a small cavity
+#: with a thick wall; previous infarction (MINF): a dilated LV with a thinned wall; abnormal RV
+#: (ARV): a large RV.
+CARDIAC_GROUPS: dict[str, dict[str, tuple[float, float]]] = {
+    "NOR": {"heart": (1.0, 1.0), "wall": (1.0, 1.0), "rv": (1.0, 1.0)},
+    "DCM": {"heart": (1.3, 1.5), "wall": (0.55, 0.75), "rv": (1.0, 1.2)},
+    "HCM": {"heart": (0.7, 0.85), "wall": (1.6, 2.2), "rv": (0.8, 1.0)},
+    "MINF": {"heart": (1.1, 1.3), "wall": (0.65, 0.85), "rv": (1.0, 1.1)},
+    "ARV": {"heart": (0.9, 1.0), "wall": (1.0, 1.0), "rv": (1.5, 1.9)},
+}
+#: Field of view (mm) drawn per patient; the image shows ``REFERENCE_FOV_MM / fov_mm`` times the
+#: anatomy (ACDC's pixel spacing spans 0.7-1.9 mm: fields of view differ widely).
+FOV_MM = (280.0, 420.0)
+REFERENCE_FOV_MM = 340.0
+#: Standard deviation (degrees) of the short-axis orientation in the image, clipped at 2.5 sd.
+ROTATION_SD_DEG = 10.0
 
 
 @dataclass(frozen=True)
@@ -125,26 +150,31 @@ class CardiacAnatomy:
     long_axis_mm: float
     fov_mm: float
     texture_seed: int
+    group: str = "NOR"  # diagnostic group (CARDIAC_GROUPS)
 
 
 def _sample_anatomy(rng: np.random.Generator) -> CardiacAnatomy:
-    size = rng.uniform(0.16, 0.23)
+    group = str(rng.choice(list(CARDIAC_GROUPS)))
+    change = {key: rng.uniform(*bounds) for key, bounds in CARDIAC_GROUPS[group].items()}
+    normal = rng.uniform(0.16, 0.23)
+    size = normal * change["heart"]
     return CardiacAnatomy(
         body_radii=(rng.uniform(0.76, 0.92), rng.uniform(0.52, 0.68)),
         subcutaneous_fat=rng.uniform(0.02, 0.09),
         lv_center=(rng.uniform(0.0, 0.18), rng.uniform(-0.12, 0.05)),
         heart_size=size,
-        wall_thickness=rng.uniform(0.3, 0.45) * size,
+        wall_thickness=rng.uniform(0.3, 0.45) * normal * change["wall"],
         rv_direction_deg=rng.uniform(155.0, 200.0),
-        rv_size=rng.uniform(0.8, 1.3),
+        rv_size=rng.uniform(0.8, 1.3) * change["rv"],
         rv_end=rng.uniform(0.68, 0.85),
         apical_cap=rng.uniform(0.06, 0.12),
         liver_top=rng.uniform(0.75, 1.0),
         stomach_top=rng.uniform(0.95, 1.15),
         coverage=(rng.uniform(-0.45, -0.25), rng.uniform(1.2, 1.4)),
         long_axis_mm=rng.uniform(80.0, 100.0) * size / 0.165,
-        fov_mm=rng.uniform(300.0, 380.0),
+        fov_mm=rng.uniform(*FOV_MM),
         texture_seed=int(rng.integers(2**31)),
+        group=group,
     )
 
 
@@ -259,7 +289,9 @@ def _render_volume(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images ``[D, H, W]`` in [0, 1] and labels ``[D, H, W]`` of one volume."""
     x, y = _draw.grid(size)
-    x, y = _draw.to_patient(x, y, rng.normal(0.0, 4.0), (rng.normal(0, 0.03), rng.normal(0, 0.03)))
+    angle = float(np.clip(rng.normal(0.0, ROTATION_SD_DEG), -2.5 * ROTATION_SD_DEG, 2.5 * ROTATION_SD_DEG))
+    shift = (rng.normal(0, 0.03), rng.normal(0, 0.03))
+    x, y = _draw.to_patient(x, y, angle, shift, REFERENCE_FOV_MM / anat.fov_mm)
     values = _intensities(modality, site)
     scale = size / 128
     z_first, z_last = anat.coverage
