@@ -224,7 +224,7 @@ print(f"run folder: {run_dir}")
 #
 # | setting | pretraining (unlabelled) | fine-tuning and test |
 # |---|---|---|
-# | semi-supervised | every site-A volume | 1, 2, 6 labelled site-A volumes, k-fold by patient |
+# | semi-supervised | every site-A volume | a few labelled site-A volumes (cpu size: 1 and 6), k-fold by patient |
 # | transfer | every site-A volume | labelled site-B volumes, k-fold by patient |
 #
 # With prepared real data each role is a folder: e.g. ACDC cine frames for pretraining and ACDC
