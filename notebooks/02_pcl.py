@@ -702,7 +702,7 @@ display(Markdown(reading_text))
 print(reference.caption("02_pcl"))
 recorded = reference.load_table("02_pcl", "results.csv")
 if recorded is not None:
-    display(protocol_table(recorded, ["init"], ["setting"], {"test_dice_volume": "honest"}))
+    display(protocol_table(recorded, ["init"], ["setting"], {"test_dice_volume": "honest"}, budget_name))
     recorded_comparison = reference.load_table("02_pcl", "comparison.csv")
     if recorded_comparison is not None:
         display(recorded_comparison.round(3))

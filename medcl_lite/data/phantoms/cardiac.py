@@ -62,8 +62,8 @@ CARDIAC_GROUPS: dict[str, dict[str, tuple[float, float]]] = {
 #: anatomy (ACDC's pixel spacing spans 0.7-1.9 mm: fields of view differ widely).
 FOV_MM = (280.0, 420.0)
 REFERENCE_FOV_MM = 340.0
-#: Standard deviation (degrees) of the short-axis orientation in the image, clipped at 2.5 sd.
-ROTATION_SD_DEG = 10.0
+#: Rotation of the short axis in the image: standard deviation and clip (degrees).
+ROTATION_DEG = (10.0, 25.0)
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ class CardiacAnatomy:
     long_axis_mm: float
     fov_mm: float
     texture_seed: int
-    group: str = "NOR"  # diagnostic group (CARDIAC_GROUPS)
+    group: str  # diagnostic group (CARDIAC_GROUPS)
 
 
 def _sample_anatomy(rng: np.random.Generator) -> CardiacAnatomy:
@@ -289,7 +289,7 @@ def _render_volume(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images ``[D, H, W]`` in [0, 1] and labels ``[D, H, W]`` of one volume."""
     x, y = _draw.grid(size)
-    angle = float(np.clip(rng.normal(0.0, ROTATION_SD_DEG), -2.5 * ROTATION_SD_DEG, 2.5 * ROTATION_SD_DEG))
+    angle = float(np.clip(rng.normal(0.0, ROTATION_DEG[0]), -ROTATION_DEG[1], ROTATION_DEG[1]))
     shift = (rng.normal(0, 0.03), rng.normal(0, 0.03))
     x, y = _draw.to_patient(x, y, angle, shift, REFERENCE_FOV_MM / anat.fov_mm)
     values = _intensities(modality, site)
