@@ -292,6 +292,8 @@ def _data_catalog_action(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise ValueError(f"option {item!r} must be KEY=VALUE, e.g. max_patients=200")
         options[key.strip()] = yaml.safe_load(value)
+    if args.classes:
+        options["classes"] = args.classes  # the folder layout splits it at commas
     path = catalog.prepare(
         args.name,
         args.source,
@@ -302,7 +304,8 @@ def _data_catalog_action(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         **options,
     )
-    print(f"prepared: {path}")
+    for suffix, part in catalog.prepared_parts(path).items():
+        print(f"prepared: {part}" if not suffix else f"prepared ({suffix[1:]}): {part}")
     return 0
 
 
@@ -416,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="preparer option, e.g. max_patients=200 (repeatable)",
+    )
+    prep.add_argument(
+        "--classes",
+        default=None,
+        help="class names, background first, comma-separated (e.g. background,liver; folder)",
     )
     prep.add_argument(
         "--overwrite", action="store_true", help="replace an existing prepared folder"

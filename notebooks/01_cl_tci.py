@@ -96,7 +96,7 @@ from IPython.display import Markdown, display
 from medcl_lite import pairing, reference, train, viz
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.config import from_params, pick, reproduction_settings
-from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
+from medcl_lite.data.datasets import TwoViewDataset, check_finetune_set, cross_validation_folds
 from medcl_lite.data.phantoms import make_chest_xrays
 from medcl_lite.data.prepared import load_role
 from medcl_lite.data.samplers import PatientBatchSampler, same_patient_rate
@@ -242,6 +242,8 @@ for role, (data, rows) in roles.items():
     part = data.meta.iloc[rows]
     print(f"{role:9s} {data.name}: {len(rows)} images, {part.patient_id.nunique()} patients, "
           f"{len(rows) / part.patient_id.nunique():.1f} images per patient, masks: {data.masks is not None}")
+for setting in settings:  # too few patients or labels for the folds and budgets: stop before training
+    check_finetune_set(*roles[setting], role=f"{setting}_data", n_folds=n_folds, label_counts=label_counts, seed=seed)
 
 # %% [markdown]
 # **Temporal pairs.** Two patients of the pretraining pool, every time point: same anatomy, another

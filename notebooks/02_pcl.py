@@ -95,7 +95,7 @@ from IPython.display import Markdown, display
 from medcl_lite import pairing, reference, train, viz
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.config import from_params, pick, reproduction_settings
-from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
+from medcl_lite.data.datasets import TwoViewDataset, check_finetune_set, cross_validation_folds
 from medcl_lite.data.phantoms import make_cardiac_volumes
 from medcl_lite.data.prepared import load_role
 from medcl_lite.data.transforms import view_transform
@@ -245,6 +245,8 @@ for role, (data, rows) in roles.items():
     print(f"{role:9s} {data.name}: {len(rows)} slices, {part.volume_id.nunique()} volumes, "
           f"{part.patient_id.nunique()} patients, {part.n_slices.min()}-{part.n_slices.max()} slices per "
           f"volume, masks: {data.masks is not None}")
+for setting in settings:  # too few patients or labels for the folds and budgets: stop before training
+    check_finetune_set(*roles[setting], role=f"{setting}_data", n_folds=n_folds, label_counts=label_counts, seed=seed, unit=repro.label_unit)
 pool, pool_rows = roles["pretrain"]
 if (pool.meta.volume_id.iloc[pool_rows] == "").any():
     raise ValueError(f"pretrain_data {pretrain_data!r} holds 2-D images without volume_id/depth: PCL needs volumes")

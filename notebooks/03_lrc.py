@@ -101,7 +101,7 @@ from medcl_lite import reference, train, viz
 from medcl_lite import regions as lrc
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.config import from_params, pick, reproduction_settings
-from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
+from medcl_lite.data.datasets import TwoViewDataset, check_finetune_set, cross_validation_folds
 from medcl_lite.data.phantoms import make_abdominal_volumes
 from medcl_lite.data.prepared import load_role
 from medcl_lite.data.superpixels import FelzenszwalbParams, felzenszwalb_regions, superpixels
@@ -244,6 +244,8 @@ for role, (data, rows) in roles.items():
     print(f"{role:10s} {data.name}: {len(rows)} slices, {part.volume_id.nunique()} volumes, classes {data.classes}")
 pool, pool_rows = roles["pretrain"]
 ft_data, ft_rows = roles["finetune"]
+# too few patients or labels for the folds and budgets: stop here, before any training
+check_finetune_set(*roles["finetune"], role="finetune_data", n_folds=n_folds, label_counts=label_counts, seed=seed, unit=repro.label_unit)
 classes = ft_data.classes
 volume = pool_rows[pool.meta.volume_id.iloc[pool_rows].to_numpy() == pool.meta.volume_id.iloc[pool_rows[0]]]
 shown = volume[np.linspace(0, len(volume) - 1, 6).round().astype(int)]

@@ -94,7 +94,7 @@ from IPython.display import Markdown, display
 from medcl_lite import dense, diagnosis, reference, semi, viz
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.config import from_params, pick, reproduction_settings
-from medcl_lite.data.datasets import TwoViewDataset, cross_validation_folds
+from medcl_lite.data.datasets import TwoViewDataset, check_finetune_set, cross_validation_folds
 from medcl_lite.data.phantoms import make_cardiac_volumes
 from medcl_lite.data.prepared import load_role
 from medcl_lite.data.transforms import view_transform
@@ -238,6 +238,8 @@ for role, (data, rows) in roles.items():
     print(f"{role:9s} {data.name}: {len(rows)} slices, {part.volume_id.nunique()} volumes, classes {data.classes}")
 pool, pool_rows = roles["pretrain"]
 ft_data, ft_rows = roles["finetune"]
+# too few patients or labels for the folds and budgets: stop here, before any training
+check_finetune_set(*roles["finetune"], role="finetune_data", n_folds=n_folds, label_counts=label_counts, seed=seed, unit=repro.label_unit)
 classes = ft_data.classes
 volume = ft_rows[ft_data.meta.volume_id.iloc[ft_rows].to_numpy() == ft_data.meta.volume_id.iloc[ft_rows[0]]]
 shown = volume[np.linspace(0, len(volume) - 1, 6).round().astype(int)]

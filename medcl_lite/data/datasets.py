@@ -661,3 +661,51 @@ def cross_validation_folds(
             )
         )
     return folds
+
+
+def check_finetune_set(
+    data: SliceSet,
+    rows: Sequence[int] | np.ndarray,
+    *,
+    role: str,
+    n_folds: int,
+    label_counts: Sequence[int | str],
+    unit: str = "images",
+    seed: int = 0,
+    val_fraction: float = 0.15,
+) -> None:
+    """Refuse, before any training, a fine-tuning set that cannot serve the chosen settings.
+
+    The set must have masks, at least ``n_folds`` patients, and in every fold of
+    :func:`cross_validation_folds` (same ``seed`` and ``val_fraction``) a label pool that holds
+    the largest budget of ``label_counts`` (counted in ``unit``: images, volumes or patients).
+
+    Raises:
+        ValueError: naming ``role`` and the data, what it has and what the settings need.
+    """
+    if unit not in LABEL_UNITS:
+        raise ValueError(f"label unit {unit!r}: choose one of {sorted(LABEL_UNITS)}")
+    rows = np.unique(_resolve_index(rows, len(data)))
+    part = data.meta.iloc[rows]
+    has = (f"{part['patient_id'].nunique()} patients, "
+           + (f"{part['volume_id'].nunique()} volumes, " if (part["volume_id"] != "").all() else "")
+           + f"{len(rows)} images")  # fmt: skip
+    where = f"{role} ({data.name}: {has})"
+    if data.masks is None:
+        raise ValueError(f"{where} has no masks: fine-tuning and testing need labelled images")
+    if not 2 <= n_folds <= part["patient_id"].nunique():
+        raise ValueError(f"{where}: {n_folds}-fold cross-validation by patient needs at least"
+                         f" {max(n_folds, 2)} patients; lower n_folds or add patients")  # fmt: skip
+    budgets = [n for n in label_counts if not isinstance(n, str)]
+    need = max(budgets, default=1)
+    count = {"images": len, "volumes": lambda m: m["volume_id"].nunique(),
+             "patients": lambda m: m["patient_id"].nunique()}[unit]  # fmt: skip
+    folds = cross_validation_folds(data.meta, rows, k=n_folds, seed=seed, val_fraction=val_fraction)
+    smallest = min(count(data.meta.iloc[fold.label_pool]) for fold in folds)
+    if smallest < need:
+        raise ValueError(
+            f"{where} is too small: {n_folds}-fold cross-validation leaves {smallest} labelled"
+            f" {unit} in the smallest fold's label pool (the rest is test and validation), but"
+            f" label_counts {list(label_counts)} need {need}; add data, or lower n_folds or"
+            " label_counts"
+        )

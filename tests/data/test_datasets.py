@@ -381,3 +381,58 @@ def test_fold_errors(xrays):
         cross_validation_folds(xrays.meta, k=13)
     with pytest.raises(ValueError, match="val_fraction"):
         cross_validation_folds(xrays.meta, k=2, val_fraction=1.0)
+
+
+# --------------------------------------------------------------------------- check_finetune_set
+def _volumes(n_patients: int, volumes_per_patient: int = 1, slices: int = 3, masks: bool = True):
+    rows = []
+    for p in range(n_patients):
+        for v in range(volumes_per_patient):
+            for k in range(slices):
+                rows.append({"sample_id": f"p{p}v{v}s{k}", "patient_id": f"p{p}", "site": "A",
+                             "time": 0, "volume_id": f"p{p}v{v}", "slice_index": k,
+                             "n_slices": slices, "depth": (k + 1) / slices})  # fmt: skip
+    n = len(rows)
+    images = np.zeros((n, 4, 4), np.float32)
+    return SliceSet(images, np.zeros((n, 4, 4), np.uint8) if masks else None, pd.DataFrame(rows),
+                    ("background", "x"), "tiny")  # fmt: skip
+
+
+def test_check_finetune_set_accepts_a_set_that_fits():
+    from medcl_lite.data.datasets import check_finetune_set
+
+    data = _volumes(12)
+    check_finetune_set(data, np.arange(len(data)), role="semi_data", n_folds=3,
+                       label_counts=[1, 6, "all"], unit="volumes")  # fmt: skip
+
+
+def test_check_finetune_set_names_what_it_has_and_needs():
+    from medcl_lite.data.datasets import check_finetune_set, cross_validation_folds
+
+    data = _volumes(3)  # as three real volumes through 02_pcl: one per patient
+    rows = np.arange(len(data))
+    with pytest.raises(ValueError, match=r"semi_data \(tiny: 3 patients, 3 volumes, 9 images\).*"
+                       r"leaves 0 labelled volumes.*label_counts \[1, 6\] need 6"):  # fmt: skip
+        check_finetune_set(data, rows, role="semi_data", n_folds=2, label_counts=[1, 6],
+                           unit="volumes")  # fmt: skip
+    with pytest.raises(ValueError, match=r"5-fold cross-validation by patient needs at least 5"):
+        check_finetune_set(data, rows, role="semi_data", n_folds=5, label_counts=[1])
+    with pytest.raises(ValueError, match="has no masks"):
+        check_finetune_set(_volumes(6, masks=False), np.arange(18), role="finetune_data",
+                           n_folds=2, label_counts=[1])  # fmt: skip
+    # the number it reports is the smallest label pool of the folds the grid will use
+    folds = cross_validation_folds(data.meta, rows, k=2, seed=0)
+    assert min(data.meta.iloc[f.label_pool]["volume_id"].nunique() for f in folds) == 0
+
+
+def test_check_finetune_set_counts_in_the_budget_unit():
+    from medcl_lite.data.datasets import check_finetune_set
+
+    data = _volumes(4, volumes_per_patient=2)  # 2 folds: 2 patients minus 1 val = 1 patient
+    rows = np.arange(len(data))
+    check_finetune_set(data, rows, role="r", n_folds=2, label_counts=[2], unit="volumes")
+    check_finetune_set(data, rows, role="r", n_folds=2, label_counts=[6], unit="images")
+    with pytest.raises(ValueError, match="leaves 1 labelled patients"):
+        check_finetune_set(data, rows, role="r", n_folds=2, label_counts=[2], unit="patients")
+    with pytest.raises(ValueError, match="leaves 6 labelled images"):
+        check_finetune_set(data, rows, role="r", n_folds=2, label_counts=[7], unit="images")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medcl_lite.data.catalog import abdomen, pools, reports, volumes, xray
+from medcl_lite.data.catalog import abdomen, folder, pools, reports, volumes, xray
 from medcl_lite.data.download import RemoteFile, data_home, extract, fetch
 from medcl_lite.data.prepared import is_complete, write_prepared
 
@@ -30,6 +30,7 @@ __all__ = [
     "get_entry",
     "list_datasets",
     "prepare",
+    "prepared_parts",
 ]
 
 _ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -37,14 +38,15 @@ _ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """One real dataset.
+    """One real dataset (or ``folder``: the user's own, in a generic layout).
 
     Attributes:
         name: catalog key, used on the command line.
         title: one line for ``medcl data list``.
-        modality: ``"xray"`` (chest radiographs), ``"mri"`` or ``"ct"`` (volumes).
+        modality: ``"xray"`` (chest radiographs), ``"mri"`` or ``"ct"`` (volumes), ``"any"``.
         access: ``"public"`` (no registration; downloaded here when ``files`` pins it, else by
-            hand) or ``"registration"`` (the user registers and downloads it).
+            hand), ``"registration"`` (the user registers and downloads it) or ``"local"`` (the
+            user's own folder).
         licence: terms of use, in short; the homepage has the full text.
         citation: what to cite when using it.
         homepage: where to read about it and register.
@@ -52,7 +54,9 @@ class DatasetEntry:
         instructions: how to get it and the folder layout :func:`check` expects.
         labels: what the prepared masks hold.
         scan: ``scan(source) -> Scan`` (layout check).
-        prepare: ``prepare(source, size=..., progress=..., **options) -> SliceSet``.
+        prepare: ``prepare(source, size=..., progress=..., **options) -> SliceSet``, or a dict
+            folder suffix -> SliceSet when it writes several folders (``folder``: the labelled
+            set at ``OUT`` and the pretraining pool at ``OUT-pool``).
     """
 
     name: str
@@ -489,6 +493,32 @@ CATALOG: dict[str, DatasetEntry] = {
             scan=abdomen.scan_amos,
             prepare=abdomen.prepare_amos,
         ),
+        DatasetEntry(
+            name="folder",
+            title="Your own data: a Decathlon / nnU-Net folder of volumes, or 2-D images + masks",
+            modality="any",
+            access="local",
+            licence="the terms of your data",
+            citation="cite where your data comes from",
+            homepage="medcl_lite.data.catalog.folder (README: 'Your own data')",
+            files=(),
+            instructions=(
+                "Volumes (Medical Segmentation Decathlon or nnU-Net raw layout): DIR/dataset.json"
+                " ('labels', 'channel_names' or 'modality'), DIR/imagesTr/CASE_0000.nii.gz (or"
+                " CASE.nii.gz), DIR/labelsTr/CASE.nii.gz, optional DIR/imagesTs/ (unlabelled)."
+                " 2-D: DIR/images/NAME.png|.jpg|.dcm and DIR/masks/NAME.png (class indices; 0/255"
+                " for one class); images without a mask are unlabelled. Optional DIR/meta.csv"
+                " with columns case, patient_id, time, site (default: each case its own patient)."
+                " `medcl data check folder --source DIR`, then `medcl data prepare folder"
+                " --source DIR --out OUT [--classes background,liver]`: the labelled set goes to"
+                " OUT, every image (unlabelled too) to OUT-pool for pretraining. Options: classes,"
+                " channel=0 (nnU-Net channel), spacing_mm=null, modality=ct|mri (default from"
+                " dataset.json), name."
+            ),
+            labels="the classes of dataset.json or --classes (2-D default: label_1 ...)",
+            scan=folder.scan_folder,
+            prepare=folder.prepare_folder,
+        ),
     )
 }
 
@@ -529,6 +559,8 @@ def list_datasets() -> list[dict]:
             if entry.files
             else f"medcl data check {entry.name}; medcl data prepare {entry.name} --source DIR"
         )
+        if entry.access == "local":
+            how = "medcl data check folder --source DIR; medcl data prepare folder --source DIR"
         rows.append(
             {
                 "name": entry.name,
@@ -583,7 +615,7 @@ def check(name: str, source: str | Path | None = None) -> str:
             f" {summary['listed_images_missing']} listed images of these views are missing"
         )
     else:
-        unit = "volumes" if entry.modality in ("mri", "ct") else "images"
+        unit = {"mri": "volumes", "ct": "volumes", "xray": "images"}.get(entry.modality, "cases")
         lines.append(f"  {len(scan.items)} {unit} found")
     lines += [f"  note: {note}" for note in scan.notes]
     lines.append(f"  next: medcl data prepare {entry.name} --source {source}")
@@ -603,8 +635,10 @@ def prepare(
 ) -> Path:
     """Prepare dataset ``name`` from the folder ``source`` into ``out`` and return ``out``.
 
-    ``out`` defaults to ``data_home(home)/prepared/<name>-<size>``. ``options`` go to the
-    dataset's preparer (e.g. ``max_patients`` for the pools; see ``describe(name)``).
+    ``out`` defaults to ``data_home(home)/prepared/<name>-<size>`` (``folder``: the source
+    folder's name). ``options`` go to the dataset's preparer (e.g. ``max_patients`` for the
+    pools; see ``describe(name)``). A preparer that returns several sets writes each at ``out``
+    plus its suffix (``folder``: ``OUT-pool``, the pretraining pool); all or none are kept.
 
     Raises:
         FileExistsError: ``out`` is already prepared and ``overwrite`` is False (checked first).
@@ -612,21 +646,51 @@ def prepare(
     """
     entry = get_entry(name)
     _check_options(entry, options)
-    out = Path(out) if out is not None else data_home(home) / "prepared" / f"{entry.name}-{size}"
+    source = Path(source).expanduser()
+    stem = source.name if entry.access == "local" else entry.name
+    out = Path(out) if out is not None else data_home(home) / "prepared" / f"{stem}-{size}"
     if is_complete(out) and not overwrite:
         raise FileExistsError(f"{out} already holds a prepared dataset; use overwrite=True")
-    data = entry.prepare(Path(source).expanduser(), size=size, progress=progress, **options)
-    data.info.update(
-        {
-            "dataset": entry.name,
-            "title": entry.title,
-            "source": entry.homepage,
-            "licence": entry.licence,
-            "citation": entry.citation,
-            "options": dict(options),
-        }
-    )
-    return write_prepared(data, out, overwrite=overwrite)
+    result = entry.prepare(source, size=size, progress=progress, **options)
+    parts = result if isinstance(result, dict) else {"": result}
+    targets = {suffix: out.with_name(out.name + suffix) for suffix in parts}
+    for suffix, target in targets.items():
+        if suffix and is_complete(target) and not overwrite:
+            raise FileExistsError(f"{target} already holds a prepared dataset; use overwrite=True")
+    written = []
+    try:
+        for suffix, data in parts.items():
+            data.info.update(
+                {
+                    "dataset": entry.name,
+                    "title": entry.title,
+                    "source": entry.homepage if entry.access != "local" else str(source),
+                    "licence": entry.licence,
+                    "citation": entry.citation,
+                    "options": dict(options),
+                    "prepared_with": {s: t.name for s, t in targets.items() if s != suffix},
+                }
+            )
+            made = not targets[suffix].exists()
+            write_prepared(data, targets[suffix], overwrite=overwrite)
+            written.append((targets[suffix], made))
+    except BaseException:
+        for target, made in written:  # all or none: a pool without its labelled set misleads
+            if made:
+                shutil.rmtree(target, ignore_errors=True)
+        raise
+    return out
+
+
+def prepared_parts(out: str | Path) -> dict[str, Path]:
+    """The folders :func:`prepare` wrote for ``out``: ``{"": out}`` plus its siblings, e.g.
+    ``{"-pool": OUT-pool}`` (read from ``out``'s ``dataset.json``)."""
+    import json
+
+    out = Path(out)
+    info = json.loads((out / "dataset.json").read_text(encoding="utf-8")).get("info", {})
+    siblings = info.get("prepared_with") or {}
+    return {"": out, **{suffix: out.with_name(name) for suffix, name in siblings.items()}}
 
 
 def download(

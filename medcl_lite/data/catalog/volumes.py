@@ -544,7 +544,8 @@ def _read_item(item: VolumeItem):
 
     nifti = nib.load(str(item.image))
     data = np.asarray(np.asanyarray(nifti.dataobj))
-    if data.ndim == 3:
+    one_frame = data.ndim == 3  # a 3-D file: no cine frame to name
+    if one_frame:
         data = data[..., None]
     if data.ndim != 4:
         raise ValueError(f"{item.image} has shape {data.shape}: expected a 3-D or 4-D NIfTI")
@@ -554,7 +555,8 @@ def _read_item(item: VolumeItem):
         if mode != "stored":  # reordered as read_image does, then arranged
             volume, spacing = _canonical_axes(volume, nifti.affine, zooms, item.image)
         volume = np.ascontiguousarray(volume.T)  # [i, j, k] -> [D, H, W]
-        yield t + 1, arrange(volume), None, arrange_spacing(tuple(reversed(spacing))), mode
+        frame = None if one_frame else t + 1
+        yield frame, arrange(volume), None, arrange_spacing(tuple(reversed(spacing))), mode
 
 
 def _first_patients(items: list[VolumeItem], max_patients: int | None) -> list[VolumeItem]:
