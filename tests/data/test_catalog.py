@@ -207,6 +207,42 @@ def test_shenzhen_splits_one_mask_into_right_and_left(tmp_path):
     assert any("1 images have no lung mask" in note for note in data.info["notes"])
 
 
+def test_shenzhen_skips_masks_that_cannot_be_split_into_two_lungs(tmp_path):
+    """A few Shenzhen masks hold touching lungs in one piece without a narrow bridge: their
+    images are skipped and listed; the others are prepared."""
+    source = _write_shenzhen(tmp_path / "sz")
+    image, _, _ = _chest(30, 24, seed=4)
+    _png(source / "ChinaSet_AllFiles" / "CXR_png" / "CHNCXR_0004_0.png", image)
+    blob = np.zeros((30, 24), bool)
+    blob[6:24, 3:21] = True  # both lungs as one block: no column is a narrow bridge
+    mask = source / "mask" / "CHNCXR_0004_0_mask.png"
+    _mask_png(mask, blob)
+    with pytest.warns(UserWarning, match=r"shenzhen: 1 of 3 images skipped"):
+        data = xray.prepare_shenzhen(source, size=SIZE, progress=False)
+    assert data.meta["sample_id"].tolist() == ["CHNCXR_0001_1", "CHNCXR_0002_0"]
+    assert data.images.shape == data.masks.shape == (2, SIZE, SIZE)
+    _assert_lungs_aligned(data)
+    (skipped,) = data.info["skipped_images"]
+    assert skipped["sample_id"] == "CHNCXR_0004_0" and skipped["file"] == str(mask)
+    assert "cannot split it into right and left lungs" in skipped["reason"]
+    assert any(note.startswith("1 of 3 images skipped") for note in data.info["notes"])
+    with pytest.warns(UserWarning):
+        out = catalog.prepare("shenzhen", source, out=tmp_path / "out", size=SIZE, progress=False)
+    assert read_prepared(out).info["skipped_images"] == [skipped]
+
+
+@pytest.mark.parametrize("fault", ["empty", "unreadable"])
+def test_shenzhen_other_mask_errors_still_stop_naming_the_file(tmp_path, fault):
+    source = _write_shenzhen(tmp_path / "sz")
+    mask = source / "mask" / "CHNCXR_0002_0_mask.png"
+    if fault == "empty":
+        _mask_png(mask, np.zeros((30, 24), bool))
+    else:
+        mask.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"CHNCXR_0002_0_mask\.png"):
+        xray.prepare_shenzhen(source, size=SIZE, progress=False)
+
+
 # --- temporal pools ---------------------------------------------------------------------------
 
 

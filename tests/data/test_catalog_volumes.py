@@ -128,6 +128,31 @@ def test_acdc_check_lists_missing_files(tmp_path):
         volumes.prepare_acdc(source / "database" / "training" / "patient001", size=16)
 
 
+def test_acdc_skips_macosx_debris_and_hidden_folders(tmp_path):
+    """A zip unpacked on macOS: __MACOSX/ACDC/database/training/patientXXX/ holds AppleDouble
+    files (._name) and no Info.cfg; a hidden folder holds another patientXXX/."""
+    source = _write_acdc(tmp_path / "unzipped" / "ACDC", patients=(1, 2)).parent
+    for patient in ("patient001", "patient002"):
+        debris = source / "__MACOSX" / "ACDC" / "database" / "training" / patient
+        debris.mkdir(parents=True)
+        (debris / "._Info.cfg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+        (debris / f"._{patient}_frame01.nii.gz").write_bytes(b"\x00\x05\x16\x07")
+    (source / ".Trash" / "patient003").mkdir(parents=True)
+    scan = volumes.scan_acdc(source)
+    assert not scan.problems and len(scan.items) == 4
+    assert all("__MACOSX" not in str(item.image) for item in scan.items)
+    assert "ready to prepare" in catalog.check("acdc", source)
+    data = volumes.prepare_acdc(source, size=16, progress=False)
+    assert set(data.meta["patient_id"]) == {"patient001", "patient002"}
+    assert len(data) == 2 * 2 * DEPTH
+
+
+def test_acdc_licence_is_cc_by_nc_sa():
+    entry = catalog.get_entry("acdc")
+    assert "CC BY-NC-SA 4.0" in entry.licence and "cite Bernard et al. 2018" in entry.licence
+    assert f"licence:  {entry.licence}" in catalog.describe("acdc")
+
+
 def test_acdc_label_shape_mismatch_names_both_files(tmp_path):
     source = _write_acdc(tmp_path / "acdc", patients=(1,))
     folder = source / "database/training/patient001"
@@ -181,8 +206,10 @@ def test_ct_percentile_clip_removes_outlier_influence(tmp_path):
 # --- CT pairs ---------------------------------------------------------------------------------
 
 
-def _write_pairs(root: Path, values=(1, 2), image_suffix="_image", label_suffix="_label"):
-    for i, name in enumerate(("ct_1001", "ct_1002")):
+def _write_pairs(
+    root: Path, values=(1, 2), image_suffix="_image", label_suffix="_label", names=None
+):
+    for i, name in enumerate(names or ("ct_1001", "ct_1002")):
         labels = np.zeros((DEPTH, HEIGHT, WIDTH), np.int16)
         labels[:, 4:10, 4:10], labels[:, 12:18, 12:20] = values
         _nifti(root / "sub" / f"{name}{image_suffix}.nii.gz", _image(i) * 4 - 500)
@@ -190,9 +217,9 @@ def _write_pairs(root: Path, values=(1, 2), image_suffix="_image", label_suffix=
     return root
 
 
-def test_chd_pairs_keep_label_values(tmp_path):
-    source = _write_pairs(tmp_path / "chd", values=(1, 7))
-    data = volumes.prepare_chd(source, size=16, progress=False)
+def test_pairs_keep_label_values(tmp_path):
+    source = _write_pairs(tmp_path / "ct", values=(1, 7))
+    data = volumes.prepare_nifti_pairs(source, size=16, progress=False)
     assert data.images.shape == (2 * DEPTH, 16, 16)
     assert data.classes == ("background", *(f"label_{i}" for i in range(1, 8)))
     assert set(np.unique(data.masks)) == {0, 1, 7}
@@ -200,6 +227,49 @@ def test_chd_pairs_keep_label_values(tmp_path):
     assert set(data.meta["modality"]) == {"ct"}
     assert np.allclose(data.meta["spacing_x"], 1.5 * WIDTH / 16)
     assert np.allclose(data.meta["spacing_z"], 10.0)
+
+
+def _write_imagechd(root: Path) -> Path:
+    """ImageCHD release: ct_XXXX_image.nii.gz / ct_XXXX_label.nii.gz in one folder. Value v in
+    1..7 (LV, RV, LA, RA, myocardium, aorta, pulmonary artery) fills 2 rows x v columns of every
+    slice; other structures: value 14 (3 x 4 pixels) in both volumes, 9 (2 x 2) in ct_1001."""
+    for i, name in enumerate(("ct_1001", "ct_1002")):
+        labels = np.zeros((DEPTH, HEIGHT, WIDTH), np.int16)
+        for value in range(1, 8):
+            labels[:, 2 * value : 2 * value + 2, 2 : 2 + value] = value
+        labels[:, 16:19, 10:14] = 14
+        if i == 0:
+            labels[:, 16:18, 2:4] = 9
+        _nifti(root / "ImageCHD_dataset" / f"{name}_image.nii.gz", _image(i) * 4 - 500)
+        _nifti(root / "ImageCHD_dataset" / f"{name}_label.nii.gz", labels)
+    return root
+
+
+def test_chd_labels_in_mmwhs_order_other_structures_background(tmp_path):
+    source = _write_imagechd(tmp_path / "chd")
+    data = volumes.prepare_chd(source, size=WIDTH, progress=False)
+    assert data.classes == volumes.MMWHS_CLASSES
+    structures = ("lv", "rv", "la", "ra", "myocardium", "aorta", "pulmonary_artery")
+    for value, name in enumerate(structures, 1):  # 2 x value pixels per slice, 6 slices
+        assert (data.masks == data.classes.index(name)).sum() == 2 * value * DEPTH * 2, name
+    assert int((data.masks > 0).sum()) == 2 * sum(range(1, 8)) * DEPTH * 2  # 14, 9: background
+    assert data.info["set_to_background"] == [
+        {"value": 9, "voxels": 4 * DEPTH, "volumes": 1},
+        {"value": 14, "voxels": 12 * DEPTH * 2, "volumes": 2},
+    ]
+    mmwhs = _write_pairs(tmp_path / "mmwhs", values=(500, 850), names=("ct_train_1001",))
+    assert volumes.prepare_mmwhs(mmwhs, size=16, progress=False).classes == data.classes
+    out = catalog.prepare("chd", source, out=tmp_path / "out", size=16, progress=False)
+    stored = read_prepared(out)
+    assert stored.classes == data.classes and stored.info["set_to_background"][1]["value"] == 14
+    entry = catalog.get_entry("chd")
+    assert entry.labels.startswith(", ".join(volumes.MMWHS_CLASSES))
+    assert "above 7" in entry.labels and "ct_XXXX_image.nii.gz" in entry.instructions
+    labels = np.zeros((DEPTH, HEIGHT, WIDTH), np.int16)
+    labels[0, 0, 0] = -1
+    _nifti(source / "ImageCHD_dataset" / "ct_1002_label.nii.gz", labels)
+    with pytest.raises(ValueError, match=r"ct_1002_label.nii.gz holds values \[-1\]"):
+        volumes.prepare_chd(source, size=16, progress=False)
 
 
 def test_pairs_missing_label_is_listed(tmp_path):
@@ -210,18 +280,19 @@ def test_pairs_missing_label_is_listed(tmp_path):
 
 
 def test_mmwhs_label_values_map_to_classes(tmp_path):
-    source = _write_pairs(tmp_path / "mmwhs", values=(500, 600))
+    names = ("ct_train_1001", "ct_train_1002")
+    source = _write_pairs(tmp_path / "mmwhs", values=(500, 600), names=names)
     data = volumes.prepare_mmwhs(source, size=16, progress=False)
     assert data.classes[:4] == CARDIAC_CLASSES
     assert set(np.unique(data.masks)) == {0, LV, RV}
-    bad = _write_pairs(tmp_path / "bad", values=(500, 421))
-    with pytest.raises(ValueError, match=r"ct_100\d_label.nii.gz holds values \[421\]"):
+    bad = _write_pairs(tmp_path / "bad", values=(500, 421), names=names)
+    with pytest.raises(ValueError, match=r"ct_train_100\d_label.nii.gz holds values \[421\]"):
         volumes.prepare_mmwhs(bad, size=16, progress=False)
 
 
 def test_hvsmr_any_names_with_view_none(tmp_path):
     source = _write_pairs(tmp_path / "hvsmr", image_suffix="", label_suffix="-label")
-    with pytest.raises(ValueError, match="no HVSMR images named training_axial_crop_patN"):
+    with pytest.raises(ValueError, match="no HVSMR images named training_sa_crop_patN"):
         volumes.prepare_hvsmr(source, size=16, progress=False)
     data = volumes.prepare_hvsmr(source, size=16, progress=False, view=None)
     assert set(data.meta["volume_id"]) == {"ct_1001", "ct_1002"}
@@ -271,7 +342,7 @@ def test_acdc_cine_frame_matches_its_labelled_volume(tmp_path):
 
 # --- orientation: display order of prepared slices ------------------------------------------
 
-MARK_LABEL = 5  # label value of the marker block (kept as stored by the pair preparers)
+MARK_LABEL = 5  # label value of the marker block (kept as stored by prepare_nifti_pairs)
 
 
 def _ras_anatomy() -> tuple[np.ndarray, np.ndarray]:
@@ -311,7 +382,7 @@ def test_pair_display_orientation_anterior_up_right_on_left_superior_first(tmp_p
     _save_as(tmp_path / "ct" / "ct_1001_image.nii.gz", image, codes)
     _save_as(tmp_path / "ct" / "ct_1001_label.nii.gz", labels, codes)
     # 1.5 mm pixels are kept (no resampling); 20 rows are zero-padded to 24 (2 above)
-    data = volumes.prepare_chd(tmp_path / "ct", size=WIDTH, progress=False, spacing_mm=1.5)
+    data = volumes.prepare_nifti_pairs(tmp_path / "ct", WIDTH, progress=False, spacing_mm=1.5)
     assert data.info["orientation"] == volumes.DISPLAY_ORIENTATION
     assert "unoriented_volumes" not in data.info
     top = 2  # first image row after padding
@@ -360,7 +431,7 @@ def test_unoriented_nifti_keeps_stored_order(tmp_path):
         nifti.set_sform(None, code=0)
         nifti.set_qform(None, code=0)
         nib.save(nifti, str(tmp_path / f"{name}.nii.gz"))
-    data = volumes.prepare_chd(tmp_path, size=WIDTH, progress=False, spacing_mm=1.5)
+    data = volumes.prepare_nifti_pairs(tmp_path, size=WIDTH, progress=False, spacing_mm=1.5)
     assert data.info["unoriented_volumes"] == ["ct_1001"]
     # stored order: [D, H, W] = array.T; the marker stays in the last slice, last rows/columns
     last = data.images[DEPTH - 1]
@@ -393,7 +464,7 @@ def test_oblique_stack_keeps_its_slices_superior_first(tmp_path, angle):
     image, labels = _stored_slices()
     _nifti(tmp_path / "ct_1001_image.nii.gz", image, _tilted(angle))
     _nifti(tmp_path / "ct_1001_label.nii.gz", labels, _tilted(angle))
-    data = volumes.prepare_chd(tmp_path, size=WIDTH, progress=False, spacing_mm=1.5)
+    data = volumes.prepare_nifti_pairs(tmp_path, size=WIDTH, progress=False, spacing_mm=1.5)
     assert data.info["oblique_stacks"] == ["ct_1001"] and len(data) == DEPTH  # never cut across
     stored_order = [2, 1, 0] if angle == 60 else [0, 1, 2]  # slice 0 = the most superior
     for row, k in enumerate(stored_order):
@@ -453,18 +524,14 @@ def test_hvsmr_real_layout_training_views_and_ground_truth_folder(tmp_path):
     _nifti(root / "Testing dataset" / "testing_axial_crop_pat10.nii.gz", _image(10))
     scan = volumes.scan_hvsmr(root)
     assert not scan.problems
-    assert [i.volume_id for i in scan.items] == [
-        "training_axial_crop_pat0",
-        "training_axial_crop_pat1",
-    ]
+    assert [i.volume_id for i in scan.items] == ["training_sa_crop_pat0", "training_sa_crop_pat1"]
     assert [i.patient_id for i in scan.items] == ["pat0", "pat1"]
     assert all(i.label.parent.name == "GroundTruth" for i in scan.items)
     assert any("1 testing_* volumes skipped" in note for note in scan.notes)
     assert "ready to prepare" in catalog.check("hvsmr", root)
-    data = volumes.prepare_hvsmr(root, size=16, progress=False, view="sa_crop")
-    assert set(data.meta["view"]) == {"sa_crop"} and data.info["view"] == "sa_crop"
+    data = volumes.prepare_hvsmr(root, size=16, progress=False, view="axial_crop")
+    assert set(data.meta["view"]) == {"axial_crop"} and data.info["view"] == "axial_crop"
     assert set(data.meta["patient_id"]) == {"pat0", "pat1"}
-    assert data.classes == ("background", "label_1", "label_2")
     out = catalog.prepare("hvsmr", root, out=tmp_path / "out", size=16, progress=False, view=None)
     stored = read_prepared(out)
     assert stored.info["orientation"] == volumes.DISPLAY_ORIENTATION
@@ -473,8 +540,8 @@ def test_hvsmr_real_layout_training_views_and_ground_truth_folder(tmp_path):
     assert len(every.items) == 6 and {i.patient_id for i in every.items} == {"pat0", "pat1"}
     with pytest.raises(ValueError, match="view must be one of"):
         volumes.scan_hvsmr(root, view="axial")
-    (root / "GroundTruth" / "training_axial_crop_pat1-label.nii.gz").unlink()
-    with pytest.raises(ValueError, match="no training_axial_crop_pat1-label.nii.gz below"):
+    (root / "GroundTruth" / "training_sa_crop_pat1-label.nii.gz").unlink()
+    with pytest.raises(ValueError, match="no training_sa_crop_pat1-label.nii.gz below"):
         catalog.check("hvsmr", root)
 
 
@@ -492,3 +559,54 @@ def test_mmwhs_real_names_with_image_and_label_folders(tmp_path):
     _nifti(tmp_path / "copy" / "ct_train_1002_label.nii.gz", np.zeros((DEPTH, HEIGHT, WIDTH)))
     with pytest.raises(ValueError, match="several labels named ct_train_1002_label.nii.gz"):
         catalog.check("mmwhs", tmp_path)
+
+
+def test_hvsmr_default_sa_crop_with_named_classes(tmp_path):
+    """HVSMR 2016 labels: 1 myocardium, 2 blood pool; PCL's view sa_crop is the default."""
+    root = tmp_path / "HVSMR2016"
+    for view in volumes.HVSMR_VIEWS:
+        name = f"training_{view}_pat0"
+        _nifti(root / "Training dataset" / f"{name}.nii.gz", _image(0))
+        _nifti(root / "GroundTruth" / f"{name}-label.nii.gz", _acdc_labels().clip(0, 2))
+    data = volumes.prepare_hvsmr(root, size=16, progress=False)
+    assert data.info["view"] == "sa_crop"
+    assert set(data.meta["volume_id"]) == {"training_sa_crop_pat0"}
+    assert data.classes == volumes.HVSMR_CLASSES == ("background", "myocardium", "blood_pool")
+    assert set(np.unique(data.masks)) == {0, 1, 2}
+    assert catalog.get_entry("hvsmr").labels == "background, myocardium, blood_pool"
+    assert "view=sa_crop, the default" in catalog.describe("hvsmr")
+    labels = _acdc_labels()  # holds 3, not an HVSMR value
+    _nifti(root / "GroundTruth" / "training_sa_crop_pat0-label.nii.gz", labels)
+    with pytest.raises(ValueError, match=r"training_sa_crop_pat0-label.nii.gz holds values \[3\]"):
+        volumes.prepare_hvsmr(root, size=16, progress=False)
+
+
+def test_mmwhs_whole_release_takes_ct_train_only(tmp_path):
+    """The MM-WHS 2017 release unpacked whole: ct_train/, mr_train/ (image and label pairs),
+    ct_test/ and mr_test/ (images only)."""
+    root = tmp_path / "MM-WHS 2017 Dataset"
+    labels = np.zeros((DEPTH, HEIGHT, WIDTH), np.int16)
+    labels[:, 4:10, 4:10], labels[:, 12:18, 12:20] = 500, 820
+    for number in (1001, 1002):
+        _nifti(root / "ct_train" / f"ct_train_{number}_image.nii.gz", _image(number) * 4)
+        _nifti(root / "ct_train" / f"ct_train_{number}_label.nii.gz", labels)
+    _nifti(root / "mr_train" / "mr_train_1001_image.nii.gz", _image(3))
+    _nifti(root / "mr_train" / "mr_train_1001_label.nii.gz", labels)
+    for number in (2001, 2002):
+        _nifti(root / "ct_test" / f"ct_test_{number}_image.nii.gz", _image(number))
+    _nifti(root / "mr_test" / "mr_test_2001_image.nii.gz", _image(4))
+    note = "2 ct_test_*, 1 mr_test_* and 1 mr_train_* volumes skipped (only ct_train_* is prepared)"
+    scan = volumes.scan_mmwhs(root)
+    assert not scan.problems and note in scan.notes
+    assert [i.volume_id for i in scan.items] == ["ct_train_1001", "ct_train_1002"]
+    assert catalog.get_entry("mmwhs").scan is volumes.scan_mmwhs
+    assert f"note: {note}" in catalog.check("mmwhs", root)
+    data = volumes.prepare_mmwhs(root, size=16, progress=False)
+    assert set(data.meta["volume_id"]) == {"ct_train_1001", "ct_train_1002"}
+    assert data.info["skipped_volumes"] == {"ct_test_*": 2, "mr_test_*": 1, "mr_train_*": 1}
+    assert note in data.info["notes"]
+    for folder in ("ct_train", "mr_train"):
+        for path in (root / folder).iterdir():
+            path.unlink()
+    with pytest.raises(ValueError, match="no MM-WHS CT training images ct_train_XXXX_image"):
+        catalog.check("mmwhs", root)

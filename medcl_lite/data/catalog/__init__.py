@@ -165,8 +165,9 @@ CATALOG: dict[str, DatasetEntry] = {
                 " need a Kaggle account (https://www.kaggle.com/datasets/yoctoman/shcxr-lung-mask)."
                 " Unpack both into one folder DIR: DIR/ChinaSet_AllFiles/CXR_png/"
                 "CHNCXR_XXXX_Y.png and DIR/mask/CHNCXR_XXXX_Y_mask.png (any folder below DIR)."
-                " Both lungs are in one mask; they are split by connected components. Then"
-                " `medcl data prepare shenzhen --source DIR`."
+                " Both lungs are in one mask; they are split by connected components (a mask in"
+                " one piece that cannot be split into two lungs skips its image, listed in the"
+                " prepared info, skipped_images). Then `medcl data prepare shenzhen --source DIR`."
             ),
             labels="lungs (right, left)",
             scan=xray.scan_shenzhen,
@@ -318,7 +319,8 @@ CATALOG: dict[str, DatasetEntry] = {
             title="ACDC cine MRI: 100 + 50 patients, LV/MYO/RV masks at ED and ES, all cine frames",
             modality="mri",
             access="public",
-            licence="ACDC terms (homepage): research use, cite Bernard et al. 2018",
+            licence="CC BY-NC-SA 4.0 (per the CREATIS Human Heart Project portal):"
+            " non-commercial, share alike; cite Bernard et al. 2018",
             citation="Bernard O, Lalande A, Zotti C, et al. Deep learning techniques for automatic"
             " MRI cardiac multi-structures segmentation and diagnosis: is the problem solved?"
             " IEEE TMI 2018;37(11):2514-2525.",
@@ -343,7 +345,8 @@ CATALOG: dict[str, DatasetEntry] = {
                 " it into DIR so that"
                 " DIR/.../training/patient001/ (and testing/patient101/) hold Info.cfg (ED, ES),"
                 " patient001_frameYY.nii.gz + patient001_frameYY_gt.nii.gz at ED and ES, and"
-                " patient001_4d.nii.gz. Then `medcl data check acdc --source DIR` and"
+                " patient001_4d.nii.gz (hidden folders and __MACOSX debris are skipped). Then"
+                " `medcl data check acdc --source DIR` and"
                 " `medcl data prepare acdc --source DIR`. Options: frames=labelled (ED+ES with"
                 " masks) or all (every cine frame, unlabelled, for pretraining), spacing_mm=1.25"
                 " (in-plane resampling, then centre crop/pad), max_patients=null."
@@ -364,12 +367,17 @@ CATALOG: dict[str, DatasetEntry] = {
             files=(),
             instructions=(
                 "Registration: Kaggle account, dataset 'imagechd'. Unpack into DIR so that the CT"
-                " volumes are NAME_image.nii.gz with NAME_label.nii.gz in the same folder (any"
-                " depth). Label values are kept as stored (classes label_1 ...). Then"
+                " volumes ct_XXXX_image.nii.gz and their ct_XXXX_label.nii.gz lie in one folder"
+                " (or the labels in another folder; any depth). Labels 1 LV, 2 RV, 3 LA, 4 RA,"
+                " 5 myocardium, 6 aorta, 7 pulmonary artery become the classes of mmwhs (same"
+                " order, for CHD -> MM-WHS transfer); values above 7 (other structures) become"
+                " background, as in PCL's preprocessing, and are listed with their voxel counts"
+                " in the prepared info (set_to_background). Then"
                 " `medcl data check chd --source DIR` and `medcl data prepare chd --source DIR`."
                 " Option: spacing_mm=null (else in-plane resampling, then centre crop/pad)."
             ),
-            labels="stored label values (label_1 ... label_K)",
+            labels="background, lv, myocardium, rv, la, ra, aorta, pulmonary_artery (as mmwhs);"
+            " stored values above 7 become background",
             scan=volumes.scan_chd,
             prepare=volumes.prepare_chd,
         ),
@@ -386,14 +394,17 @@ CATALOG: dict[str, DatasetEntry] = {
             homepage="https://zmiclab.github.io/zxh/0/mmwhs/",
             files=(),
             instructions=(
-                "Registration at the homepage. Unpack the CT training set into DIR so that"
-                " ct_train_XXXX_image.nii.gz and ct_train_XXXX_label.nii.gz lie in one folder."
-                " Labels 500 LV, 205 myocardium, 600 RV, 420 LA, 550 RA, 820 aorta, 850"
-                " pulmonary artery become classes 1..7. Then `medcl data prepare mmwhs --source"
-                " DIR`."
+                "Registration at the homepage. Unpack the release into DIR so that"
+                " ct_train_XXXX_image.nii.gz and ct_train_XXXX_label.nii.gz lie in one folder (or"
+                " in image/ and label/ folders; any depth). Only the CT training set is prepared:"
+                " mr_train_*, ct_test_* and mr_test_* volumes are skipped (counted by check and"
+                " in the prepared info, skipped_volumes). Labels 500 LV, 205 myocardium, 600 RV,"
+                " 420 LA, 550 RA, 820 aorta, 850 pulmonary artery become classes 1..7. Then"
+                " `medcl data check mmwhs --source DIR` and"
+                " `medcl data prepare mmwhs --source DIR`."
             ),
             labels="background, lv, myocardium, rv, la, ra, aorta, pulmonary_artery",
-            scan=volumes.scan_nifti_pairs,
+            scan=volumes.scan_mmwhs,
             prepare=volumes.prepare_mmwhs,
         ),
         DatasetEntry(
@@ -411,13 +422,13 @@ CATALOG: dict[str, DatasetEntry] = {
                 " training_{axial_full,axial_crop,sa_crop}_patN.nii.gz and labels"
                 " training_..._patN-label.nii.gz, next to them or in another folder (e.g."
                 " GroundTruth/; any depth). Every patient comes in the three views of the same"
-                " anatomy, so one is prepared (option view=axial_crop, axial_full or sa_crop;"
-                " null: every NAME.nii.gz + NAME-label.nii.gz pair); testing_* volumes (no public"
-                " labels) are skipped. Label values are kept as stored (classes label_1 ...);"
-                " intensity: per-volume z-score as for ACDC. Then"
-                " `medcl data prepare hvsmr --source DIR`."
+                " anatomy, so one is prepared (option view=sa_crop, the default and PCL's, or"
+                " axial_crop, axial_full; null: every NAME.nii.gz + NAME-label.nii.gz pair);"
+                " testing_* volumes (no public labels) are skipped. Labels 1 myocardium, 2 blood"
+                " pool (any other value is an error); intensity: per-volume z-score as for ACDC."
+                " Then `medcl data prepare hvsmr --source DIR`."
             ),
-            labels="stored label values (label_1 ... label_K)",
+            labels="background, myocardium, blood_pool",
             scan=volumes.scan_hvsmr,
             prepare=volumes.prepare_hvsmr,
         ),

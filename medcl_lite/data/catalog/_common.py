@@ -15,6 +15,7 @@ Preparation choices (written into each prepared dataset's ``info``):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,11 +208,14 @@ def build_sliceset(
     info: dict,
     labels: Callable[[Item], np.ndarray] | None = None,
     progress: bool = True,
+    skip: tuple[type[Exception], ...] = (),
 ) -> SliceSet:
     """Read, normalise, pad and resize every item into a SliceSet ``[N, size, size]``.
 
     ``labels(item)`` returns the item's label map at its mask's own resolution (uint8 class
-    indices); None makes an unlabelled SliceSet. ``site`` is ``name``.
+    indices); None makes an unlabelled SliceSet. ``site`` is ``name``. An item whose ``labels``
+    raises one of ``skip`` is left out, listed in ``info["skipped_images"]`` (``sample_id``,
+    ``file``, ``reason``), counted in ``info["notes"]`` and in a warning; other errors stop.
     """
     from tqdm.auto import tqdm
 
@@ -221,12 +225,20 @@ def build_sliceset(
         raise ValueError(f"{name}: no images to prepare")
     images = np.empty((len(items), size, size), np.float32)
     masks = None if labels is None else np.empty((len(items), size, size), np.uint8)
-    rows = []
-    for i, item in enumerate(tqdm(items, desc=f"preparing {name}", disable=not progress)):
+    rows, skipped = [], []
+    for item in tqdm(items, desc=f"preparing {name}", disable=not progress):
+        i = len(rows)
         array = normalise(read_array(item.image), item.image)
         images[i] = resize_image(pad_to_square(array), size)
         if masks is not None:
-            label_map = labels(item)
+            try:
+                label_map = labels(item)
+            except skip as error:
+                file = item.masks[0] if item.masks else item.image
+                skipped.append(
+                    {"sample_id": item.sample_id, "file": str(file), "reason": str(error)}
+                )
+                continue
             check_aspect(array.shape, label_map.shape, item.image, item.masks[0])
             masks[i] = resize_labels(pad_to_square(label_map), size)
         scale = max(array.shape) / size
@@ -247,4 +259,24 @@ def build_sliceset(
             }
         )
     info = {"modality": "xray", "image_size": int(size), **PREPARATION, **info}
+    if skip:
+        info.update(_skipped_info(name, skipped, len(items), info.get("notes", [])))
+    if len(rows) < len(items):
+        images = images[: len(rows)].copy()
+        masks = None if masks is None else masks[: len(rows)].copy()
     return SliceSet(images, masks, pd.DataFrame(rows), tuple(classes), name, info)
+
+
+def _skipped_info(name: str, skipped: list[dict], total: int, notes: list[str]) -> dict:
+    """``info`` entries of the images :func:`build_sliceset` skipped (a warning when any; an
+    error when every image was skipped)."""
+    if len(skipped) == total:
+        raise ValueError(f"{name}: every image was skipped, e.g. {skipped[0]['reason']}")
+    if not skipped:
+        return {"skipped_images": []}
+    note = (
+        f"{len(skipped)} of {total} images skipped (see info['skipped_images']), e.g."
+        f" {skipped[0]['reason']}"
+    )
+    warnings.warn(f"{name}: {note}", UserWarning, stacklevel=3)
+    return {"skipped_images": skipped, "notes": [*notes, note]}

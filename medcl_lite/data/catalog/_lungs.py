@@ -25,6 +25,11 @@ MAX_OVERLAP = 0.01
 MAX_BRIDGE = 0.5
 
 
+class LungSplitError(ValueError):
+    """A one-piece lung mask that cannot be split into two lungs (no narrow bridge): a fault of
+    that mask only, so preparers skip its image (other errors stop them)."""
+
+
 def binary_mask(array: np.ndarray, source: object) -> np.ndarray:
     """``[H, W]`` bool: pixels above half the maximum (0/1, 0/255 and palette masks alike).
 
@@ -105,7 +110,8 @@ def split_lungs(mask: np.ndarray, source: object) -> tuple[np.ndarray, np.ndarra
     (at most :data:`MAX_BRIDGE` of the fullest column).
 
     Raises:
-        ValueError: the mask is empty or cannot be two lungs (naming ``source``).
+        ValueError: the mask is empty (naming ``source``).
+        LungSplitError: the mask is one piece that cannot be split into two lungs.
     """
     mask = np.asarray(mask, bool)
     if not mask.any():
@@ -128,11 +134,11 @@ def split_lungs(mask: np.ndarray, source: object) -> tuple[np.ndarray, np.ndarra
     band = np.arange(int(low + 0.3 * (high - low)), int(low + 0.7 * (high - low)) + 1)
     profile = mask.sum(axis=0)
     if len(band) == 0:
-        raise ValueError(f"{source}: the lung mask is too narrow to hold two lungs")
+        raise LungSplitError(f"{source}: the lung mask is too narrow to hold two lungs")
     narrowest = band[profile[band] == profile[band].min()]
     cut = int(narrowest[len(narrowest) // 2])  # the middle of the narrowest run of columns
     if profile[cut] > MAX_BRIDGE * profile.max():
-        raise ValueError(
+        raise LungSplitError(
             f"{source}: the lung mask is one piece without a narrow bridge between two lungs"
             f" (narrowest middle column {cut} holds {int(profile[cut])} pixels, the fullest"
             f" {int(profile.max())}); cannot split it into right and left lungs"

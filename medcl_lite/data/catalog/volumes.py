@@ -33,6 +33,10 @@ Preparation choices (written into each prepared dataset's ``info``):
   stored slice axis, ordered so that slice 0 is the most superior, and its stored in-plane
   order (an oblique plane has no radiological convention); such volumes are listed in
   ``info["oblique_stacks"]``. Cutting the stack across its slices is never an option.
+- **labels**: ACDC -> the phantom's :data:`CARDIAC_CLASSES`; ImageCHD and MM-WHS -> one class
+  order, :data:`MMWHS_CLASSES` (CHD -> MM-WHS transfer; CHD values above
+  :data:`CHD_LAST_LABEL` become background, as in PCL, listed in ``info["set_to_background"]``);
+  HVSMR -> :data:`HVSMR_CLASSES`. Any other stored value is an error naming the file.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import pandas as pd
 from medcl_lite.data.catalog._common import (
     Scan,
     find_files,
+    is_hidden,
     pad_to_square,
     resize_image,
     resize_labels,
@@ -70,6 +75,16 @@ ACDC_TO_CARDIAC = {
 #: MM-WHS label values (challenge description) -> classes; the first four as the phantom's.
 MMWHS_CLASSES = (*CARDIAC_CLASSES, "la", "ra", "aorta", "pulmonary_artery")
 MMWHS_TO_CLASSES = {0: 0, 500: 1, 205: 2, 600: 3, 420: 4, 550: 5, 820: 6, 850: 7}
+#: ImageCHD label values 1..7 (Xu et al. 2020): LV, RV, LA, RA, myocardium, aorta, pulmonary
+#: artery.
+CHD_STRUCTURES = ("lv", "rv", "la", "ra", "myocardium", "aorta", "pulmonary_artery")
+#: ImageCHD value -> index into :data:`MMWHS_CLASSES` (CHD -> MM-WHS transfer: one class order).
+CHD_TO_CLASSES = {0: 0, **{v: MMWHS_CLASSES.index(n) for v, n in enumerate(CHD_STRUCTURES, 1)}}
+#: Stored CHD values above this (other structures) become background, as PCL's preprocessing.
+CHD_LAST_LABEL = 7
+#: HVSMR 2016 label values (1 myocardium, 2 blood pool) -> classes.
+HVSMR_CLASSES = ("background", "myocardium", "blood_pool")
+HVSMR_TO_CLASSES = {0: 0, 1: 1, 2: 2}
 DISPLAY_ORIENTATION = (
     "slices superior->inferior; in-plane radiological: anterior up, patient's right on image left"
 )
@@ -78,8 +93,11 @@ DISPLAY_ORIENTATION = (
 SLICE_ANISOTROPY = 1.5
 #: HVSMR 2016 views; every training patient comes in all three (same anatomy).
 HVSMR_VIEWS = ("axial_crop", "axial_full", "sa_crop")
+#: The view PCL used (short-axis, cropped around the heart).
+HVSMR_VIEW = "sa_crop"
 _PATIENT = re.compile(r"^patient\d{3}$")
 _HVSMR = re.compile(r"^(training|testing)_(axial_full|axial_crop|sa_crop)_pat(\d+)$")
+_MMWHS = re.compile(r"^(ct|mr)_(train|test)_\d+_image$")
 
 
 @dataclass
@@ -121,12 +139,17 @@ def read_info_cfg(path: Path) -> dict[str, str]:
 def scan_acdc(source: str | Path, frames: str = "labelled") -> Scan:
     """ACDC ``.../patientXXX/`` folders (any depth, e.g. ``training/`` and ``testing/``) with
     ``Info.cfg`` (ED, ES), ``patientXXX_frameYY.nii.gz`` + ``_gt`` at ED and ES (``frames=
-    "labelled"``) or ``patientXXX_4d.nii.gz`` (``frames="all"``: every cine frame, unlabelled)."""
+    "labelled"``) or ``patientXXX_4d.nii.gz`` (``frames="all"``: every cine frame, unlabelled).
+    Hidden folders and macOS archive debris (``__MACOSX/.../patientXXX/``) are skipped."""
     if frames not in ("labelled", "all"):
         raise ValueError(f"acdc: frames must be 'labelled' or 'all', got {frames!r}")
     source = source_folder(source)
     folders = sorted(
-        (p for p in source.rglob("patient*") if p.is_dir() and _PATIENT.match(p.name)),
+        (
+            p
+            for p in source.rglob("patient*")
+            if p.is_dir() and _PATIENT.match(p.name) and not is_hidden(p.relative_to(source))
+        ),
         key=lambda p: p.name,
     )
     if not folders:
@@ -226,15 +249,16 @@ def scan_nifti_pairs(
     return Scan(problems, items, notes=[f"{len(items)} image/label volume pairs"])
 
 
-def scan_hvsmr(source: str | Path, view: str | None = "axial_crop") -> Scan:
+def scan_hvsmr(source: str | Path, view: str | None = HVSMR_VIEW) -> Scan:
     """HVSMR 2016 training volumes ``training_{view}_patN.nii.gz`` with
     ``training_{view}_patN-label.nii.gz`` (next to them or in another folder, e.g.
     ``GroundTruth/``); ``patient_id`` is ``patN``.
 
     Every patient comes in three views of the same anatomy (:data:`HVSMR_VIEWS`), so one view is
-    kept (``view=None``: every ``NAME.nii.gz`` + ``NAME-label.nii.gz`` pair, any names; the views
-    of one patient then share its ``patient_id``). ``testing_*`` volumes have no public labels
-    and are skipped (a note says how many).
+    kept (default :data:`HVSMR_VIEW`, PCL's ``sa_crop``; ``view=None``: every ``NAME.nii.gz`` +
+    ``NAME-label.nii.gz`` pair, any names; the views of one patient then share its
+    ``patient_id``). ``testing_*`` volumes have no public labels and are skipped (a note says
+    how many).
     """
     if view is not None and view not in HVSMR_VIEWS:
         raise ValueError(f"hvsmr: view must be one of {HVSMR_VIEWS} or None, got {view!r}")
@@ -264,6 +288,46 @@ def scan_hvsmr(source: str | Path, view: str | None = "axial_crop") -> Scan:
     if skipped:
         notes.append(f"{skipped} testing_* volumes skipped (no public labels)")
     return Scan(problems, items, notes=notes)
+
+
+def scan_mmwhs(source: str | Path) -> Scan:
+    """MM-WHS CT training pairs ``ct_train_XXXX_image.nii.gz`` + ``ct_train_XXXX_label.nii.gz``
+    (as :func:`scan_nifti_pairs`); the release's other volumes (``mr_train_*``, ``ct_test_*``,
+    ``mr_test_*``, other ``*_image`` names) are skipped and counted in a note."""
+    return _scan_mmwhs(source)[0]
+
+
+def _scan_mmwhs(source: str | Path) -> tuple[Scan, dict[str, int]]:
+    """:func:`scan_mmwhs` and the skipped volumes per kind (``{"mr_train_*": 20, ...}``)."""
+    source = source_folder(source)
+    files = _nifti_files(source)
+    images, skipped = [], {}
+    for path in files:
+        stem = _stem(path)
+        if not stem.endswith("_image"):
+            continue
+        match = _MMWHS.match(stem)
+        kind = f"{match.group(1)}_{match.group(2)}_*" if match else "other *_image"
+        if kind == "ct_train_*":
+            images.append(path)
+        else:
+            skipped[kind] = skipped.get(kind, 0) + 1
+    skipped = dict(sorted(skipped.items()))
+    notes = [_skipped_note(skipped)] if skipped else []
+    if not images:
+        problem = f"no MM-WHS CT training images ct_train_XXXX_image.nii.gz under {source}"
+        return Scan([problem], notes=notes), skipped
+    problems, items = _pair_items(source, files, images, "_image", "_label")
+    notes.insert(0, f"{len(items)} CT training image/label volume pairs")
+    return Scan(problems, items, notes=notes), skipped
+
+
+def _skipped_note(skipped: dict[str, int]) -> str:
+    """``{"ct_test_*": 40, "mr_train_*": 20}`` -> "40 ct_test_* and 20 mr_train_* volumes
+    skipped (only ct_train_* is prepared)"."""
+    parts = [f"{n} {kind}" for kind, n in skipped.items()]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"{listed} volumes skipped (only ct_train_* is prepared)"
 
 
 def prepare_nifti_pairs(
@@ -302,25 +366,52 @@ def prepare_nifti_pairs(
 def prepare_chd(
     source: str | Path, size: int = 256, progress: bool = True, spacing_mm: float | None = None
 ) -> SliceSet:
-    """ImageCHD CT (``ct_XXXX_image.nii.gz`` + ``ct_XXXX_label.nii.gz``); stored label values
-    kept."""
-    return prepare_nifti_pairs(source, size, progress, spacing_mm=spacing_mm, name="chd")
+    """ImageCHD CT (``ct_XXXX_image.nii.gz`` + ``ct_XXXX_label.nii.gz``) -> SliceSet with
+    :data:`MMWHS_CLASSES` (:data:`CHD_TO_CLASSES`).
+
+    Stored values above :data:`CHD_LAST_LABEL` (other structures) become background, as in PCL's
+    preprocessing; ``info["set_to_background"]`` lists them with their voxel counts.
+    """
+    source = source_folder(source)
+    data = _prepare_scanned(
+        scan_chd(source),
+        source,
+        size,
+        name="chd",
+        modality="ct",
+        spacing_mm=spacing_mm,
+        label_map=CHD_TO_CLASSES,
+        classes=MMWHS_CLASSES,
+        progress=progress,
+        background_above=CHD_LAST_LABEL,
+    )
+    data.info["label_source"] = (
+        "ImageCHD 1 LV, 2 RV, 3 LA, 4 RA, 5 myocardium, 6 aorta, 7 pulmonary artery remapped to"
+        f" the MM-WHS class order; values above {CHD_LAST_LABEL} set to background"
+    )
+    return data
 
 
 def prepare_mmwhs(
     source: str | Path, size: int = 256, progress: bool = True, spacing_mm: float | None = None
 ) -> SliceSet:
-    """MM-WHS CT (``ct_train_XXXX_image.nii.gz`` + ``_label``), labels 500, 205, 600, 420, 550,
-    820, 850 -> :data:`MMWHS_CLASSES`."""
-    return prepare_nifti_pairs(
+    """MM-WHS CT training set (:func:`scan_mmwhs`), labels 500, 205, 600, 420, 550, 820, 850 ->
+    :data:`MMWHS_CLASSES`; ``info["skipped_volumes"]`` counts the volumes of other kinds."""
+    source = source_folder(source)
+    scan, skipped = _scan_mmwhs(source)
+    data = _prepare_scanned(
+        scan,
         source,
         size,
-        progress,
-        spacing_mm=spacing_mm,
         name="mmwhs",
+        modality="ct",
+        spacing_mm=spacing_mm,
         label_map=MMWHS_TO_CLASSES,
         classes=MMWHS_CLASSES,
+        progress=progress,
     )
+    data.info.update({"skipped_volumes": skipped, "notes": scan.notes})
+    return data
 
 
 def prepare_hvsmr(
@@ -328,10 +419,11 @@ def prepare_hvsmr(
     size: int = 256,
     progress: bool = True,
     spacing_mm: float | None = None,
-    view: str | None = "axial_crop",
+    view: str | None = HVSMR_VIEW,
 ) -> SliceSet:
     """HVSMR 2016 cardiovascular MR, one ``view`` (see :func:`scan_hvsmr`), z-scored as MRI (no
-    percentile clip); stored label values kept. Column ``view`` names the HVSMR view."""
+    percentile clip), labels 1 myocardium, 2 blood pool -> :data:`HVSMR_CLASSES` (any other
+    value is an error). Column ``view`` names the HVSMR view."""
     source = source_folder(source)
     data = _prepare_scanned(
         scan_hvsmr(source, view),
@@ -340,16 +432,17 @@ def prepare_hvsmr(
         name="hvsmr",
         modality="mri",
         spacing_mm=spacing_mm,
-        label_map=None,
-        classes=None,
+        label_map=HVSMR_TO_CLASSES,
+        classes=HVSMR_CLASSES,
         progress=progress,
     )
     data.info["view"] = view if view is not None else "all"
+    data.info["label_source"] = "HVSMR 2016 1 myocardium, 2 blood pool"
     return data
 
 
 def scan_chd(source: str | Path) -> Scan:
-    """Layout check of :func:`prepare_chd`."""
+    """Layout check of :func:`prepare_chd` (ImageCHD ``ct_XXXX_image`` / ``_label`` pairs)."""
     return scan_nifti_pairs(source)
 
 
@@ -438,6 +531,15 @@ def _crop_or_pad(array: np.ndarray, size: int) -> np.ndarray:
     n_y, n_x = min(h, size), min(w, size)
     out[dst_y : dst_y + n_y, dst_x : dst_x + n_x] = array[src_y : src_y + n_y, src_x : src_x + n_x]
     return out
+
+
+def _background_above(labels: np.ndarray, last: int) -> tuple[np.ndarray, dict[int, int]]:
+    """``labels`` with every value above ``last`` set to 0, and ``{value: voxels}`` so set."""
+    above = labels > last
+    if not above.any():
+        return labels, {}
+    values, counts = np.unique(labels[above], return_counts=True)
+    return np.where(above, 0, labels), {int(v): int(n) for v, n in zip(values, counts, strict=True)}
 
 
 def _map_labels(labels: np.ndarray, label_map: dict[int, int] | None, path: Path) -> np.ndarray:
@@ -594,13 +696,16 @@ def _build(
     label_map: dict[int, int] | None,
     classes: tuple[str, ...] | None,
     progress: bool,
+    background_above: int | None = None,
 ) -> SliceSet:
     """Read, normalise and fit every volume of ``items`` into one SliceSet of slices.
 
     Extra columns: ``modality``, ``frame`` (1-based cine frame, -1 for 3-D files), the items'
     ``extra`` (ACDC: ``phase`` ED / ES / "", ``split``, ``group``; pairs: ``source_file``;
     HVSMR: ``view``), ``orig_height``, ``orig_width``, ``orig_spacing_x``, ``orig_spacing_y``
-    (mm). Slices are in display order (module doc, "orientation").
+    (mm). Slices are in display order (module doc, "orientation"). With ``background_above``,
+    stored label values above it become 0 before ``label_map``; ``info["set_to_background"]``
+    lists each such value with its voxels (in the stored volumes) and volumes.
     """
     from tqdm.auto import tqdm
 
@@ -612,9 +717,15 @@ def _build(
         raise ValueError(f"{name}: no volumes to prepare")
     labelled = items[0].label is not None
     images, masks, rows, unoriented, stacks = [], [], [], [], []
+    dropped: dict[int, list[int]] = {}  # value set to background -> [voxels, volumes]
     for item in tqdm(items, desc=f"preparing {name}", disable=not progress):
         for frame, volume, labels, (dz, dy, dx), mode in _read_item(item):
             volume = to_unit(volume, item.image, modality)
+            if labels is not None and background_above is not None:
+                labels, counts = _background_above(labels, background_above)
+                for value, voxels in counts.items():
+                    total = dropped.setdefault(value, [0, 0])
+                    total[0], total[1] = total[0] + voxels, total[1] + 1
             if labels is not None:
                 labels = _map_labels(labels, label_map, item.label)
             volume_id = (
@@ -677,6 +788,11 @@ def _build(
         info["unoriented_volumes"] = unoriented  # no qform / sform: stored order kept
     if stacks:
         info["oblique_stacks"] = stacks  # stored slice axis (superior first), stored in-plane
+    if background_above is not None:
+        info["set_to_background"] = [
+            {"value": value, "voxels": voxels, "volumes": volumes}
+            for value, (voxels, volumes) in sorted(dropped.items())
+        ]
     return SliceSet(np.stack(images), mask_array, pd.DataFrame(rows), tuple(classes), name, info)
 
 

@@ -24,7 +24,12 @@ from medcl_lite.data.catalog._common import (
     read_array,
     source_folder,
 )
-from medcl_lite.data.catalog._lungs import binary_mask, lung_label_map, split_lungs
+from medcl_lite.data.catalog._lungs import (
+    LungSplitError,
+    binary_mask,
+    lung_label_map,
+    split_lungs,
+)
 from medcl_lite.data.phantoms.chest_xray import XRAY_CLASSES
 from medcl_lite.data.sliceset import SliceSet
 
@@ -229,7 +234,11 @@ def _shenzhen_labels(item: Item):
 
 def prepare_shenzhen(source: str | Path, size: int = 256, progress: bool = True) -> SliceSet:
     """Shenzhen CXR set with the Stirenko et al. (2018) lung masks (both lungs in one mask, split
-    into right and left by connected components) -> SliceSet; images without mask left out."""
+    into right and left by connected components) -> SliceSet; images without mask left out.
+
+    A mask that cannot be split into two lungs (one piece, no narrow bridge: a few touching
+    lungs, :class:`LungSplitError`) skips its image, listed in ``info["skipped_images"]``; any
+    other error (unreadable or empty mask) stops the prepare, naming the file."""
     source = source_folder(source)
     scan = scan_shenzhen(source)
     scan.raise_problems("shenzhen", source)
@@ -242,4 +251,5 @@ def prepare_shenzhen(source: str | Path, size: int = 256, progress: bool = True)
         labels=_shenzhen_labels,
         info=info,
         progress=progress,
+        skip=(LungSplitError,),
     )
