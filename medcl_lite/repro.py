@@ -241,6 +241,18 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return pretrain_main(["-f", args.file, *(["--threads", str(args.threads)] if args.threads else [])])
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """``medcl export RUN_DIR --out FILE``: a run's encoder as one file a plain smp model loads."""
+    from medcl_lite.export import export_encoder, load_exported
+
+    out = export_encoder(args.run_dir, args.out)  # errors go to main (exit code 2)
+    meta = load_exported(out)["meta"]
+    method = meta["method"] or "method unknown"
+    print(f"wrote {out}: {meta['encoder_name']} encoder, in_channels={meta['in_channels']}, {method}")
+    print(f'load it: model.encoder.load_state_dict(torch.load("{out}", weights_only=True)["encoder"])')
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from medcl_lite.data import phantoms
 
@@ -375,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=0, help="CPU threads (default: $MEDCL_THREADS, else all cores)"
     )
     pre.set_defaults(func=_cmd_pretrain)
+
+    exp = sub.add_parser(
+        "export", help="write a pretraining run's encoder as one file a plain smp model loads"
+    )
+    exp.add_argument("run_dir", help="pretraining run folder (or its encoder.pt / checkpoint.pt)")
+    exp.add_argument("--out", required=True, help="file to write, e.g. encoder.pt")
+    exp.set_defaults(func=_cmd_export)
 
     data = sub.add_parser(
         "data", help="datasets: list, download, check, prepare; write the phantoms"

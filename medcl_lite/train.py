@@ -45,6 +45,7 @@ from medcl_lite.data.sliceset import SliceSet
 from medcl_lite.data.superpixels import FelzenszwalbParams, superpixels
 from medcl_lite.data.transforms import joint_transform, view_transform
 from medcl_lite.dense import dense_loss
+from medcl_lite.export import check_encoder, recorded_encoder
 from medcl_lite.inference import map_images
 from medcl_lite.losses import MoCoQueue, info_nce, nt_xent
 from medcl_lite.metrics import (
@@ -203,7 +204,7 @@ class FinetuneConfig:
     in_channels: int = 1
     decoder_channels: tuple[int, ...] = ()  # U-Net decoder widths; () = smp's (256, 128, 64, 32, 16)
     init: str = "random"  # "random" | "pretrained" (encoder from `pretrained` or the argument)
-    pretrained: str = ""  # path to a pretraining run's encoder.pt
+    pretrained: str = ""  # a run's encoder.pt, an exported encoder or a model.encoder.state_dict()
     augment: str = "light"  # joint_transform strength: "none" | "light"
     max_steps: int = 300
     max_epochs: int = 0  # > 0: train for epochs over the labelled images instead (papers: 100-200)
@@ -694,10 +695,26 @@ def _check_same_run(saved: dict, cfg: PretrainConfig) -> None:
         )
 
 
-def load_pretrained_encoder(path: str | Path) -> dict:
+def load_pretrained_encoder(
+    path: str | Path, encoder: str | None = None, in_channels: int | None = None
+) -> dict:
     """The weights saved by :func:`pretrain` as ``encoder.pt``: the encoder ``state_dict``, or
-    ``{"encoder": ..., "decoder": ...}`` when pretraining trained the decoder (``load_pretrained``)."""
+    ``{"encoder": ..., "decoder": ...}`` when pretraining trained the decoder (``load_pretrained``).
+    Also an exported encoder (:mod:`medcl_lite.export`) or a plain ``model.encoder.state_dict()``
+    file. A file that records its encoder name and in_channels must have ``encoder`` /
+    ``in_channels`` when given (``FinetuneConfig``'s)."""
     saved = load_checkpoint(path)
+    if saved and all(isinstance(v, Tensor) for v in saved.values()):
+        return saved  # torch.save(model.encoder.state_dict(), path): nothing recorded to check
+    if not isinstance(saved.get("encoder"), dict):
+        raise ValueError(
+            f"{path} holds no encoder weights (keys {sorted(map(str, saved))[:6]}): expected a "
+            "pretraining run's encoder.pt, an exported encoder (medcl export) or a "
+            "model.encoder.state_dict() file"
+        )
+    recorded = recorded_encoder(saved)
+    if recorded is not None:
+        check_encoder(recorded, encoder, in_channels, str(path), against="the FinetuneConfig")
     return {k: saved[k] for k in ("encoder", "decoder")} if "decoder" in saved else saved["encoder"]
 
 
@@ -844,7 +861,7 @@ def finetune(
         if encoder_state is None:
             if not cfg.pretrained:
                 raise ConfigError("FinetuneConfig: init='pretrained' needs `pretrained` or encoder_state")
-            encoder_state = load_pretrained_encoder(cfg.pretrained)
+            encoder_state = load_pretrained_encoder(cfg.pretrained, cfg.encoder, cfg.in_channels)
         load_pretrained(model, encoder_state)
     if n_proc > 1:
         model = distributed.convert_global_batchnorm(model)
