@@ -272,3 +272,19 @@ def test_cli_prepare_and_check(tmp_path, capsys):
     assert code == 0 and f"prepared: {tmp_path / 'o'}" in printed
     assert f"prepared (pool): {tmp_path / 'o-pool'}" in printed
     assert "folder" in {row["name"] for row in catalog.list_datasets()}
+
+
+def test_two_d_dicom_images(tmp_path):
+    from test_io import write_dicom
+
+    source = tmp_path / "dcm"
+    rng = np.random.default_rng(1)
+    for k in range(3):
+        (source / "images").mkdir(parents=True, exist_ok=True)
+        write_dicom(source / "images" / f"cr{k}.dcm", rng.integers(0, 4095, (30, 40), dtype=np.uint16),
+                    bits_stored=12, PixelSpacing=[0.2, 0.2])  # fmt: skip
+        mask = np.zeros((30, 40), np.uint8)
+        mask[10:20, 5:15] = 1
+        _png(source / "masks" / f"cr{k}.png", mask)
+    data = folder.prepare_folder(source, size=16, progress=False, classes="background,nodule")[""]
+    assert len(data) == 3 and data.masks.max() == 1 and 0 <= data.images.min() < data.images.max() <= 1
