@@ -56,7 +56,7 @@
 # 1. look at the data and the protocol: few labels from one hospital, a broad unlabelled pool;
 # 2. see positive pairs and the positive mask as pictures, and read the loss;
 # 3. pretrain a U-Net encoder with SimCLR and with MoCo;
-# 4. fine-tune with 1, 2, 4, 8 and all labelled images from several seeds, against random
+# 4. fine-tune with 1, 4 and all labelled images from five seeds, against random
 #    initialisation, and read the Dice table honestly: in pairs, with intervals;
 # 5. ask what the encoders learned (frozen encoder, linear probe), on which scanner it helps and
 #    where it breaks, and why (a diagnosis that changes one factor at a time).
@@ -121,7 +121,7 @@ device = "auto"  # auto, cpu, cuda or mps
 out_dir = ""  # run folder; empty: MEDCL_RUNS/quickstart-SIZE (default ~/.cache/medcl_lite/runs)
 progress = True  # tqdm progress bars
 pretrain_epochs = 0  # 0: the value of the size preset
-label_counts = []  # empty: the value of the size preset, e.g. [1, 2, 4, 8, "all"]
+label_counts = []  # empty: the value of the size preset, e.g. [1, 4, "all"]
 seeds = []  # empty: the fine-tuning seeds of the size preset
 eval_protocols = []  # beside full fine-tuning: "frozen encoder", "discriminative", "linear probe"; empty: the size's
 diagnose = False  # run the diagnosis of section 8 (about 30 min on 2 cores); False: show the recorded one
@@ -139,7 +139,7 @@ SIZES = {  # image side, phantom patients x time points, pretraining epochs and 
     "smoke": dict(image=64, patients=18, times=3, epochs=1, batch=16, ft_steps=30, ft_batch=4,
                   counts=[1, "all"], seeds=[0], protocols=["frozen encoder", "linear probe"]),
     "cpu": dict(image=64, patients=60, times=4, epochs=40, batch=32, ft_steps=60, ft_batch=4,
-                counts=[1, 2, 4, 8, "all"], seeds=[0, 1, 2], protocols=["frozen encoder", "linear probe"]),
+                counts=[1, 4, "all"], seeds=[0, 1, 2, 3, 4], protocols=["frozen encoder", "linear probe"]),
     "gpu": dict(image=128, patients=120, times=4, epochs=200, batch=64, ft_steps=400, ft_batch=8,
                 counts=[1, 2, 4, 8, "all"], seeds=[0, 1, 2, 3, 4],
                 protocols=["frozen encoder", "discriminative", "linear probe"]),
@@ -600,7 +600,7 @@ site_text = verdict_text(site_comparison, ["site", "protocol"], label=lambda r: 
 display(Markdown(site_text))
 
 # %% [markdown]
-# The same reading of the recorded reference run (`cpu` size, 3 seeds), from its `protocols.csv`:
+# The same reading of the recorded reference run (`cpu` size, five seeds), from its `protocols.csv`:
 
 # %%
 recorded_protocols = reference.load_table("00_quickstart", "protocols.csv")

@@ -340,5 +340,5 @@ print(f"Exercise 00.3 ran in {time.perf_counter() - t0:.1f} s ({size})")
 # rate: a low rate is often recommended to *keep* pretrained features, but the encoder's advantage
 # can only show if the decoder has learned to read it, and that needs steps. The chapter's
 # diagnosis (section 8) changes this one factor with the same seeds in its "fine-tuning LR" rows;
-# three seeds give wide intervals, so "no evidence" is the reading to expect unless the effect is
+# five seeds still give wide intervals, so "no evidence" is the reading to expect unless the effect is
 # large.
