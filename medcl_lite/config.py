@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "from_params", "reproduction_settings", "to_dict", "to_json"]
+__all__ = ["ConfigError", "from_params", "reproduction_settings", "to_dict", "to_json", "typed_like_defaults"]
 
 
 class ConfigError(ValueError):
@@ -95,25 +95,39 @@ def reproduction_settings(
     default (a close match is suggested) and have its type (``None`` accepts anything, an int
     stands for a float); the error names ``name``, the key, the expected type and the value.
     """
+    return types.SimpleNamespace(**{**defaults, **typed_like_defaults(defaults, overrides, name)})
+
+
+def typed_like_defaults(
+    defaults: dict[str, Any], overrides: dict[str, Any] | None, name: str, kind: str = "setting"
+) -> dict[str, Any]:
+    """``overrides`` checked against ``defaults``: every key known, every value of its default's
+    type (``None`` accepts anything, an int stands for a float; lists and dicts are not looked
+    into). Returns the overrides, coerced where lossless (an int given for a float: a float).
+
+    Raises:
+        ConfigError: naming ``name``, the ``kind`` ("setting", "parameter"), the key, the expected
+            type and the value.
+    """
     if overrides is None:
         overrides = {}
     if not isinstance(overrides, dict):
-        raise ConfigError(f"{name} must be a mapping of setting: value, got {overrides!r}")
-    values = dict(defaults)
+        raise ConfigError(f"{name} must be a mapping of {kind}: value, got {overrides!r}")
+    values = {}
     for key, value in overrides.items():
         if key not in defaults:
             close = difflib.get_close_matches(str(key), defaults, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{name}: unknown setting {key!r}{hint}; known: {sorted(defaults)}")
+            raise ConfigError(f"{name}: unknown {kind} {key!r}{hint}; known: {sorted(defaults)}")
         default = defaults[key]
         expected = Any if default is None else float if isinstance(default, float) else type(default)
         ok, values[key] = _type_ok(value, expected)
         if not ok:
             raise ConfigError(
-                f"{name}: setting {key!r} must be {expected.__name__ if expected is not Any else 'any'}"
+                f"{name}: {kind} {key!r} must be {expected.__name__ if expected is not Any else 'any'}"
                 f" like its default {default!r}, got {value!r} ({type(value).__name__})"
             )
-    return types.SimpleNamespace(**values)
+    return values
 
 
 def to_dict(config: Any) -> dict[str, Any]:

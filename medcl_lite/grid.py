@@ -168,11 +168,11 @@ def expand_grid(spec: dict) -> list[Cell]:
     common = {**load_params(spec.get("base")), **(spec.get("params") or {})}
     common.pop("out_dir", None)
     axes = spec.get("axes") or {}
-    check_params(find_notebook(notebook), {**common, **axes})
+    source = find_notebook(notebook)
     cells = []
     for combo in itertools.product(*axes.values()):
         values = dict(zip(axes, combo, strict=True))
-        params = _normalise({**common, **values})
+        params = _normalise(check_params(source, {**common, **values}))
         cells.append(Cell(cell_id(values), notebook, params, _normalise(values)))
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
+import re
 import shlex
 import sys
 import time
@@ -67,7 +69,21 @@ def load_params(
         params.update(read_yaml_mapping(file, "parameter file", "of name: value"))
     for key, value in overrides or []:
         params[key] = yaml.safe_load(value)
-    return params
+    return {key: _numbers(value) for key, value in params.items()}
+
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _numbers(value):
+    """``value`` with YAML 1.1's missed floats (``1e-4``: a string to PyYAML) read as floats."""
+    if isinstance(value, str) and _FLOAT.match(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
 
 
 def reproduce(
@@ -91,8 +107,7 @@ def reproduce(
     params = dict(params)
     name = name or params.pop("name", None) or source.stem
     params.pop("name", None)
-    check_params(source, params)
-    params = fold_reproduction(source, params)
+    params = fold_reproduction(source, check_params(source, params))
     out_dir = (Path(runs_dir) / name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     params["out_dir"] = str(out_dir)
@@ -114,6 +129,12 @@ def reproduce(
 def reproduction_keys(notebook: Path) -> set[str]:
     """Names of the settings in ``notebook``'s cell tagged ``reproduction`` (the keys of its
     ``REPRODUCTION = dict(...)``), read without running it; empty when it has none."""
+    return set(reproduction_defaults(notebook))
+
+
+def reproduction_defaults(notebook: Path) -> dict:
+    """The settings of ``notebook``'s ``reproduction`` cell with their defaults, read without
+    running it (a default that is not a literal reads as None: any type)."""
     import nbformat
 
     for cell in nbformat.read(str(notebook), as_version=4).cells:
@@ -125,11 +146,37 @@ def reproduction_keys(notebook: Path) -> set[str]:
             ):
                 value = node.value
                 if isinstance(value, ast.Call):
-                    return {k.arg for k in value.keywords if k.arg}
+                    return {k.arg: _literal(k.value) for k in value.keywords if k.arg}
                 if isinstance(value, ast.Dict):
-                    return {k.value for k in value.keys if isinstance(k, ast.Constant)}
+                    return {k.value: _literal(v) for k, v in zip(value.keys, value.values, strict=True)
+                            if isinstance(k, ast.Constant)}  # fmt: skip
         raise ValueError(f"{notebook.name}: its {REPRODUCTION_TAG!r} cell assigns no REPRODUCTION = dict(...)")
-    return set()
+    return {}
+
+
+def parameter_defaults(notebook: Path) -> dict:
+    """The defaults of ``notebook``'s ``parameters`` cell as Python values (papermill's
+    inspection; a default that is not a literal reads as None: any type)."""
+    from papermill.inspection import inspect_notebook
+
+    found = inspect_notebook(str(notebook))
+    if not found:
+        raise ValueError(f"{notebook.name} has no cell tagged 'parameters'")
+    return {name: _literal(spec["default"]) for name, spec in found.items()}
+
+
+@functools.lru_cache(maxsize=16)
+def _defaults(notebook: str, mtime_ns: int) -> tuple[dict, dict]:
+    """(parameter defaults, reproduction defaults) of a notebook file, read once per version
+    (a grid checks every cell against them)."""
+    return parameter_defaults(Path(notebook)), reproduction_defaults(Path(notebook))
+
+
+def _literal(node_or_text):
+    try:
+        return ast.literal_eval(node_or_text)
+    except (ValueError, SyntaxError, TypeError):
+        return None
 
 
 def fold_reproduction(notebook: Path, params: dict) -> dict:
@@ -152,17 +199,21 @@ def fold_reproduction(notebook: Path, params: dict) -> dict:
     return folded
 
 
-def check_params(notebook: Path, params: dict) -> None:
-    """Fail before running when a parameter is neither in the notebook's ``parameters`` cell nor
-    one of its reproduction settings (:func:`reproduction_keys`)."""
+def check_params(notebook: Path, params: dict) -> dict:
+    """``params`` checked before the kernel starts, and returned coerced where lossless.
+
+    Each must be in the notebook's ``parameters`` cell or one of its reproduction settings (by
+    name, or in the ``reproduction`` mapping), with the type of its default there
+    (:func:`medcl_lite.config.typed_like_defaults`: ``seed`` an int, ``ft_lr`` a float, an int
+    standing for a float, a None default any type). The error names the parameter, the expected
+    type and the value.
+    """
     import difflib
 
-    from papermill.inspection import inspect_notebook
+    from medcl_lite.config import typed_like_defaults
 
-    in_cell = set(inspect_notebook(str(notebook)))
-    if not in_cell:
-        raise ValueError(f"{notebook.name} has no cell tagged 'parameters'")
-    known = in_cell | reproduction_keys(notebook)
+    in_cell, settings = _defaults(str(notebook), Path(notebook).stat().st_mtime_ns)
+    known = set(in_cell) | set(settings)
     for key in params:
         if key not in known and key != "out_dir":
             close = difflib.get_close_matches(key, known, n=1)
@@ -170,6 +221,16 @@ def check_params(notebook: Path, params: dict) -> None:
             raise ValueError(
                 f"{notebook.name}: unknown parameter {key!r}{hint}; it has {sorted(known)}"
             )
+    checked = dict(params)
+    given = {k: v for k, v in params.items() if k in in_cell and k != "out_dir"}
+    checked.update(typed_like_defaults(in_cell, given, notebook.name, kind="parameter"))
+    by_name = {k: v for k, v in params.items() if k in settings and k not in in_cell}
+    checked.update(typed_like_defaults(settings, by_name, notebook.name, kind="reproduction setting"))
+    if settings and isinstance(checked.get("reproduction"), dict):
+        checked["reproduction"] = typed_like_defaults(
+            settings, checked["reproduction"], f"{notebook.name} reproduction", kind="setting"
+        )
+    return checked
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import nbformat
 import pytest
@@ -139,12 +140,53 @@ def test_reproduction_settings_are_parameters_by_name(tmp_path, capsys):
                        "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
     assert code == 0
     assert "| 1 | 0.5 | 4 |" in capsys.readouterr().out
-    # An ill-typed setting fails in the notebook's first cells, naming itself.
-    from papermill.exceptions import PapermillExecutionError
+    # An ill-typed setting fails before the kernel starts, naming itself.
+    code = repro.main(["reproduce", str(nb), "-p", "folds", "abc", "--name", "bad",
+                       "--runs-dir", str(tmp_path / "runs"), "--no-progress"])  # fmt: skip
+    assert code == 2 and not (tmp_path / "runs" / "bad").exists()
+    assert "reproduction setting 'folds' must be int like its default 0, got 'abc' (str)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="chapter.ipynb reproduction: setting 'lr' must be float"):
+        repro.check_params(nb, {"reproduction": {"lr": "fast"}})
+    assert repro.check_params(nb, {"lr": 1, "reproduction": {"folds": 2}}) == {"lr": 1.0, "reproduction": {"folds": 2}}
 
-    with pytest.raises(PapermillExecutionError, match="setting 'folds' must be int like its default 0, got 'abc'"):
-        repro.main(["reproduce", str(nb), "-p", "folds", "abc", "--name", "bad",
-                    "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+
+TYPED = ("seed = 0\nlr = 0.001\nsmoke = None\npreset = 'auto'\nprogress = True\n"
+         "counts = []\nreproduction = {}\nout_dir = ''")
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("seed", "abc", "int like its default 0, got 'abc' (str)"),
+        ("seed", 1.5, "int like its default 0, got 1.5 (float)"),
+        ("seed", True, "int like its default 0, got True (bool)"),
+        ("lr", "fast", "float like its default 0.001, got 'fast' (str)"),
+        ("preset", 3, "str like its default 'auto', got 3 (int)"),
+        ("progress", "yes please", "bool like its default True, got 'yes please' (str)"),
+        ("counts", 4, "list like its default [], got 4 (int)"),
+        ("reproduction", [1], "dict like its default {}, got [1] (list)"),
+    ],
+)
+def test_ill_typed_parameters_fail_before_the_kernel(tmp_path, capsys, key, value, expected):
+    nb = tmp_path / "typed.ipynb"
+    _write_notebook(nb, parameters=TYPED)
+    with pytest.raises(ValueError, match=f"typed.ipynb: parameter '{key}' must be {re.escape(expected)}"):
+        repro.check_params(nb, {key: value})
+    assert repro.main(["reproduce", str(nb), "-p", key, json.dumps(value), "--name", "x",
+                       "--runs-dir", str(tmp_path / "runs")]) == 2  # fmt: skip
+    assert f"parameter '{key}'" in capsys.readouterr().err and not (tmp_path / "runs" / "x").exists()
+
+
+def test_well_typed_parameters_pass_and_are_coerced(tmp_path):
+    nb = tmp_path / "typed.ipynb"
+    _write_notebook(nb, parameters=TYPED)
+    given = {"seed": 3, "lr": 1, "smoke": "anything", "preset": "cpu", "progress": False,
+             "counts": [1, "all"], "reproduction": {"a": 1}}  # fmt: skip
+    assert repro.check_params(nb, given) == {**given, "lr": 1.0}
+    # YAML 1.1 reads 1e-4 as a string; -p and parameter files read it as the number it is
+    (tmp_path / "p.yaml").write_text("lr: 5e-5\nseeds: [1e-3, 2]\n")
+    assert repro.load_params([str(tmp_path / "p.yaml")], [("x", "1e-4"), ("name", "1e3x")]) == {
+        "lr": 5e-5, "seeds": [1e-3, 2], "x": 1e-4, "name": "1e3x"}
 
 
 def test_reproduction_cell_without_its_dict_is_an_error(tmp_path):
