@@ -99,9 +99,10 @@ def reproduce(
 
     The kernel starts with passive OpenMP waiting and, with ``threads``, that many CPU threads
     (``$MEDCL_THREADS``, which the notebook's ``medcl_lite.set_threads()`` obeys); see
-    :mod:`medcl_lite.threads`.
+    :mod:`medcl_lite.threads`. A line per section of the notebook tells where the run is
+    (:mod:`medcl_lite.execution`), also with ``progress`` (papermill's bar) off.
     """
-    import papermill
+    from medcl_lite.execution import execute
 
     source = find_notebook(notebook)
     params = dict(params)
@@ -114,14 +115,8 @@ def reproduce(
     atomic_write_text(out_dir / "params.yaml", yaml.safe_dump(params, sort_keys=True))
     start = time.perf_counter()
     with updated_environ(child_env(threads)):  # the kernel inherits this process's environment
-        papermill.execute_notebook(
-            str(source),
-            str(out_dir / source.name),
-            parameters=params,
-            kernel_name=kernel,
-            progress_bar=progress,
-            cwd=str(out_dir),
-        )
+        execute(source, out_dir / source.name, params, label=name, kernel=kernel,
+                progress=progress, cwd=str(out_dir))  # fmt: skip
     atomic_write_text(out_dir / "wall_time.txt", f"{time.perf_counter() - start:.1f} s\n")
     return out_dir
 
