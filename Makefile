@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.medcl-installed
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test install lint format notebooks bench lock clean
+.PHONY: demo test install lab lint format notebooks bench lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ install: $(STAMP)
 ## The quickstart reproduction on the built-in phantoms (CPU < 15 min): runs/quickstart/
 demo: install
 	$(VENV)/bin/medcl reproduce 00_quickstart -f notebooks/params/quickstart/cpu_demo.yaml --name quickstart --no-progress
+
+## JupyterLab on notebooks/, its Python kernel this project's .venv (LAB_ARGS: e.g. --no-browser)
+lab: install
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 ## The whole suite: ruff, notebook pairs in sync, unit tests, the notebooks in smoke mode (nbval)
 test: install
