@@ -1,6 +1,6 @@
 """One masked, multi-positive InfoNCE, and the SimCLR and MoCo forms built on it.
 
-For anchor i with positives P(i) and candidates A(i) (docs/methods.md, "Shared loss"):
+For anchor i with positives P(i) and candidates A(i) (docs/methods.md, "Shared loss")::
 
     L_i = -1/|P(i)| Σ_{p∈P(i)} log( exp(s(z_i, z_p)/τ) / Σ_{a∈A(i)} exp(s(z_i, z_a)/τ) )
 

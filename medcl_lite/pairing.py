@@ -11,7 +11,7 @@ strategy     positives of an anchor                      paper
 ===========  ==========================================  ========================
 instance     only its own other view / key               SimCLR, MoCo
 temporal     every image of the same patient             CL-TCI (Sec. 3.1)
-positional   every slice with |depth difference| < θ     PCL (Sec. 2.2, eq. 2)
+positional   every slice with ``|Δdepth|`` < θ           PCL (Sec. 2.2, eq. 2)
 partition    every slice in the same of P depth bins     GCL "G^D" (Chaitanya 2020)
 ===========  ==========================================  ========================
 """

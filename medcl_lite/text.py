@@ -114,7 +114,7 @@ def normalise(text: str) -> str:
 
 
 class Tokenizer:
-    """Word-level tokenizer: ``[CLS] word ... [SEP]``, unknown words -> ``[UNK]``, pad id 0.
+    """Word-level tokenizer: ``[CLS] w1 w2 [SEP]``, unknown words -> ``[UNK]``, pad id 0.
 
     Args:
         words: the vocabulary without special tokens, in id order (ids start after

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from medcl_lite.data import catalog
 from medcl_lite.data.prepared import read_prepared

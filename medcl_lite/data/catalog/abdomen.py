@@ -1,6 +1,6 @@
 """Preparers of real multi-organ abdominal CT (LRC): BTCV (Synapse) and AMOS 2022 (Zenodo).
 
-Both are image/label NIfTI pairs prepared like the cardiac CT sets of :mod:`.volumes` (same
+Both are image/label NIfTI pairs prepared like the cardiac CT sets of :mod:`medcl_lite.data.catalog.volumes` (same
 intensity, geometry and display orientation, one SliceSet row per slice with ``depth`` and
 spacing). The label maps are turned into classes by ``classes``:
 
