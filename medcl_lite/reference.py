@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from medcl_lite.checkpoint import atomic_write_text
-from medcl_lite.utils import cpu_model
+from medcl_lite.utils import course_dir, cpu_model
 
 __all__ = ["TABLES", "caption", "current_commit", "load_table", "record", "reference_dir", "reference_root"]
 
@@ -39,11 +39,11 @@ MAX_NOTEBOOK_BYTES = 5_000_000
 
 
 def reference_root() -> Path:
-    """``$MEDCL_REFERENCE``, else the repository's ``notebooks/reference`` (a clone or an
-    editable install: the folder next to the package)."""
+    """``$MEDCL_REFERENCE``, else the course's ``reference/`` (:func:`medcl_lite.utils.course_dir`:
+    the repository's ``notebooks/reference``, or the copy an installed wheel ships)."""
     if os.environ.get("MEDCL_REFERENCE"):
         return Path(os.environ["MEDCL_REFERENCE"]).expanduser()
-    return Path(__file__).resolve().parents[1] / "notebooks" / "reference"
+    return course_dir() / "reference"
 
 
 def reference_dir(chapter: str) -> Path:

@@ -25,6 +25,7 @@ import yaml
 
 from medcl_lite.checkpoint import atomic_write_text
 from medcl_lite.threads import child_env, updated_environ
+from medcl_lite.utils import course_dir
 
 __all__ = ["check_params", "find_notebook", "fold_reproduction", "load_params", "main", "reproduce", "reproduction_keys"]
 
@@ -32,14 +33,12 @@ __all__ = ["check_params", "find_notebook", "fold_reproduction", "load_params", 
 #: reproduction that its parameters cell leaves out (``config.reproduction_settings``).
 REPRODUCTION_TAG = "reproduction"
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 def find_notebook(name: str) -> Path:
     """``00_quickstart`` / ``00_quickstart.ipynb`` / a path -> the ``.ipynb`` to execute."""
     candidates = [Path(name)]
     stem = Path(name).name.removesuffix(".ipynb").removesuffix(".py")
-    for root in (Path.cwd() / "notebooks", REPO_ROOT / "notebooks"):
+    for root in (Path.cwd() / "notebooks", course_dir()):
         candidates.append(root / f"{stem}.ipynb")
     for path in candidates:
         if path.suffix == ".ipynb" and path.is_file():

@@ -61,6 +61,15 @@ def run_size(smoke: bool | None, preset: str, device: torch.device) -> str:
     return "gpu" if device.type == "cuda" else "cpu"
 
 
+def course_dir() -> Path:
+    """Where the chapters, their parameter files and reference runs are: the repository's
+    ``notebooks/`` (a clone or an editable install), else the copy a wheel ships
+    (``medcl_lite/course/``, see setup.py)."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / "notebooks"
+    return checkout if checkout.is_dir() else package / "course"
+
+
 RUNS_ENV_VAR = "MEDCL_RUNS"
 
 
