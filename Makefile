@@ -31,7 +31,7 @@ docs: install
 
 ## JupyterLab on notebooks/, its Python kernel this project's .venv (LAB_ARGS: e.g. --no-browser)
 lab: install
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 ## The whole suite: ruff, notebook pairs in sync, unit tests, the notebooks in smoke mode (nbval)
 test: install

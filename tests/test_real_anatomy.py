@@ -68,7 +68,7 @@ def test_mni_template_prepare_pretrain_finetune_dice(tmp_path):
     result = pretrain(PretrainConfig(pairing="positional", threshold=0.1, max_epochs=2, batch_size=16,
                                      warmup_epochs=0, proj_dim=32, out_dir=str(tmp_path / "pcl"),
                                      progress=False), data)  # fmt: skip
-    assert len(result.history) == 2 and np.isfinite(result.history["loss"]).all()
+    assert result.history["epoch"].nunique() == 2 and np.isfinite(result.history["loss"]).all()
     encoder = export_encoder(tmp_path / "pcl", tmp_path / "encoder.pt")
     volumes = data.meta["volume_id"].to_numpy()
     train = np.flatnonzero(np.isin(volumes, ["mni_0", "mni_1", "mni_2"]))
@@ -82,6 +82,7 @@ def test_mni_template_prepare_pretrain_finetune_dice(tmp_path):
         metrics, pred = evaluate(fitted.model, data, test)
         scores[init] = metrics
         assert pred.shape == data.masks[test].shape
+    print({init: round(m["dice_volume"], 3) for init, m in scores.items()})
     for init, metrics in scores.items():
         # all-background scores 0 and chance far less: both tissues are found on unseen slices
         assert metrics["dice_volume"] > 0.6, (init, metrics)
