@@ -81,15 +81,17 @@ def test_wheel_installs_and_runs_away_from_the_checkout(tmp_path):
     python = venv / "bin" / "python"
     purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
-    # the dependencies (torch ...) come from this environment; the package only from the wheel
-    Path(purelib, "zz_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheels[0])],
-                   check=True)  # fmt: skip
+                   check=True, env=clean)  # fmt: skip
+    # then the dependencies (torch ...) from this environment; the package only from the wheel
+    Path(purelib, "zz_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "HOME": str(tmp_path / "home"), "JUPYTER_DATA_DIR": str(tmp_path / "jupyter"),
            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", "MEDCL_RUNS": str(tmp_path / "runs")}  # fmt: skip
-    env.pop("MEDCL_REFERENCE", None)
+    for variable in ("MEDCL_REFERENCE", "PYTHONPATH"):  # nothing may point back at the checkout
+        env.pop(variable, None)
 
     def run(*args):
         return subprocess.run([*args], cwd=work, env=env, check=True, capture_output=True, text=True).stdout
