@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 
 install: $(STAMP)
 
-## The quickstart reproduction on the built-in phantoms (CPU < 15 min): runs/quickstart/
+## The quickstart reproduction on the built-in phantoms (2-core CPU: 14-18 min): runs/quickstart/
 demo: install
 	$(VENV)/bin/medcl reproduce 00_quickstart -f notebooks/params/quickstart/cpu_demo.yaml --name quickstart --no-progress
 
