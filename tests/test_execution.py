@@ -68,3 +68,20 @@ def test_kernel_runs_over_ipc_sockets_that_are_removed(tmp_path, monkeypatch):
     transport, ip = printed.split()
     assert transport == "ipc" and ip.startswith(str(tmp_path / "tmp" / "medcl-kernel-"))
     assert list((tmp_path / "tmp").iterdir()) == []  # sockets and their folder removed
+
+
+def test_a_long_section_prints_that_it_is_still_running(tmp_path, capfd):
+    from pathlib import Path
+
+    from medcl_lite.execution import execute
+
+    nb = _notebook(tmp_path / "c.ipynb")
+    nb.cells[4].source = "import time\ntime.sleep(2.5)\nz = y + 1"  # a long cell in section 1
+    nbformat.write(nb, tmp_path / "c.ipynb")
+    execute(tmp_path / "c.ipynb", tmp_path / "out.ipynb", {"out_dir": str(tmp_path)}, label="beat",
+            progress=False, cwd=str(tmp_path), heartbeat=0.5)  # fmt: skip
+    err = capfd.readouterr().err
+    running = [line for line in err.splitlines() if line.endswith("· 1 · The data (running)")]
+    assert running and all(line.startswith("[beat ") for line in running), err
+    assert err.splitlines()[-1].endswith("· 2 · Training")  # the heartbeat stopped with the run
+    assert Path(tmp_path / "results.md").read_text() == "| 3 |"
