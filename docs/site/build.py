@@ -49,8 +49,17 @@ def chapters() -> list[str]:
     return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 
 
+def _injected(cell) -> bool:
+    """The cell papermill added with the run's parameters (not part of the chapter)."""
+    return INJECTED in cell.metadata.get("tags", [])
+
+
+def _code_cells(cells) -> list:
+    return [c for c in cells if c.cell_type == "code" and not _injected(c)]
+
+
 def _code(cells) -> list[str]:
-    return [c.source for c in cells if c.cell_type == "code" and INJECTED not in c.metadata.get("tags", [])]
+    return [c.source for c in _code_cells(cells)]
 
 
 def chapter_page(chapter: str) -> tuple[nbformat.NotebookNode, str, str]:
@@ -70,14 +79,14 @@ def chapter_page(chapter: str) -> tuple[nbformat.NotebookNode, str, str]:
     run = json.loads((REFERENCE / chapter / "run.json").read_text()) if (REFERENCE / chapter / "run.json").is_file() else {}
     when = f"commit {str(run.get('commit', '?'))[:10]}, {run.get('date', '?')}, {run.get('machine', '?')}"
     if _code(source.cells) == _code(executed.cells):
-        outputs = iter([c for c in executed.cells if c.cell_type == "code" and INJECTED not in c.metadata.get("tags", [])])
+        outputs = iter(_code_cells(executed.cells))
         for cell in source.cells:
             if cell.cell_type == "code":
                 done = next(outputs)
                 cell.outputs, cell.execution_count = done.outputs, done.execution_count
         note = f"The outputs below are those of the chapter's recorded reference run ({when})."
         return _with_banner(source, "fresh", note), "fresh", note
-    executed.cells = [c for c in executed.cells if INJECTED not in c.metadata.get("tags", [])]
+    executed.cells = [c for c in executed.cells if not _injected(c)]
     note = (f"**Stale**: the chapter's code has changed since its reference run ({when}); the page shows"
             " that run as it was. Record it again to bring the page up to date.")  # fmt: skip
     return _with_banner(executed, "stale", note), "stale", note

@@ -50,7 +50,7 @@ from medcl_lite.data.catalog._common import (
 )
 from medcl_lite.data.catalog.volumes import VolumeItem, _build, _nifti_files, _stem
 from medcl_lite.data.io import DICOM_SUFFIXES, PNG_JPEG_SUFFIXES
-from medcl_lite.data.sliceset import SliceSet
+from medcl_lite.data.sliceset import SliceSet, concat
 
 IMAGE_SUFFIXES = (*PNG_JPEG_SUFFIXES, *DICOM_SUFFIXES)
 MASK_SUFFIXES = (".png",)
@@ -234,9 +234,10 @@ def _prepare_volumes(source: Path, scan: Scan, size: int, progress: bool, name: 
     parts = {}
     if labelled:
         parts[""] = _build(labelled, label_map=labels.value_to_class, classes=labels.classes, **build)
-    if len(labelled) < len(scan.items):
-        pool = [replace(i, label=None) for i in scan.items]
-        parts[POOL_SUFFIX if labelled else ""] = _build(pool, label_map=None, classes=labels.classes, **build)
+    unlabelled = [i for i in scan.items if i.label is None]
+    if unlabelled:
+        rest = _build(unlabelled, label_map=None, classes=labels.classes, **build)
+        parts[POOL_SUFFIX if labelled else ""] = _pool(parts.get(""), rest, scan.items, "volume_id")
     for data in parts.values():
         data.info.update({"layout": "volumes (Decathlon / nnU-Net)", "channel": channel,
                           "channel_name": channels.get(str(channel), "")})  # fmt: skip
@@ -330,12 +331,26 @@ def _prepare_images(source: Path, scan: Scan, size: int, progress: bool, name: s
         if reader.binary_255:
             data.info["mask_values"] = f"0/255 read as 0/1 in {reader.binary_255} masks"
         parts[""] = data
-    if len(labelled) < len(scan.items):
-        pool = [replace(i, masks=()) for i in scan.items]
+    unlabelled = [i for i in scan.items if not i.masks]
+    if unlabelled:
         classes_of_pool = parts[""].classes if parts else names or ("background",)
-        parts[POOL_SUFFIX if labelled else ""] = build_sliceset(
-            pool, size, name=name, classes=classes_of_pool, info=info, progress=progress)
+        rest = build_sliceset(unlabelled, size, name=name, classes=classes_of_pool, info=info,
+                              progress=progress)  # fmt: skip
+        parts[POOL_SUFFIX if labelled else ""] = _pool(parts.get(""), rest, scan.items, "sample_id")
     return parts
+
+
+def _pool(labelled: SliceSet | None, unlabelled: SliceSet, items: list, key: str) -> SliceSet:
+    """The pretraining pool: the ``labelled`` set's images without masks (read once, not again)
+    and the ``unlabelled`` ones, in the order of the scanned ``items`` (by ``key``: their
+    ``volume_id`` / ``sample_id``), with the unlabelled set's ``info``."""
+    if labelled is None:
+        return unlabelled
+    pool = concat([replace(labelled, masks=None), unlabelled])
+    position = {getattr(item, key): k for k, item in enumerate(items)}
+    pool = pool.subset(np.argsort(pool.meta[key].map(position).to_numpy(), kind="stable"))
+    pool.info = dict(unlabelled.info)
+    return pool
 
 
 # --- shared -------------------------------------------------------------------------------------
