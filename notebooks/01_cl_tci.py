@@ -133,7 +133,7 @@ images_per_patient = 2  # k of the patient-aware sampler
 label_counts = []  # empty: the size's budgets (paper: 10 labelled images, and all)
 reproduction = {}  # other settings by name, e.g. {"ft_lr": 1e-4}: the REPRODUCTION cell below
 
-# %% tags=["reproduction"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["reproduction"]
 # The settings of a paper reproduction, out of the reader's way: the presets in notebooks/params/cl_tci/
 # set them (see its README). 0, -1 or empty: the size's value (SIZES below).
 REPRODUCTION = dict(

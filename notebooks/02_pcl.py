@@ -131,7 +131,7 @@ threshold = 0.35  # PCL θ: |Δdepth| < θ are positives (paper: 0.35 ACDC, 0.1 
 label_counts = []  # empty: the size's budgets (paper: 2 and 6 ACDC patients; 1, 2, 8 volumes)
 reproduction = {}  # other settings by name, e.g. {"ft_lr": 1e-4}: the REPRODUCTION cell below
 
-# %% tags=["reproduction"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["reproduction"]
 # The settings of a paper reproduction, out of the reader's way: the presets in notebooks/params/pcl/
 # set them (see its README). 0, -1 or empty: the size's value (SIZES below).
 REPRODUCTION = dict(

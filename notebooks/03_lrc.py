@@ -140,7 +140,7 @@ sp_scale = 0.0  # Felzenszwalb scale, 0: the size's value
 label_counts = []  # empty: the size's budgets
 reproduction = {}  # other settings by name, e.g. {"ft_lr": 1e-4}: the REPRODUCTION cell below
 
-# %% tags=["reproduction"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["reproduction"]
 # The settings of a paper reproduction, out of the reader's way: the presets in notebooks/params/lrc/
 # set them (see its README). 0, -1 or empty: the size's value (SIZES below).
 REPRODUCTION = dict(

@@ -133,7 +133,7 @@ label_counts = []  # empty: the size's budgets ("all" is 100 %)
 diagnose = False  # run the diagnosis of section 8 (one factor at a time); False: show the recorded one
 reproduction = {}  # other settings by name, e.g. {"ft_lr": 1e-4}: the REPRODUCTION cell below
 
-# %% tags=["reproduction"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["reproduction"]
 # The settings of a paper reproduction, out of the reader's way: the presets in notebooks/params/ideal/
 # set them (see its README). 0, -1 or empty: the size's value (SIZES below).
 REPRODUCTION = dict(
